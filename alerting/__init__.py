@@ -1,0 +1,1 @@
+"""Alert rules, the alert engine, notifications (apprise) and Prometheus / Alertmanager export."""

@@ -1,0 +1,1 @@
+"""Job queue, placement policies, trace replay, capacity planner, autoscaling advice, cost attribution."""

@@ -1,0 +1,1 @@
+"""The capacity planner: price book, stochastic optimisation, the capacity report."""

@@ -1,0 +1,1 @@
+"""Analytics: history readers, datasets, backtests, training, model registry, scheduling."""

@@ -1,0 +1,1 @@
+"""History readers: one interface over the embedded store, Prometheus and InfluxDB / VictoriaMetrics."""

@@ -1,0 +1,1 @@
+"""One collector per NVML family; each produces neutral samples."""

@@ -1,0 +1,1 @@
+"""Sinks render snapshots: Prometheus exposition, InfluxDB line protocol, the history store."""

@@ -1,0 +1,1 @@
+"""Device sources: where samples come from (NVML, AMD SMI, the digital twin lives in simulator/)."""

@@ -1,0 +1,1 @@
+"""The embedded history store (the default when no Prometheus / InfluxDB exists)."""

@@ -1,0 +1,1 @@
+"""The FastAPI access layer: JWT roles, audit log."""

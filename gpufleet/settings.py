@@ -1,0 +1,159 @@
+"""The one settings object of gpufleet (pydantic-settings).
+
+Precedence: defaults < config file (TOML, ``--config`` or ``GPUFLEET_CONFIG``) < environment
+(``GPUFLEET_<SECTION>__<FIELD>``, e.g. ``GPUFLEET_EXPORTER__INTERVAL=5``) < command-line flags.
+This module is the only place that reads environment variables. Sections are plain models so that
+library code receives values, never the settings object.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from exporter.errors import ConfigError
+
+
+class ExporterSettings(BaseModel):
+    source: Literal["auto", "nvml", "amd", "twin"] = "auto"
+    listen: str = "127.0.0.1:9835"
+    names: Literal["native", "dcgm", "both"] = "native"
+    interval: float = Field(10.0, ge=1.0, le=3600.0, description="collection interval in seconds")
+    collectors: list[str] | None = Field(None, description="collector families to run (None = all)")
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    basic_auth_user: str | None = None
+    basic_auth_password_hash: SecretStr | None = Field(None, description="bcrypt/argon2 hash, web-config style")
+    proc_root: Path = Path("/proc")
+    node_name: str | None = Field(None, description="hostname label (default: this host's name)")
+
+
+class InfluxSettings(BaseModel):
+    url: str | None = None
+    token: SecretStr | None = None
+    org: str = "gpufleet"
+    bucket: str = "gpufleet"
+    batch_size: int = Field(5000, ge=1)
+    flush_interval: float = Field(1.0, gt=0)
+    buffer_dir: Path | None = None
+    buffer_max_points: int = Field(5_000_000, ge=1000)
+    overflow: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
+
+
+class StoreSettings(BaseModel):
+    path: Path | None = Field(None, description="history store folder (default: <data-dir>/history)")
+    raw_retention_days: float = Field(14.0, gt=0)
+    minute_retention_days: float = Field(90.0, gt=0)
+    hour_retention_days: float = Field(730.0, gt=0)
+
+
+class TwinSettings(BaseModel):
+    nodes: int = Field(4, ge=1)
+    gpus_per_node: int = Field(8, ge=1)
+    seed: int = 7
+    inventory: Path | None = None
+    speed: float = Field(1.0, gt=0, description="simulated seconds per real second")
+    failures: bool = True
+
+
+class Settings(BaseSettings):
+    """Effective settings of one gpufleet deployable."""
+
+    model_config = SettingsConfigDict(env_prefix="GPUFLEET_", env_nested_delimiter="__", extra="forbid")
+
+    data_dir: Path = Path("./gpufleet-data")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = False
+    exporter: ExporterSettings = ExporterSettings()
+    influx: InfluxSettings = InfluxSettings()
+    store: StoreSettings = StoreSettings()
+    twin: TwinSettings = TwinSettings()
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand(cls, v: Path) -> Path:
+        return v.expanduser()
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # load_settings() merges file < environment < flags itself and passes the result as init values,
+        # so the environment is read exactly once, with the documented precedence.
+        return (init_settings,)
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _env_values(prefix: str = "GPUFLEET_") -> dict[str, Any]:
+    """GPUFLEET_A__B=value -> {"a": {"b": "value"}} (pydantic validates the strings)."""
+    out: dict[str, Any] = {}
+    for key, value in os.environ.items():
+        if not key.startswith(prefix) or key == "GPUFLEET_CONFIG":
+            continue
+        parts = key[len(prefix):].lower().split("__")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+def load_settings(config: Path | str | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Build the effective settings: defaults < TOML file < environment < ``overrides`` (CLI flags).
+
+    ``overrides`` uses nested dicts ({"exporter": {"interval": 5}}); ``None`` values are ignored.
+    Raises ConfigError naming the file or variable and the field that is wrong.
+    """
+    values: dict[str, Any] = {}
+    config = config or os.environ.get("GPUFLEET_CONFIG")
+    if config:
+        path = Path(config).expanduser()
+        try:
+            values = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    values = _deep_merge(values, _env_values())
+    values = _deep_merge(values, _drop_none(overrides or {}))
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        source = f" (from {config} and GPUFLEET_* variables)" if config else " (from GPUFLEET_* variables or flags)"
+        raise ConfigError(f"invalid settings{source}: {problems}") from None
+
+
+def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            sub = _drop_none(v)
+            if sub:
+                out[k] = sub
+        elif v is not None:
+            out[k] = v
+    return out
+
+
+def masked(settings: Settings) -> dict[str, Any]:
+    """The settings as plain data with every secret masked (for `gpufleet config show`)."""
+    return settings.model_dump(mode="json")  # SecretStr dumps as '**********'

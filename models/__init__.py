@@ -1,0 +1,1 @@
+"""Models: failure predictors, baselines and demand forecasters. Imports nothing from the project."""

@@ -1,0 +1,218 @@
+"""Real servers for tests: free loopback ports, temporary data folders, stopped by process id.
+
+A missing binary or data folder skips a test on a developer's machine and fails it when CI=true.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip locally; fail under CI=true, where every server and data file must be present."""
+    if IN_CI:
+        pytest.fail(f"{reason} (required when CI=true)")
+    pytest.skip(reason)
+
+
+def require_binary(name: str) -> str:
+    path = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
+    if path is None:
+        skip_or_fail(f"{name} is not installed (apt-get install it; .ci/run does)")
+    assert path is not None
+    return path
+
+
+def require_data(*parts: str) -> Path:
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        skip_or_fail(f"real data {path} is not present")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception as exc:  # noqa: BLE001 - retried until the deadline
+            last = exc
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not ready after {timeout} s" + (f": {last}" if last else ""))
+
+
+class ServerProcess:
+    """A server started from its binary; stopped by process id (SIGTERM, then SIGKILL)."""
+
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None,
+                 cwd: Path | None = None) -> None:
+        self.args = args
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, cwd=cwd,
+                                     env={**os.environ, **(env or {})}, start_new_session=True)
+        self.pid = self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def wait_http(self, url: str, timeout: float = 30.0, ok: Callable[[httpx.Response], bool] | None = None) -> None:
+        def check() -> bool:
+            if not self.alive():
+                raise RuntimeError(f"{self.args[0]} exited early:\n{self.log()}")
+            r = httpx.get(url, timeout=2.0)
+            return ok(r) if ok else r.status_code == 200
+        try:
+            wait_until(check, timeout, url)
+        except TimeoutError:
+            self.stop()
+            raise TimeoutError(f"{url} not ready; log:\n{self.log()}") from None
+
+    def stop(self, grace: float = 10.0) -> None:
+        if self.alive():
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+                self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+            except ProcessLookupError:
+                pass
+        self._log.close()
+
+
+class Prometheus:
+    """A real Prometheus with a given scrape config and optional rule files."""
+
+    def __init__(self, tmp: Path, scrape_targets: list[str], interval: str = "1s",
+                 rule_files: list[Path] | None = None, alertmanager: str | None = None,
+                 metrics_path: str = "/metrics", scheme: str = "http",
+                 extra_scrape: str = "") -> None:
+        binary = require_binary("prometheus")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        tmp.mkdir(parents=True, exist_ok=True)
+        cfg = [
+            "global:",
+            f"  scrape_interval: {interval}",
+            f"  evaluation_interval: {interval}",
+        ]
+        if rule_files:
+            cfg.append("rule_files:")
+            cfg += [f"  - {p}" for p in rule_files]
+        if alertmanager:
+            cfg += ["alerting:", "  alertmanagers:", "    - static_configs:", f"        - targets: ['{alertmanager}']"]
+        cfg += [
+            "scrape_configs:",
+            "  - job_name: gpufleet",
+            f"    metrics_path: {metrics_path}",
+            f"    scheme: {scheme}",
+            "    static_configs:",
+            f"      - targets: [{', '.join(repr(t) for t in scrape_targets)}]",
+        ]
+        if extra_scrape:
+            cfg.append(extra_scrape)
+        (tmp / "prometheus.yml").write_text("\n".join(cfg) + "\n")
+        self.server = ServerProcess([
+            binary, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-admin-api",
+            "--web.enable-lifecycle",
+        ], tmp / "prometheus.log")
+        self.server.wait_http(f"{self.url}/-/ready")
+
+    def query(self, expr: str, time_: float | None = None) -> list[dict]:  # type: ignore[type-arg]
+        params: dict[str, str] = {"query": expr}
+        if time_ is not None:
+            params["time"] = str(time_)
+        r = httpx.get(f"{self.url}/api/v1/query", params=params, timeout=10)
+        r.raise_for_status()
+        return r.json()["data"]["result"]  # type: ignore[no-any-return]
+
+    def wait_for(self, expr: str, timeout: float = 30.0) -> list[dict]:  # type: ignore[type-arg]
+        result: list[dict] = []  # type: ignore[type-arg]
+
+        def check() -> bool:
+            nonlocal result
+            result = self.query(expr)
+            return bool(result)
+        wait_until(check, timeout, f"Prometheus result for {expr!r}", interval=0.25)
+        return result
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+class VictoriaMetrics:
+    """A real VictoriaMetrics single-node server (takes InfluxDB line protocol on /api/v2/write)."""
+
+    def __init__(self, tmp: Path, port: int | None = None) -> None:
+        self.binary = require_binary("victoria-metrics")
+        self.tmp = tmp
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server: ServerProcess | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.server = ServerProcess([
+            self.binary, f"-storageDataPath={self.tmp / 'vmdata'}", f"-httpListenAddr=127.0.0.1:{self.port}",
+            "-retentionPeriod=100y", "-search.disableCache", "-search.latencyOffset=0s",
+            "-dedup.minScrapeInterval=0s",
+        ], self.tmp / f"vm-{time.time_ns()}.log")
+        self.server.wait_http(f"{self.url}/health")
+
+    def flush(self) -> None:
+        httpx.get(f"{self.url}/internal/force_flush", timeout=10)
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.stop()
+
+
+class Alertmanager:
+    """A real Alertmanager with a given configuration file."""
+
+    def __init__(self, tmp: Path, config: Path) -> None:
+        binary = require_binary("prometheus-alertmanager")
+        self.port = free_port()
+        cluster_port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.server = ServerProcess([
+            binary, f"--config.file={config}", f"--storage.path={tmp / 'am'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            f"--cluster.listen-address=127.0.0.1:{cluster_port}",
+        ], tmp / "alertmanager.log")
+        self.server.wait_http(f"{self.url}/-/ready")
+
+    def stop(self) -> None:
+        self.server.stop()
