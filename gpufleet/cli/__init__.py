@@ -18,6 +18,7 @@ from gpufleet.cli import (
     audit_cmd,
     config_cmd,
     dashboards_cmd,
+    devices_cmd,
     exporter_cmd,
     failure_cmd,
     forecast_cmd,
@@ -56,7 +57,7 @@ def _root(
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-for module in (exporter_cmd, config_cmd, twin_cmd, history_cmd, failure_cmd, forecast_cmd, allocator_cmd,
+for module in (devices_cmd, exporter_cmd, config_cmd, twin_cmd, history_cmd, failure_cmd, forecast_cmd, allocator_cmd,
                alerting_cmd, dashboards_cmd, report_cmd, serve_cmd, audit_cmd):
     module.register(app)
 
