@@ -57,7 +57,7 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: f
         try:
             if check():
                 return
-        except Exception as exc:  # noqa: BLE001 - retried until the deadline
+        except Exception as exc:
             last = exc
         time.sleep(interval)
     raise TimeoutError(f"{what} not ready after {timeout} s" + (f": {last}" if last else ""))

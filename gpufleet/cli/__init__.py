@@ -13,8 +13,8 @@ import typer
 from exporter.errors import BackendUnavailable, ConfigError, GpufleetError, InputError, SourceUnavailable
 from gpufleet import __version__
 from gpufleet.cli import (
-    allocator_cmd,
     alerting_cmd,
+    allocator_cmd,
     audit_cmd,
     config_cmd,
     dashboards_cmd,
