@@ -84,3 +84,10 @@ def test_cli_rejects_unknown_naming_mode(tmp_path: Path, capsys: pytest.CaptureF
         main(["dashboards", "build", "--out", str(tmp_path), "--names", "weird"])
     assert exc.value.code == 2
     assert "native or dcgm" in capsys.readouterr().err
+
+
+def test_docs_are_current() -> None:
+    from dashboards.docs import render
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "dashboards.md"
+    assert doc.read_text() == render(), "regenerate: python -m dashboards.docs > docs/dashboards.md"
