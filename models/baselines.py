@@ -1,0 +1,230 @@
+"""Baselines every failure predictor is compared with.
+
+- :class:`OperatorRules`: the rules an operator writes by hand (any uncorrectable ECC error,
+  a correctable-error rate, a pending / failed row remap or page retirement, a hot GPU);
+- :class:`LogisticFailure` and :class:`BoostedTreesFailure`: scikit-learn classifiers on window
+  summary features (:func:`window_summary`).
+
+Counter fields arrive as per-step increments (``analytics.datasets`` differences them), so "any
+uncorrectable ECC in the window" is ``sum > 0`` of that column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from models.base import register
+from models.failure_base import Calibrator, FailureModel, FailureProba, calibration_split, iter_chunks
+
+SUMMARY_STATS = ("mean", "std", "min", "max", "last", "trend", "sum", "observed")
+
+
+def window_summary(X: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per-window summary features ``(n, n_features * len(SUMMARY_STATS))``, masked values ignored.
+
+    A field never observed in a window gets 0 for every statistic and ``observed = 0``; the model
+    sees the missingness explicitly instead of a fake reading.
+    """
+    n, steps, f = X.shape
+    m = mask.astype(bool)
+    Xf = np.where(m, X, 0.0).astype(np.float64)
+    cnt = m.sum(axis=1)
+    safe = np.maximum(cnt, 1)
+    total = Xf.sum(axis=1)
+    mean = total / safe
+    var = np.where(m, (Xf - mean[:, None, :]) ** 2, 0.0).sum(axis=1) / safe
+    mx = np.where(m, Xf, -np.inf).max(axis=1)
+    mn = np.where(m, Xf, np.inf).min(axis=1)
+    seen = cnt > 0
+    mx = np.where(seen, mx, 0.0)
+    mn = np.where(seen, mn, 0.0)
+    # last observed value: index of the last True along the time axis
+    last_idx = steps - 1 - np.argmax(m[:, ::-1, :], axis=1)
+    last = np.take_along_axis(Xf, last_idx[:, None, :], axis=1)[:, 0, :]
+    last = np.where(seen, last, 0.0)
+    q = max(steps // 4, 1)
+    head_c = m[:, :q, :].sum(axis=1)
+    tail_c = m[:, -q:, :].sum(axis=1)
+    head = Xf[:, :q, :].sum(axis=1) / np.maximum(head_c, 1)
+    tail = Xf[:, -q:, :].sum(axis=1) / np.maximum(tail_c, 1)
+    trend = np.where((head_c > 0) & (tail_c > 0), tail - head, 0.0)
+    observed = cnt / steps
+    out = np.stack([mean, np.sqrt(var), mn, mx, last, trend, total, observed], axis=2)
+    return out.reshape(n, f * len(SUMMARY_STATS)).astype(np.float32)
+
+
+def summaries(X: Any, mask: Any, chunk: int = 4096) -> np.ndarray:
+    """:func:`window_summary` over arrays or lazy window views (anything indexable by row arrays)."""
+    parts = [window_summary(xb, mb) for xb, mb in iter_chunks(X, mask, chunk)]
+    return np.concatenate(parts) if parts else np.zeros((0, X.shape[2] * len(SUMMARY_STATS)), np.float32)
+
+
+def summary_names(feature_names: Sequence[str]) -> list[str]:
+    return [f"{f}:{s}" for f in feature_names for s in SUMMARY_STATS]
+
+
+def _sum_of(X: np.ndarray, mask: np.ndarray, idx: list[int]) -> np.ndarray:
+    if not idx:
+        return np.zeros(X.shape[0])
+    return np.where(mask[:, :, idx] > 0, X[:, :, idx], 0.0).sum(axis=(1, 2))
+
+
+def _max_of(X: np.ndarray, mask: np.ndarray, idx: list[int]) -> np.ndarray:
+    if not idx:
+        return np.full(X.shape[0], -np.inf)
+    return np.where(mask[:, :, idx] > 0, X[:, :, idx], -np.inf).max(axis=(1, 2))
+
+
+@register
+class OperatorRules(FailureModel):
+    """Hand-written alarm rules; their score is calibrated into a probability on training data.
+
+    Rules (score bits, strongest first): any uncorrectable ECC error / XID 48-79 style fatal in the
+    window (8); a failed or pending row remap or pending page retirement (4); more than
+    ``corrected_per_window`` correctable ECC errors (2); temperature above ``temp_c`` (1).
+    """
+
+    name = "rules"
+    UNCORRECTED = ("ecc_uncorrected_volatile", "ecc_uncorrected_aggregate", "retired_pages_dbe",
+                   "remapped_rows_uncorrectable")
+    REMAP = ("row_remap_failure", "row_remap_pending", "retired_pages_pending")
+    CORRECTED = ("ecc_corrected_volatile", "ecc_corrected_aggregate")
+    TEMP = ("temperature_gpu", "temperature_memory")
+
+    def __init__(self, corrected_per_window: float = 10.0, temp_c: float = 85.0, seed: int = 0) -> None:
+        self.corrected_per_window = corrected_per_window
+        self.temp_c = temp_c
+        self.seed = seed
+
+    def rule_hits(self, X: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+        """Which rule fires on which window (boolean arrays by rule name)."""
+        idx = {k: [i for i, f in enumerate(self.feature_names_) if f in names]
+               for k, names in (("uncorrectable_ecc", self.UNCORRECTED), ("row_remap", self.REMAP),
+                                ("corrected_rate", self.CORRECTED), ("temperature", self.TEMP))}
+        return {
+            "uncorrectable_ecc": _sum_of(X, mask, idx["uncorrectable_ecc"]) > 0,
+            "row_remap": _max_of(X, mask, idx["row_remap"]) > 0,
+            "corrected_rate": _sum_of(X, mask, idx["corrected_rate"]) > self.corrected_per_window,
+            "temperature": _max_of(X, mask, idx["temperature"]) > self.temp_c,
+        }
+
+    def _score(self, X: Any, mask: Any) -> np.ndarray:
+        weights = {"uncorrectable_ecc": 8, "row_remap": 4, "corrected_rate": 2, "temperature": 1}
+        parts = []
+        for xb, mb in iter_chunks(X, mask):
+            hits = self.rule_hits(xb, mb)
+            parts.append(sum((hits[k].astype(np.float64) * w for k, w in weights.items()), np.zeros(len(xb))))
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    def fit(self, X: np.ndarray, mask: np.ndarray, y: np.ndarray, *, feature_names: Sequence[str],
+            horizons: Sequence[float]) -> OperatorRules:
+        self._remember(X, mask, y, feature_names, horizons)
+        s = self._score(X, mask)
+        # the empirical failure rate per distinct score (Laplace-smoothed): a lookup table
+        self.table_ = []
+        for j in range(y.shape[1]):
+            prior = (y[:, j].sum() + 0.5) / (len(y) + 1.0)
+            tab = {}
+            for v in np.unique(s):
+                sel = s == v
+                tab[float(v)] = float((y[sel, j].sum() + prior) / (sel.sum() + 1.0))
+            self.table_.append((tab, float(prior)))
+        return self
+
+    def predict_proba(self, X: np.ndarray, mask: np.ndarray) -> FailureProba:
+        self.check_fitted()
+        s = self._score(X, mask)
+        cols = []
+        for tab, prior in self.table_:
+            # unseen scores: fall back to the highest-seen score below them, else the prior
+            keys = sorted(tab)
+            col = np.zeros(len(s))
+            for v in np.unique(s):
+                col[s == v] = tab.get(float(v), next((tab[k] for k in reversed(keys) if k <= v), prior))
+            cols.append(col + 1e-9 * s)  # keep the rule order inside equal probabilities
+        return self._result(np.stack(cols, axis=1) if cols else np.zeros((len(s), 0)))
+
+
+class _SummaryClassifier(FailureModel):
+    """Shared fit/predict for scikit-learn classifiers on :func:`window_summary` features."""
+
+    calibration_fraction: float
+
+    def _make(self) -> Any:
+        raise NotImplementedError
+
+    def fit(self, X: np.ndarray, mask: np.ndarray, y: np.ndarray, *, feature_names: Sequence[str],
+            horizons: Sequence[float]) -> _SummaryClassifier:
+        self._remember(X, mask, y, feature_names, horizons)
+        Z = summaries(X, mask)
+        fit_idx, cal_idx = calibration_split(len(Z), self.calibration_fraction)
+        self.estimators_: list[Any] = []
+        self.calibrators_: list[Calibrator] = []
+        for j in range(y.shape[1]):
+            yj = y[:, j]
+            if yj[fit_idx].min() == yj[fit_idx].max():  # one class only: a constant model
+                est: Any = float(yj[fit_idx].mean()) if len(fit_idx) else 0.0
+                raw_cal = np.full(len(cal_idx), est)
+            else:
+                est = self._make().fit(Z[fit_idx], yj[fit_idx])
+                raw_cal = est.predict_proba(Z[cal_idx])[:, 1] if len(cal_idx) else np.zeros(0)
+            self.estimators_.append(est)
+            self.calibrators_.append(Calibrator().fit(raw_cal, yj[cal_idx]))
+        return self
+
+    def raw_scores(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        self.check_fitted()
+        Z = summaries(X, mask)
+        cols = [np.full(len(Z), est) if isinstance(est, float) else est.predict_proba(Z)[:, 1]
+                for est in self.estimators_]
+        return np.stack(cols, axis=1)
+
+    def predict_proba(self, X: np.ndarray, mask: np.ndarray) -> FailureProba:
+        raw = self.raw_scores(X, mask)
+        out = np.stack([c.transform(raw[:, j]) for j, c in enumerate(self.calibrators_)], axis=1)
+        return self._result(out)
+
+
+@register
+class LogisticFailure(_SummaryClassifier):
+    """L2 logistic regression on standardised window summaries, balanced class weights."""
+
+    name = "logistic"
+
+    def __init__(self, C: float = 0.1, calibration_fraction: float = 0.2, seed: int = 0) -> None:
+        self.C = C
+        self.calibration_fraction = calibration_fraction
+        self.seed = seed
+
+    def _make(self) -> Any:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        return make_pipeline(StandardScaler(), LogisticRegression(C=self.C, class_weight="balanced",
+                                                                  max_iter=2000, random_state=self.seed))
+
+
+@register
+class BoostedTreesFailure(_SummaryClassifier):
+    """Histogram gradient-boosted trees on window summaries, balanced class weights."""
+
+    name = "gbt"
+
+    def __init__(self, max_iter: int = 200, learning_rate: float = 0.05, max_leaf_nodes: int = 15,
+                 calibration_fraction: float = 0.2, seed: int = 0) -> None:
+        self.max_iter = max_iter
+        self.learning_rate = learning_rate
+        self.max_leaf_nodes = max_leaf_nodes
+        self.calibration_fraction = calibration_fraction
+        self.seed = seed
+
+    def _make(self) -> Any:
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        return HistGradientBoostingClassifier(max_iter=self.max_iter, learning_rate=self.learning_rate,
+                                              max_leaf_nodes=self.max_leaf_nodes, class_weight="balanced",
+                                              random_state=self.seed)
