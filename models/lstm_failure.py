@@ -49,7 +49,7 @@ def _pool(X: np.ndarray, mask: np.ndarray, pool: int) -> np.ndarray:
 class LSTMFailure(FailureModel):
     """One-layer LSTM over pooled, masked telemetry windows; calibrated probability per horizon."""
 
-    name = "lstm"
+    name = "lstm_failure"
 
     def __init__(self, hidden: int = 32, pool: int = 10, epochs: int = 8, batch_size: int = 256,
                  lr: float = 3e-3, max_pos_weight: float = 20.0, windows_per_epoch: int | None = None,
