@@ -1,0 +1,225 @@
+"""Evaluate rule expressions on live snapshots: the engine's series store.
+
+:class:`SeriesStore` keeps, per node, the latest values of the fields the rules use (nothing else, so a
+10,000-GPU fleet stays cheap), the counter history the ``increase`` / ``rate`` windows need, and when
+each series was last seen (``absent``). :func:`evaluate_rule` returns the series that satisfy a rule now,
+with the same meaning as the PromQL :mod:`alerting.export` writes for it:
+
+- a node whose last snapshot is older than ``stale_after`` has no current series (Prometheus marks a
+  failed target's series stale);
+- ``increase`` is the sum of the counter's rises in the window (resets counted from zero); with
+  ``new_series`` a series that appeared within the window after its node was first seen counts from 0;
+- ``absent`` on a device metric: a node that had series within the window and has none now;
+- ``below_inventory``: GPUs of a node listed in its inventory minus those up.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from itertools import pairwise
+
+from alerting.rules import Rule, RuleSet
+from exporter.schema import Device, Labels, Snapshot
+
+SeriesKey = tuple[str, str, Labels]
+"""(node, uuid, extra labels) of one series; uuid is empty for node / fleet series."""
+
+# Fields the exporter's sink derives from the snapshot rather than from samples.
+DERIVED = ("up", "snapshot_age", "collector_success", "collector_last_success", "collector_duration")
+
+
+@dataclass(slots=True)
+class NodeData:
+    ts: float
+    first_ts: float
+    devices: dict[str, Device] = field(default_factory=dict)
+    series: dict[str, dict[tuple[str, Labels], float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One series that satisfies a rule now."""
+
+    key: SeriesKey
+    value: float
+    threshold: float | None
+
+
+class SeriesStore:
+    """The latest values per node of the fields a rule set needs, plus counter history."""
+
+    def __init__(self, rules: RuleSet, stale_after: float = 30.0) -> None:
+        self.stale_after = stale_after
+        self.nodes: dict[str, NodeData] = {}
+        self.history: dict[tuple[str, SeriesKey], deque[tuple[float, float]]] = {}
+        self.first_seen: dict[tuple[str, SeriesKey], float] = {}
+        self.last_seen: dict[tuple[str, str], float] = {}  # (field, node) for node-level absence
+        self.set_rules(rules)
+
+    def set_rules(self, rules: RuleSet) -> None:
+        self.fields: set[str] = set()
+        self.counter_windows: dict[str, float] = {}
+        self.absent_fields: set[str] = set()
+        for r in rules.rules:
+            self.fields.add(r.metric.field)
+            if r.threshold_metric is not None:
+                self.fields.add(r.threshold_metric.field)
+            if r.kind in ("increase", "rate"):
+                self.counter_windows[r.metric.field] = max(self.counter_windows.get(r.metric.field, 0.0), r.window)
+            if r.kind == "absent":
+                self.absent_fields.add(r.metric.field)
+
+    # ------------------------------------------------------------------ ingest
+    def observe(self, snap: Snapshot) -> None:
+        """Take one node's snapshot (replaces that node's previous values)."""
+        old = self.nodes.get(snap.node)
+        nd = NodeData(ts=snap.ts, first_ts=old.first_ts if old else snap.ts,
+                      devices={d.uuid: d for d in snap.devices})
+        series = {f: {} for f in self.fields}  # type: dict[str, dict[tuple[str, Labels], float]]
+        for s in snap.samples:
+            d = series.get(s.field)
+            if d is not None:
+                d[(s.uuid, s.labels)] = s.value
+        if "up" in series and snap.up:
+            for uuid, upv in snap.up.items():
+                series["up"][(uuid, ())] = float(upv)
+        if "collector_success" in series or "collector_last_success" in series:
+            for st in snap.stats:
+                lab = (("collector", st.collector),)
+                if "collector_success" in series:
+                    series["collector_success"][("", lab)] = 1.0 if st.success else 0.0
+                if "collector_last_success" in series and st.success:
+                    series["collector_last_success"][("", lab)] = st.ts
+        if "snapshot_age" in series:
+            series["snapshot_age"][("", ())] = 0.0  # recomputed at evaluation time
+        nd.series = series
+        self.nodes[snap.node] = nd
+        for f in self.absent_fields:
+            if series.get(f):
+                self.last_seen[(f, snap.node)] = snap.ts
+        for f, window in self.counter_windows.items():
+            for (uuid, labels), v in series.get(f, {}).items():
+                hk = (f, (snap.node, uuid, labels))
+                h = self.history.get(hk)
+                if h is None:
+                    h = self.history[hk] = deque()
+                    self.first_seen[hk] = snap.ts
+                h.append((snap.ts, v))
+                while h and h[0][0] < snap.ts - window - self.stale_after:
+                    h.popleft()
+
+    def fresh(self, node: str, now: float) -> bool:
+        nd = self.nodes.get(node)
+        return nd is not None and now - nd.ts <= self.stale_after
+
+    def device(self, node: str, uuid: str) -> Device | None:
+        nd = self.nodes.get(node)
+        return nd.devices.get(uuid) if nd else None
+
+    # ------------------------------------------------------------------ evaluation
+    def _increase(self, f: str, key: SeriesKey, now: float, window: float, new_series: bool,
+                  node_first: float) -> float | None:
+        hk = (f, key)
+        h = self.history.get(hk)
+        if not h:
+            return None
+        pts = [(t, v) for t, v in h if now - window <= t <= now]
+        if not pts:
+            return None
+        total = 0.0
+        for (_, a), (_, b) in pairwise(pts):
+            total += b - a if b >= a else b
+        first = self.first_seen.get(hk, 0.0)
+        if new_series and first > node_first and now - first <= window and pts[0][0] == first:
+            total += pts[0][1]
+        elif len(pts) < 2:
+            return None
+        return total
+
+    def evaluate(self, rule: Rule, now: float, active: set[SeriesKey]) -> list[Hit]:
+        """The series satisfying ``rule`` at ``now``; ``active`` holds the keys already pending or firing."""
+        f = rule.metric.field
+        out: list[Hit] = []
+        if rule.kind == "absent":
+            for (field_id, node), seen in self.last_seen.items():
+                if field_id != f or now - seen > rule.window:
+                    continue
+                nd = self.nodes.get(node)
+                present = nd is not None and self.fresh(node, now) and bool(nd.series.get(f))
+                if not present:
+                    out.append(Hit((node, "", ()), now - seen, None))
+            return out
+        match = rule.match
+        cache: dict[Labels, bool] = {}
+        for node, nd in self.nodes.items():
+            if now - nd.ts > self.stale_after:
+                continue
+            series = nd.series.get(f)
+            if not series:
+                continue
+            if rule.kind == "below_inventory":
+                missing = float(sum(1 for v in series.values() if v == 0))
+                key: SeriesKey = (node, "", ())
+                if rule.cond(missing, key in active):
+                    out.append(Hit(key, missing, rule.threshold))
+                continue
+            limits: dict[tuple[tuple[str, str], ...], float] | None = None
+            if rule.threshold_metric is not None:
+                limits = {}
+                for other in self.nodes.values():
+                    for (_, lab), v in (other.series.get(rule.threshold_metric.field) or {}).items():
+                        ld = dict(lab)
+                        limits[tuple((k, ld.get(k, "")) for k in rule.threshold_on)] = v
+            op, thr, clear = rule.cond, rule.threshold, rule.clear
+            for (uuid, labels), raw in series.items():
+                if match:
+                    ok = cache.get(labels)
+                    if ok is None:
+                        ld = dict(labels)
+                        ok = cache[labels] = all(ld.get(k) in vals for k, vals in match)
+                    if not ok:
+                        continue
+                key = (node, uuid, labels)
+                value = raw
+                if rule.kind in ("increase", "rate"):
+                    inc = self._increase(f, key, now, rule.window, rule.new_series, nd.first_ts)
+                    if inc is None:
+                        continue
+                    value = inc
+                    if rule.kind == "rate":
+                        value /= rule.window
+                elif f == "snapshot_age":
+                    value = now - nd.ts
+                elif rule.kind == "stale":
+                    value = now - raw
+                limit = thr
+                if limits is not None:
+                    ld = dict(labels)
+                    lim = limits.get(tuple((k, ld.get(k, "")) for k in rule.threshold_on))
+                    if lim is None:
+                        continue
+                    limit = lim
+                    if not _cmp(rule.op, value, lim):
+                        continue
+                elif clear is None:
+                    if not _cmp(rule.op, value, thr):
+                        continue
+                elif not op(value, key in active):
+                    continue
+                out.append(Hit(key, value, limit))
+        return out
+
+
+def _cmp(op: str, a: float, b: float) -> bool:
+    if op == ">":
+        return a > b
+    if op == ">=":
+        return a >= b
+    if op == "<":
+        return a < b
+    if op == "<=":
+        return a <= b
+    if op == "==":
+        return a == b
+    return a != b
