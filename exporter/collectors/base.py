@@ -1,0 +1,102 @@
+"""What every NVML collector shares: the device handle record, the sample emitter, the base class."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from exporter.nvml_query import NA, NvmlQuery
+from exporter.schema import Device, Event, Labels, Sample
+
+
+@dataclass(slots=True)
+class NvmlDevice:
+    """A device as the NVML source holds it: the neutral Device plus its NVML handle."""
+
+    device: Device
+    handle: Any
+    parent: NvmlDevice | None = None
+    lost: bool = False
+    mig_enabled: bool = False
+    """A physical GPU in MIG mode: per-instance data (processes, memory) comes from its MIG devices."""
+
+    @property
+    def uuid(self) -> str:
+        return self.device.uuid
+
+    @property
+    def is_mig(self) -> bool:
+        return self.parent is not None
+
+
+@dataclass(slots=True)
+class Emitter:
+    """Collects one cycle's samples and events (timestamped ``now``)."""
+
+    now: float
+    node: str
+    samples: list[Sample] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+
+    def sample(self, uuid: str, field_id: str, value: Any, labels: dict[str, str] | None = None,
+               scale: float = 1.0) -> None:
+        """Add a sample unless ``value`` is NA / None (absent, never zero)."""
+        if value is NA or value is None:
+            return
+        lab: Labels = tuple(sorted(labels.items())) if labels else ()
+        self.samples.append(Sample(uuid=uuid, field=field_id, value=float(value) * scale, ts=self.now,
+                                   labels=lab))
+
+    def event(self, event: Event) -> None:
+        self.events.append(event)
+
+
+class Collector:
+    """One NVML family. Subclasses set ``name`` and implement :meth:`collect_device`.
+
+    ``mig``: also run on MIG instances (memory, processes, GPM); otherwise physical GPUs only.
+    """
+
+    name: ClassVar[str] = "collector"
+    mig: ClassVar[bool] = False
+
+    def __init__(self) -> None:
+        self.q: NvmlQuery | None = None
+
+    @property
+    def query(self) -> NvmlQuery:
+        assert self.q is not None, "collector used before start()"
+        return self.q
+
+    @property
+    def nvml(self) -> Any:
+        return self.query.nvml
+
+    def start(self, query: NvmlQuery, devices: list[NvmlDevice]) -> None:
+        """Called once by the source's open(); background work starts here."""
+        self.q = query
+
+    def stop(self) -> None:
+        """Called by the source's close(); must be safe to call twice."""
+
+    def collect_device(self, dev: NvmlDevice, out: Emitter) -> None:
+        """Read this family's fields of one device. May raise GpuLost."""
+
+    def collect_node(self, devices: list[NvmlDevice], out: Emitter) -> None:
+        """Once per cycle after the devices (events drained from a thread...)."""
+
+    def error(self) -> str | None:
+        """A collector-level failure to report in its CollectorStat (e.g. a dead thread)."""
+        return None
+
+    # helpers ---------------------------------------------------------------------------------
+    def get(self, dev: NvmlDevice, field_id: str, fn: str, *args: Any, **kwargs: Any) -> Any:
+        """``query.call`` on this device's handle (the handle is the first argument)."""
+        return self.query.call(dev.uuid, field_id, fn, dev.handle, *args, **kwargs)
+
+    def emit(self, dev: NvmlDevice, out: Emitter, field_id: str, fn: str, *args: Any,
+             scale: float = 1.0, labels: dict[str, str] | None = None) -> Any:
+        """Read one scalar field and emit it; returns the raw value (or NA)."""
+        value = self.get(dev, field_id, fn, *args)
+        out.sample(dev.uuid, field_id, value, labels, scale)
+        return value

@@ -1,0 +1,148 @@
+"""The one choke point every NVML call goes through.
+
+``NvmlQuery.call(uuid, field, "nvmlDeviceGetPowerUsage", handle)`` returns the value or :data:`NA`:
+
+* ``NotSupported`` (and ``NoPermission``) is recorded once per (device, field); the call is not
+  repeated for that pair and the caller leaves the series out (never zero).
+* ``FunctionNotFound`` (an older driver lacks the symbol) is logged once per function and the
+  function is not called again.
+* ``GPU_IS_LOST`` / ``RESET_REQUIRED`` raise :class:`GpuLost`; the source marks the device down.
+* Any other NVML error returns NA and is remembered in :attr:`NvmlQuery.errors` so the running
+  collector reports ``success=0`` with the error text.
+
+The module object is injected (``nvml``), so tests hand in a scripted fake ``pynvml``. Calls may
+come from the collection thread and the XID event thread, so the bookkeeping takes a lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from typing import Any, Final
+
+log = logging.getLogger(__name__)
+
+
+class _NotAvailable:
+    """The value of a call whose answer must be left out."""
+
+    _instance: _NotAvailable | None = None
+
+    def __new__(cls) -> _NotAvailable:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return "NA"
+
+
+NA: Final = _NotAvailable()
+
+
+class GpuLost(Exception):
+    """A call returned GPU_IS_LOST (or RESET_REQUIRED): the device has fallen off the bus."""
+
+    def __init__(self, uuid: str, reason: str) -> None:
+        super().__init__(f"{uuid}: {reason}")
+        self.uuid = uuid
+        self.reason = reason
+
+
+def text(value: Any) -> str:
+    """NVML strings arrive as str or bytes depending on the binding's version."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace").strip("\x00").strip()
+    return str(value).strip()
+
+
+class NvmlQuery:
+    """Wraps an NVML module (``pynvml`` or a fake with the same names)."""
+
+    def __init__(self, nvml: Any) -> None:
+        self.nvml = nvml
+        self._lock = threading.Lock()
+        self.unsupported: dict[tuple[str, str], str] = {}
+        """(uuid, field) -> the NVML error name that made it absent (NotSupported, NoPermission)."""
+        self.missing_functions: set[str] = set()
+        self.errors: list[str] = []
+        """Unexpected errors since the last :meth:`take_errors` (read per collector run)."""
+        self._lost_codes = {nvml.NVML_ERROR_GPU_IS_LOST}
+        reset = getattr(nvml, "NVML_ERROR_RESET_REQUIRED", None)
+        if reset is not None:
+            self._lost_codes.add(reset)
+        self._absent_codes = {nvml.NVML_ERROR_NOT_SUPPORTED, nvml.NVML_ERROR_NO_PERMISSION}
+        self.calls = 0
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+    def is_unsupported(self, uuid: str, field: str) -> bool:
+        return (uuid, field) in self.unsupported
+
+    def mark_unsupported(self, uuid: str, field: str, why: str = "NotSupported") -> None:
+        with self._lock:
+            if (uuid, field) not in self.unsupported:
+                self.unsupported[(uuid, field)] = why
+                log.info("%s: %s not available (%s); series left out", uuid, field, why)
+
+    def take_errors(self) -> list[str]:
+        with self._lock:
+            out, self.errors = self.errors, []
+        return out
+
+    def forget_device(self, uuid: str) -> None:
+        """Drop what was learnt about a device (after it recovers, NVML may answer differently)."""
+        with self._lock:
+            for key in [k for k in self.unsupported if k[0] == uuid]:
+                del self.unsupported[key]
+
+    # -- calls ---------------------------------------------------------------------------------
+    def call(self, uuid: str, field: str, fn: str, *args: Any, empty: Iterable[int] = (),
+             errors: list[str] | None = None, **kwargs: Any) -> Any:
+        """Call ``nvml.<fn>(*args)`` for ``field`` of device ``uuid``; NA when the value is absent.
+
+        ``empty``: NVML return codes that mean "nothing to report this time" (e.g. NOT_FOUND from
+        nvmlDeviceGetProcessUtilization when no sample is newer than the timestamp): NA, not recorded.
+        ``errors``: where unexpected errors go (default :attr:`errors`; the XID thread keeps its own).
+        """
+        # a keyword variant (version=...) may be missing while the plain function exists
+        fn_key = f"{fn}({','.join(sorted(kwargs))})" if kwargs else fn
+        if (uuid, field) in self.unsupported or fn_key in self.missing_functions:
+            return NA
+        func = getattr(self.nvml, fn, None)
+        if func is None:
+            self._function_missing(fn_key)
+            return NA
+        self.calls += 1
+        try:
+            return func(*args, **kwargs)
+        except self.nvml.NVMLError as exc:
+            code = getattr(exc, "value", None)
+            if code in self._lost_codes:
+                raise GpuLost(uuid, f"{fn}: {exc}") from None
+            if code in self._absent_codes:
+                self.mark_unsupported(uuid, field, type(exc).__name__.removeprefix("NVMLError_"))
+                return NA
+            if code == self.nvml.NVML_ERROR_FUNCTION_NOT_FOUND:
+                self._function_missing(fn_key)
+                return NA
+            if code in set(empty):
+                return NA
+            with self._lock:
+                (self.errors if errors is None else errors).append(f"{uuid} {field} {fn}: {exc}")
+            log.debug("%s: %s failed: %s", uuid, fn, exc)
+            return NA
+
+    def system(self, fn: str, *args: Any) -> Any:
+        """A call that is not about one device (driver version...); NA on any NVML error."""
+        return self.call("system", fn, fn, *args)
+
+    def _function_missing(self, fn: str) -> None:
+        with self._lock:
+            if fn in self.missing_functions:
+                return
+            self.missing_functions.add(fn)
+        log.warning("NVML function %s is not in this driver's library; its fields are left out", fn)
