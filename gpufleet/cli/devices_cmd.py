@@ -28,10 +28,17 @@ def _twin_source(settings: Settings) -> Source:
     factory: Any = getattr(twin, "from_settings", None)
     if callable(factory):
         return factory(settings.twin)  # type: ignore[no-any-return]
-    for name in ("TwinSource", "DigitalTwin", "Twin"):
-        cls = getattr(twin, name, None)
-        if isinstance(cls, type) and issubclass(cls, Source):
+    classes = [c for c in vars(twin).values()
+               if isinstance(c, type) and issubclass(c, Source) and c.__module__ == twin.__name__]
+    for cls in classes:
+        make: Any = getattr(cls, "from_settings", None)
+        if callable(make):
+            return make(settings.twin)  # type: ignore[no-any-return]
+    for cls in classes:
+        try:
             return cls()
+        except TypeError:
+            continue
     raise SourceUnavailable("simulator.twin offers no Source (from_settings / TwinSource) yet")
 
 
