@@ -61,6 +61,21 @@ class TwinSettings(BaseModel):
     failures: bool = True
 
 
+class ApiSettings(BaseModel):
+    listen: str = "127.0.0.1:8080"
+    database_url: str | None = Field(None, description="SQLAlchemy URL (default: sqlite in <data-dir>/gpufleet.db); "
+                                     "postgresql+psycopg://user:pw@host/db for PostgreSQL")
+    key_file: Path | None = Field(None, description="JWT signing key (default: <data-dir>/secrets/jwt.key)")
+    access_token_ttl: int = Field(900, ge=60, le=86400, description="seconds")
+    refresh_token_ttl: int = Field(7 * 86400, ge=300, description="seconds")
+    login_max_failures: int = Field(5, ge=1)
+    login_failure_window: int = Field(900, ge=10, description="seconds")
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_min_version: Literal["1.2", "1.3"] = "1.3"
+    cors_origins: list[str] = Field(default_factory=list, description="empty: CORS off")
+
+
 class Settings(BaseSettings):
     """Effective settings of one gpufleet deployable."""
 
@@ -73,6 +88,7 @@ class Settings(BaseSettings):
     influx: InfluxSettings = InfluxSettings()
     store: StoreSettings = StoreSettings()
     twin: TwinSettings = TwinSettings()
+    api: ApiSettings = ApiSettings()
 
     @field_validator("data_dir")
     @classmethod

@@ -1,0 +1,147 @@
+"""What the API reads and changes: the live fleet state that `gpufleet serve` keeps current.
+
+``FleetState`` is filled by the service (latest snapshot, failure risk, forecasts, the capacity plan,
+alerts) and delegates jobs to the allocator's queue and silences to the alert engine through the small
+protocols below, so the API has one object to talk to and the service decides what stands behind it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+import builtins
+from typing import Any, Protocol
+
+from exporter.errors import Conflict, NotFound
+from exporter.schema import Device, Snapshot
+
+
+class JobService(Protocol):
+    def submit(self, jobs: builtins.list[dict[str, Any]], user: str, team: str | None) -> builtins.list[dict[str, Any]]: ...
+    def list(self, user: str | None = None) -> builtins.list[dict[str, Any]]: ...
+    def get(self, job_id: str) -> dict[str, Any]: ...
+    def cancel(self, job_id: str) -> dict[str, Any]: ...
+    def allocations(self) -> builtins.list[dict[str, Any]]: ...
+    def set_gpu_health(self, uuid: str, state: str) -> None: ...
+
+
+class SilenceService(Protocol):
+    def add(self, matchers: dict[str, str], ends_at: float, comment: str, created_by: str) -> dict[str, Any]: ...
+    def list(self) -> builtins.list[dict[str, Any]]: ...
+    def expire(self, silence_id: str) -> None: ...
+
+
+class AlertSource(Protocol):
+    def alerts(self) -> list[dict[str, Any]]: ...
+
+
+@dataclass
+class FleetState:
+    """The service's current view, guarded by one lock; every getter returns plain data copies."""
+
+    jobs: JobService | None = None
+    silences: SilenceService | None = None
+    alert_source: AlertSource | None = None
+    snapshot: Snapshot | None = None
+    devices: dict[str, Device] = field(default_factory=dict)
+    gpu_state: dict[str, str] = field(default_factory=dict)  # uuid -> cordoned / draining
+    risk: dict[str, dict[str, float]] = field(default_factory=dict)  # uuid -> horizon -> p
+    risk_signals: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    forecast: dict[str, Any] = field(default_factory=dict)
+    plan: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    ready: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    # -- updates from the service --------------------------------------------------------------------
+    def update_snapshots(self, snapshots: list[Snapshot]) -> None:
+        with self._lock:
+            merged = Snapshot(ts=max((s.ts for s in snapshots), default=time.time()), node="*")
+            for snap in snapshots:
+                merged.devices += snap.devices
+                merged.samples += snap.samples
+                merged.up.update(snap.up)
+            self.snapshot = merged
+            for d in merged.devices:
+                self.devices[d.uuid] = d
+            self.ready = True
+
+    def update_risk(self, risk: dict[str, dict[str, float]], signals: dict[str, dict[str, list[str]]] | None = None) -> None:
+        with self._lock:
+            self.risk = {u: dict(h) for u, h in risk.items()}
+            self.risk_signals = signals or {}
+
+    # -- reads ---------------------------------------------------------------------------------------
+    def gpus(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [self._gpu(u) for u in sorted(self.devices, key=lambda u: (self.devices[u].node, self.devices[u].index))]
+
+    def gpu(self, uuid: str) -> dict[str, Any]:
+        with self._lock:
+            if uuid not in self.devices:
+                raise NotFound(f"no GPU with uuid {uuid!r}")
+            return self._gpu(uuid)
+
+    def _gpu(self, uuid: str) -> dict[str, Any]:
+        d = self.devices[uuid]
+        values: dict[str, float] = {}
+        processes: dict[str, dict[str, Any]] = {}
+        snap = self.snapshot
+        if snap is not None:
+            for s in snap.samples:
+                if s.uuid != uuid:
+                    continue
+                if not s.labels:
+                    values[s.field] = s.value
+                elif s.field == "process_memory":
+                    labels = dict(s.labels)
+                    processes[labels.get("pid", "?")] = {
+                        "pid": int(labels.get("pid", "0") or 0), "memory_bytes": s.value,
+                        "container": labels.get("container") or None, "pod": labels.get("pod") or None,
+                        "namespace": labels.get("namespace") or None}
+        up = bool(snap.up.get(uuid, 1)) if snap is not None else True
+        return {
+            "uuid": uuid, "index": d.index, "node": d.node, "model": d.model, "vendor": d.vendor, "up": up,
+            "state": self.gpu_state.get(uuid, "ok"),
+            "utilization": values.get("util_gpu"), "memory_used_bytes": values.get("fb_used"),
+            "memory_total_bytes": values.get("fb_total", d.memory_total_bytes),
+            "temperature_celsius": values.get("temperature_gpu"), "power_watts": values.get("power_usage"),
+            "risk": dict(self.risk.get(uuid, {})), "processes": list(processes.values()),
+        }
+
+    def predictions(self) -> list[dict[str, Any]]:
+        with self._lock:
+            out = []
+            for uuid, horizons in self.risk.items():
+                node = self.devices[uuid].node if uuid in self.devices else ""
+                for horizon, p in horizons.items():
+                    out.append({"uuid": uuid, "node": node, "horizon": horizon, "probability": p,
+                                "top_signals": self.risk_signals.get(uuid, {}).get(horizon, [])})
+            return sorted(out, key=lambda r: -r["probability"])
+
+    def alerts(self) -> list[dict[str, Any]]:
+        return self.alert_source.alerts() if self.alert_source else []
+
+    # -- fleet actions -------------------------------------------------------------------------------
+    def set_gpu(self, uuid: str, state: str) -> dict[str, Any]:
+        with self._lock:
+            if uuid not in self.devices:
+                raise NotFound(f"no GPU with uuid {uuid!r}")
+            if state == "ok":
+                self.gpu_state.pop(uuid, None)
+            else:
+                self.gpu_state[uuid] = state
+        if self.jobs is not None:
+            self.jobs.set_gpu_health(uuid, state)
+        return self.gpu(uuid)
+
+    def job_service(self) -> JobService:
+        if self.jobs is None:
+            raise Conflict("the job queue is not running in this service")
+        return self.jobs
+
+    def silence_service(self) -> SilenceService:
+        if self.silences is None:
+            raise Conflict("the alert engine is not running in this service")
+        return self.silences
