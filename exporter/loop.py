@@ -80,6 +80,7 @@ class CollectionLoop:
                 raise ConfigError(f"unknown collector(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         self._lock = threading.Lock()
         self._snapshot: Snapshot | None = None
+        self._collected_at = 0.0
         self._newest: dict[str, float] = {}
         self._stats: dict[str, CollectorStat] = {}
         self._last_success: dict[str, float] = {}
@@ -108,20 +109,28 @@ class CollectionLoop:
         if self.collectors is not None:
             fam = {m.field: m.family for m in catalogue()}
             snap.samples = [s for s in snap.samples if fam.get(s.field) in self.collectors]
-            snap.stats = [s for s in snap.stats if s.collector in self.collectors]
+            # keep the stats of collectors that are not catalogue families (e.g. the twin's "twin")
+            families = set(fam.values())
+            snap.stats = [s for s in snap.stats if s.collector in self.collectors or s.collector not in families]
+        # Freshness is kept on the loop's clock: a source may stamp data in its own time (the twin's
+        # simulated time), so a sample's lag behind its snapshot is what counts.
+        shift = now - snap.ts
         newest: dict[str, float] = {}
         for s in snap.samples:
             if s.ts > newest.get(s.uuid, float("-inf")):
                 newest[s.uuid] = s.ts
+        newest = {u: ts + shift for u, ts in newest.items()}
         for uuid in snap.up:
-            newest.setdefault(uuid, snap.ts)
+            newest.setdefault(uuid, now)
         with self._lock:
             self._snapshot = snap
+            self._collected_at = now
             self._newest = newest
             for st in snap.stats:
-                self._stats[st.collector] = st
+                st_wall = CollectorStat(st.collector, st.duration_s, st.success, st.ts + shift, st.error)
+                self._stats[st.collector] = st_wall
                 if st.success:
-                    self._last_success[st.collector] = st.ts
+                    self._last_success[st.collector] = st_wall.ts
             self.cycles += 1
         for sink in list(self.sinks):
             try:
@@ -180,6 +189,7 @@ class CollectionLoop:
         cutoff = now - self.stale_after
         with self._lock:
             snap = self._snapshot
+            collected = self._collected_at
             stale = frozenset(u for u, ts in self._newest.items() if ts < cutoff)
             states = [
                 CollectorState(name, st.duration_s, st.success and st.ts >= cutoff,
@@ -193,4 +203,4 @@ class CollectionLoop:
             except Exception as exc:
                 log.debug("sink %s self-metrics failed: %s", sink.name, exc)
         return View(now=now, snapshot=snap, stale=stale, collectors=states,
-                    age_s=(now - snap.ts) if snap is not None else None, sink_metrics=sink_metrics)
+                    age_s=(now - collected) if snap is not None else None, sink_metrics=sink_metrics)
