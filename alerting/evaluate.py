@@ -7,17 +7,17 @@ with the same meaning as the PromQL :mod:`alerting.export` writes for it:
 
 - a node whose last snapshot is older than ``stale_after`` has no current series (Prometheus marks a
   failed target's series stale);
-- ``increase`` is the sum of the counter's rises in the window (resets counted from zero); with
-  ``new_series`` a series that appeared within the window after its node was first seen counts from 0;
+- ``increase`` / ``rate`` extrapolate like Prometheus; with ``new_series`` a series that appeared
+  within the window after its node was first seen also matches on its current value;
 - ``absent`` on a device metric: a node that had series within the window and has none now;
 - ``below_inventory``: GPUs of a node listed in its inventory minus those up.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
-from itertools import pairwise
 
 from alerting.rules import Rule, RuleSet
 from exporter.schema import Device, Labels, Snapshot
@@ -54,7 +54,7 @@ class SeriesStore:
         self.nodes: dict[str, NodeData] = {}
         self.history: dict[tuple[str, SeriesKey], deque[tuple[float, float]]] = {}
         self.first_seen: dict[tuple[str, SeriesKey], float] = {}
-        self.last_seen: dict[tuple[str, str], float] = {}  # (field, node) for node-level absence
+        self.last_seen: dict[tuple[str, str], tuple[float, int]] = {}  # (field, node) -> (ts, series)
         self.set_rules(rules)
 
     def set_rules(self, rules: RuleSet) -> None:
@@ -91,13 +91,13 @@ class SeriesStore:
                     series["collector_success"][("", lab)] = 1.0 if st.success else 0.0
                 if "collector_last_success" in series and st.success:
                     series["collector_last_success"][("", lab)] = st.ts
-        if "snapshot_age" in series:
-            series["snapshot_age"][("", ())] = 0.0  # recomputed at evaluation time
+        if "snapshot_age" in series and not series["snapshot_age"]:
+            series["snapshot_age"][("", ())] = math.nan  # NaN: derive it at evaluation time
         nd.series = series
         self.nodes[snap.node] = nd
         for f in self.absent_fields:
             if series.get(f):
-                self.last_seen[(f, snap.node)] = snap.ts
+                self.last_seen[(f, snap.node)] = (snap.ts, len(series[f]))
         for f, window in self.counter_windows.items():
             for (uuid, labels), v in series.get(f, {}).items():
                 hk = (f, (snap.node, uuid, labels))
@@ -118,37 +118,55 @@ class SeriesStore:
         return nd.devices.get(uuid) if nd else None
 
     # ------------------------------------------------------------------ evaluation
-    def _increase(self, f: str, key: SeriesKey, now: float, window: float, new_series: bool,
-                  node_first: float) -> float | None:
-        hk = (f, key)
-        h = self.history.get(hk)
+    def _increase(self, f: str, key: SeriesKey, now: float, window: float, is_rate: bool) -> float | None:
+        """Prometheus' extrapolated increase / rate over ``window`` at ``now`` (None: under 2 samples)."""
+        h = self.history.get((f, key))
         if not h:
             return None
-        pts = [(t, v) for t, v in h if now - window <= t <= now]
-        if not pts:
+        start = now - window
+        pts = [(t, v) for t, v in h if start <= t <= now]
+        if len(pts) < 2:
             return None
-        total = 0.0
-        for (_, a), (_, b) in pairwise(pts):
-            total += b - a if b >= a else b
-        first = self.first_seen.get(hk, 0.0)
-        if new_series and first > node_first and now - first <= window and pts[0][0] == first:
-            total += pts[0][1]
-        elif len(pts) < 2:
+        first_t, first_v = pts[0]
+        last_t, last_v = pts[-1]
+        result = last_v - first_v
+        prev = first_v
+        for _, v in pts:
+            if v < prev:
+                result += prev
+            prev = v
+        to_start, to_end = first_t - start, now - last_t
+        sampled = last_t - first_t
+        if sampled <= 0:
             return None
-        return total
+        avg = sampled / (len(pts) - 1)
+        if result > 0 and first_v >= 0:
+            to_zero = sampled * (first_v / result)
+            to_start = min(to_start, to_zero)
+        limit = avg * 1.1
+        interval = sampled
+        interval += to_start if to_start < limit else avg / 2
+        interval += to_end if to_end < limit else avg / 2
+        result = result * (interval / sampled)
+        return result / window if is_rate else result
+
+    def _is_new(self, f: str, key: SeriesKey, now: float, window: float, node_first: float) -> bool:
+        """A series that appeared within the window, after its node was first seen (PromQL: M unless M offset W)."""
+        first = self.first_seen.get((f, key))
+        return first is not None and first > node_first and first > now - window
 
     def evaluate(self, rule: Rule, now: float, active: set[SeriesKey]) -> list[Hit]:
         """The series satisfying ``rule`` at ``now``; ``active`` holds the keys already pending or firing."""
         f = rule.metric.field
         out: list[Hit] = []
         if rule.kind == "absent":
-            for (field_id, node), seen in self.last_seen.items():
+            for (field_id, node), (seen, count) in self.last_seen.items():
                 if field_id != f or now - seen > rule.window:
                     continue
                 nd = self.nodes.get(node)
                 present = nd is not None and self.fresh(node, now) and bool(nd.series.get(f))
-                if not present:
-                    out.append(Hit((node, "", ()), now - seen, None))
+                if not present:  # value: how many series vanished (PromQL: count by (node) ...)
+                    out.append(Hit((node, "", ()), float(count), None))
             return out
         match = rule.match
         cache: dict[Labels, bool] = {}
@@ -183,13 +201,14 @@ class SeriesStore:
                 key = (node, uuid, labels)
                 value = raw
                 if rule.kind in ("increase", "rate"):
-                    inc = self._increase(f, key, now, rule.window, rule.new_series, nd.first_ts)
-                    if inc is None:
-                        continue
-                    value = inc
-                    if rule.kind == "rate":
-                        value /= rule.window
-                elif f == "snapshot_age":
+                    inc = self._increase(f, key, now, rule.window, rule.kind == "rate")
+                    if inc is None or not _cmp(rule.op, inc, thr):
+                        if not (rule.new_series and self._is_new(f, key, now, rule.window, nd.first_ts)
+                                and _cmp(rule.op, raw, thr)):
+                            continue
+                    else:
+                        value = inc
+                elif f == "snapshot_age" and math.isnan(raw):
                     value = now - nd.ts
                 elif rule.kind == "stale":
                     value = now - raw

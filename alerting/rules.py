@@ -119,7 +119,9 @@ class Rule:
     @property
     def scope(self) -> str:
         """gpu, node or fleet: what one alert of this rule is about."""
-        return "node" if self.kind == "below_inventory" else SCOPE_OF[self.metric.scope]
+        if self.kind in ("below_inventory", "absent") and self.metric.scope != "fleet":
+            return "node"
+        return SCOPE_OF[self.metric.scope]
 
     def all_labels(self) -> dict[str, str]:
         """The labels every alert of this rule carries (besides the series labels)."""
