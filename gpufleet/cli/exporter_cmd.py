@@ -100,19 +100,19 @@ def exporter(
     src.open()  # SourceUnavailable (no driver) becomes one red line pointing at --source twin
     sinks: list[Sink] = []
     try:
-        if settings.influx.url:
+        inf = settings.influx
+        if inf.url:
             from exporter.sinks.influx import InfluxSink
 
-            inf = settings.influx
             sinks.append(InfluxSink(
                 inf.url, inf.buffer_dir or settings.data_dir / "influx-buffer",
                 token=inf.token.get_secret_value() if inf.token else None, org=inf.org, bucket=inf.bucket,
                 batch_size=inf.batch_size, flush_interval=inf.flush_interval,
                 buffer_max_points=inf.buffer_max_points, overflow=inf.overflow))
-        if settings.store.path:
+        st = settings.store
+        if st.path:
             from exporter.sinks.store import StoreSink
 
-            st = settings.store
             sinks.append(StoreSink(st.path, raw_retention_days=st.raw_retention_days,
                                    minute_retention_days=st.minute_retention_days,
                                    hour_retention_days=st.hour_retention_days))
