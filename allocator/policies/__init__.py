@@ -1,1 +1,43 @@
-"""Placement policies, one per file, one interface."""
+"""Placement policies, one per file, one interface (:class:`allocator.policies.base.Policy`).
+
+``make_policy(name, seed=..., mix=...)`` builds one by name; ``mix`` (the observed requests) feeds the
+policies that learn the workload's request mix (fgd and the composite default).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from allocator.policies.base import Policy, Request
+from exporter.errors import ConfigError
+
+
+def _registry() -> dict[str, Callable[..., Any]]:
+    from allocator.policies.best_fit import BestFit
+    from allocator.policies.composite import Composite
+    from allocator.policies.fgd import FGD
+    from allocator.policies.first_fit import FirstFit
+    from allocator.policies.load_aware import LoadAware
+    from allocator.policies.random_fit import RandomFit
+    from allocator.policies.risk_aware import RiskAware
+    from allocator.policies.topology import TopologyAware
+
+    return {c.name: c for c in (FirstFit, BestFit, RandomFit, FGD, LoadAware, TopologyAware, RiskAware, Composite)}
+
+
+POLICY_NAMES = ("first_fit", "best_fit", "random", "fgd", "load_aware", "topology", "risk_aware", "default")
+
+
+def make_policy(name: str, *, seed: int = 0, mix: Iterable[Request] | None = None, **kwargs: Any) -> Policy:
+    """A policy by name; ``mix`` is the request mix for the policies that use one."""
+    reg = _registry()
+    if name not in reg:
+        raise ConfigError(f"unknown policy {name!r}; choose one of {', '.join(sorted(reg))}")
+    policy = reg[name](seed=seed, **kwargs)
+    if mix is not None and hasattr(policy, "observe"):
+        policy.observe(mix)
+    return policy  # type: ignore[no-any-return]
+
+
+__all__ = ["POLICY_NAMES", "Policy", "Request", "make_policy"]

@@ -1,0 +1,5 @@
+from allocator.policies.fgd import FGD
+
+
+class RiskAware(FGD):
+    name = "risk_aware"

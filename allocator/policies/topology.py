@@ -1,0 +1,5 @@
+from allocator.policies.fgd import FGD
+
+
+class TopologyAware(FGD):
+    name = "topology"

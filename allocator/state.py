@@ -1,0 +1,287 @@
+"""Cluster state for placement: nodes, their GPUs and what is free, as numpy arrays over nodes.
+
+GPU capacity is counted in thousandths of a GPU ("milli"): a whole GPU is 1000, a MIG slice or a shared
+fraction is less. Every array is indexed by node (``N``) and, for per-GPU arrays, by GPU slot (``G`` =
+the most GPUs any node has; absent slots have ``gpu_present`` False and never hold free capacity).
+
+The state also carries what placement policies may want beyond capacity: the GPU type and memory, NVLink
+islands (GPUs of one island talk over NVLink; a gang inside one island is fastest), live utilisation and
+memory use from the exporter's :class:`~exporter.schema.Snapshot`, the predicted failure risk per GPU, and
+node / GPU health (``lost``, ``draining``, ``cordoned``: none of those accept new work).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from exporter.errors import InputError, NotFound
+from exporter.schema import Snapshot
+
+FULL = 1000
+"""One whole GPU in thousandths."""
+
+# GPU memory per openb model code (bytes). G1/G2/G3 are undisclosed internal codes: unknown, left out.
+KNOWN_GPU_MEMORY: dict[str, int] = {
+    "P100": 16 << 30, "T4": 16 << 30, "V100M16": 16 << 30, "V100M32": 32 << 30, "A10": 24 << 30,
+    "A100": 80 << 30, "H100": 80 << 30, "H200": 141 << 30, "L4": 24 << 30, "A30": 24 << 30,
+}
+
+
+class Health(enum.IntEnum):
+    OK = 0
+    DRAINING = 1
+    CORDONED = 2
+    LOST = 3
+
+
+@dataclass(slots=True)
+class NodeSpec:
+    """One node as an inventory describes it."""
+
+    name: str
+    cpu_milli: int
+    memory_mib: int
+    gpus: int = 0
+    model: str = ""
+    gpu_memory_bytes: int | None = None
+    islands: Sequence[int] | None = None
+    """NVLink island id of each GPU (default: all GPUs of the node in island 0)."""
+    uuids: Sequence[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where one request goes: a node, the GPU slots on it, and thousandths taken on each slot."""
+
+    node: int
+    gpus: tuple[int, ...] = ()
+    milli: int = 0
+
+
+@dataclass
+class ClusterState:
+    """Mutable cluster state. Build it with :meth:`from_specs`, :meth:`from_openb` or :meth:`from_snapshots`."""
+
+    names: list[str]
+    models: list[str]
+    model_id: np.ndarray
+    cpu_cap: np.ndarray
+    mem_cap: np.ndarray
+    gpu_count: np.ndarray
+    gpu_present: np.ndarray
+    gpu_free: np.ndarray
+    gpu_mem: np.ndarray
+    island: np.ndarray
+    uuids: list[list[str]]
+    cpu_free: np.ndarray = field(init=False)
+    mem_free: np.ndarray = field(init=False)
+    node_health: np.ndarray = field(init=False)
+    gpu_health: np.ndarray = field(init=False)
+    risk: np.ndarray = field(init=False)
+    util: np.ndarray = field(init=False)
+    mem_used: np.ndarray = field(init=False)
+    max_free: np.ndarray = field(init=False)
+    n_full: np.ndarray = field(init=False)
+    tot_free: np.ndarray = field(init=False)
+    version: np.ndarray = field(init=False)
+    _uuid_index: dict[str, tuple[int, int]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        n, g = self.gpu_free.shape
+        self.cpu_free = self.cpu_cap.copy()
+        self.mem_free = self.mem_cap.copy()
+        self.node_health = np.zeros(n, dtype=np.int8)
+        self.gpu_health = np.zeros((n, g), dtype=np.int8)
+        self.risk = np.zeros((n, g), dtype=np.float64)
+        self.util = np.zeros((n, g), dtype=np.float64)
+        self.mem_used = np.zeros((n, g), dtype=np.float64)
+        self.max_free = np.zeros(n, dtype=np.int32)
+        self.n_full = np.zeros(n, dtype=np.int32)
+        self.tot_free = np.zeros(n, dtype=np.int32)
+        self.version = np.zeros(n, dtype=np.int64)
+        self._uuid_index = {u: (i, j) for i, row in enumerate(self.uuids) for j, u in enumerate(row)}
+        self.refresh()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_specs(cls, specs: Sequence[NodeSpec]) -> ClusterState:
+        if not specs:
+            raise InputError("the cluster has no nodes")
+        gmax = max(1, max(s.gpus for s in specs))
+        n = len(specs)
+        models: list[str] = []
+        model_id = np.zeros(n, dtype=np.int32)
+        gpu_present = np.zeros((n, gmax), dtype=bool)
+        island = np.zeros((n, gmax), dtype=np.int16)
+        gpu_mem = np.full(n, np.nan)
+        uuids: list[list[str]] = []
+        for i, s in enumerate(specs):
+            if s.gpus < 0 or s.cpu_milli < 0 or s.memory_mib < 0:
+                raise InputError(f"node {s.name}: negative capacity")
+            if s.model not in models:
+                models.append(s.model)
+            model_id[i] = models.index(s.model)
+            gpu_present[i, : s.gpus] = True
+            if s.islands is not None:
+                island[i, : s.gpus] = np.asarray(s.islands[: s.gpus])
+            mem = s.gpu_memory_bytes if s.gpu_memory_bytes is not None else KNOWN_GPU_MEMORY.get(s.model)
+            if mem is not None:
+                gpu_mem[i] = mem
+            uuids.append(list(s.uuids) if s.uuids is not None else [f"{s.name}/gpu{j}" for j in range(s.gpus)])
+        gpu_free = np.where(gpu_present, FULL, 0).astype(np.int32)
+        return cls(names=[s.name for s in specs], models=models, model_id=model_id,
+                   cpu_cap=np.array([s.cpu_milli for s in specs], dtype=np.int64),
+                   mem_cap=np.array([s.memory_mib for s in specs], dtype=np.int64),
+                   gpu_count=np.array([s.gpus for s in specs], dtype=np.int32),
+                   gpu_present=gpu_present, gpu_free=gpu_free, gpu_mem=gpu_mem, island=island, uuids=uuids)
+
+    @classmethod
+    def from_openb(cls, path: str) -> ClusterState:
+        """Read an openb node list (``sn,cpu_milli,memory_mib,gpu,model``)."""
+        from allocator.openb import load_nodes
+
+        return cls.from_specs(load_nodes(path))
+
+    @classmethod
+    def from_snapshots(cls, snapshots: Iterable[Snapshot], *, cpu_milli: int = 64000, memory_mib: int = 262144,
+                       gpus_per_island: int | None = None) -> ClusterState:
+        """One node per snapshot; GPUs (MIG instances excluded) from its devices, load from its samples."""
+        snaps = list(snapshots)
+        specs: list[NodeSpec] = []
+        for snap in snaps:
+            devs = sorted((d for d in snap.devices if not d.is_mig), key=lambda d: d.index)
+            model = devs[0].model if devs else ""
+            islands = [j // gpus_per_island for j in range(len(devs))] if gpus_per_island else None
+            specs.append(NodeSpec(snap.node, cpu_milli, memory_mib, len(devs), model,
+                                  devs[0].memory_total_bytes if devs else None, islands, [d.uuid for d in devs]))
+        state = cls.from_specs(specs)
+        for snap in snaps:
+            state.update_from_snapshot(snap)
+        return state
+
+    # ------------------------------------------------------------------ live inputs
+    def update_from_snapshot(self, snap: Snapshot) -> None:
+        """Take live utilisation, memory use and up/lost state from one node's snapshot."""
+        for s in snap.samples:
+            where = self._uuid_index.get(s.uuid)
+            if where is None or s.labels:
+                continue
+            if s.field == "util_gpu":
+                self.util[where] = s.value
+            elif s.field == "fb_used":
+                self.mem_used[where] = s.value
+        for uuid, up in snap.up.items():
+            where = self._uuid_index.get(uuid)
+            if where is not None:
+                self.set_gpu_health(uuid, Health.OK if up else Health.LOST)
+
+    def set_risk(self, risk: Mapping[str, float], default: float = 0.0) -> None:
+        """Predicted failure probability per GPU uuid (for one horizon); GPUs not named get ``default``."""
+        self.risk[:] = default
+        for uuid, r in risk.items():
+            where = self._uuid_index.get(uuid)
+            if where is not None:
+                self.risk[where] = float(r)
+        self.risk[~self.gpu_present] = 0.0
+
+    def locate(self, uuid: str) -> tuple[int, int]:
+        try:
+            return self._uuid_index[uuid]
+        except KeyError:
+            raise NotFound(f"no GPU with uuid {uuid}") from None
+
+    def node_index(self, name: str) -> int:
+        try:
+            return self.names.index(name)
+        except ValueError:
+            raise NotFound(f"no node named {name}") from None
+
+    def set_gpu_health(self, uuid: str, health: Health) -> None:
+        i, j = self.locate(uuid)
+        self.gpu_health[i, j] = int(health)
+        self.refresh(i)
+
+    def set_node_health(self, node: str | int, health: Health) -> None:
+        i = node if isinstance(node, int) else self.node_index(node)
+        self.node_health[i] = int(health)
+        self.refresh(i)
+
+    # ------------------------------------------------------------------ bookkeeping
+    @property
+    def n_nodes(self) -> int:
+        return len(self.names)
+
+    @property
+    def capacity_milli(self) -> int:
+        return int(self.gpu_count.sum()) * FULL
+
+    def usable_free(self, i: int) -> np.ndarray:
+        """Free thousandths per GPU slot of node ``i`` that new work may use (0 on unhealthy GPUs)."""
+        ok = self.gpu_present[i] & (self.gpu_health[i] == Health.OK) & (self.node_health[i] == Health.OK)
+        return np.where(ok, self.gpu_free[i], 0)
+
+    def refresh(self, i: int | None = None) -> None:
+        """Recompute the per-node summaries (max free share, wholly free GPUs, total free) of one or all nodes."""
+        if i is None:
+            ok = self.gpu_present & (self.gpu_health == Health.OK) & (self.node_health[:, None] == Health.OK)
+            usable = np.where(ok, self.gpu_free, 0)
+            self.max_free[:] = usable.max(axis=1)
+            self.n_full[:] = (usable == FULL).sum(axis=1)
+            self.tot_free[:] = usable.sum(axis=1)
+            self.version += 1
+            return
+        usable = self.usable_free(i)
+        self.max_free[i] = usable.max()
+        self.n_full[i] = int((usable == FULL).sum())
+        self.tot_free[i] = int(usable.sum())
+        self.version[i] += 1
+
+    def schedulable(self) -> np.ndarray:
+        return self.node_health == Health.OK
+
+    def allocate(self, p: Placement, cpu_milli: int, mem_mib: int) -> None:
+        i = p.node
+        self.cpu_free[i] -= cpu_milli
+        self.mem_free[i] -= mem_mib
+        for j in p.gpus:
+            self.gpu_free[i, j] -= p.milli
+        if p.gpus:
+            self.refresh(i)
+        else:
+            self.version[i] += 1
+
+    def release(self, p: Placement, cpu_milli: int, mem_mib: int) -> None:
+        i = p.node
+        self.cpu_free[i] += cpu_milli
+        self.mem_free[i] += mem_mib
+        for j in p.gpus:
+            self.gpu_free[i, j] += p.milli
+        if p.gpus:
+            self.refresh(i)
+        else:
+            self.version[i] += 1
+
+    def allocated_milli(self) -> int:
+        return int((np.where(self.gpu_present, FULL - self.gpu_free, 0)).sum())
+
+    def allocation_ratio(self) -> float:
+        cap = self.capacity_milli
+        return self.allocated_milli() / cap if cap else 0.0
+
+    def fragmentation_milli(self) -> int:
+        """Free thousandths on GPUs that are partly used (a whole-GPU request cannot use them)."""
+        part = (self.gpu_free > 0) & (self.gpu_free < FULL) & self.gpu_present
+        return int(self.gpu_free[part].sum())
+
+    def model_mask(self, allowed: Iterable[str] | None) -> np.ndarray | None:
+        """Boolean per model id for the allowed GPU types (None: any type)."""
+        if allowed is None:
+            return None
+        allowed = set(allowed)
+        if not allowed:
+            return None
+        return np.array([m in allowed for m in self.models], dtype=bool)
