@@ -70,6 +70,8 @@ class ApiSettings(BaseModel):
     refresh_token_ttl: int = Field(7 * 86400, ge=300, description="seconds")
     login_max_failures: int = Field(5, ge=1)
     login_failure_window: int = Field(900, ge=10, description="seconds")
+    password_hash_time_cost: int = Field(3, ge=1, description="argon2id iterations")
+    password_hash_memory_kib: int = Field(65536, ge=8192, description="argon2id memory per hash")
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_min_version: Literal["1.2", "1.3"] = "1.3"

@@ -7,10 +7,10 @@ protocols below, so the API has one object to talk to and the service decides wh
 
 from __future__ import annotations
 
+import builtins
 import threading
 import time
 from dataclasses import dataclass, field
-import builtins
 from typing import Any, Protocol
 
 from exporter.errors import Conflict, NotFound

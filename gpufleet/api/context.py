@@ -13,7 +13,14 @@ from gpufleet.api.audit import AuditLog
 from gpufleet.api.backend import FleetState
 from gpufleet.api.db import Database, User
 from gpufleet.api.deps import AppContext
-from gpufleet.api.security import Auth, create_signing_key, generate_password, hash_password, load_signing_key
+from gpufleet.api.security import (
+    Auth,
+    create_signing_key,
+    generate_password,
+    hash_password,
+    load_signing_key,
+    make_hasher,
+)
 from gpufleet.settings import ApiSettings
 
 
@@ -31,7 +38,8 @@ def build_context(api: ApiSettings, data_dir: Path, fleet: FleetState | None = N
     db.create_all()
     key = load_signing_key(key_path(api, data_dir))
     auth = Auth(db, key, access_ttl_s=api.access_token_ttl, refresh_ttl_s=api.refresh_token_ttl,
-                max_failures=api.login_max_failures, failure_window_s=api.login_failure_window)
+                max_failures=api.login_max_failures, failure_window_s=api.login_failure_window,
+                hasher=make_hasher(api.password_hash_time_cost, api.password_hash_memory_kib))
     return AppContext(db=db, auth=auth, audit=AuditLog(db), fleet=fleet or FleetState(), settings=settings_view or {})
 
 
@@ -59,7 +67,7 @@ def initialise(api: ApiSettings, data_dir: Path, admin: str = "admin", password_
     else:
         password = generate_password()
         shown = password
-    pw_hash = hash_password(password)
+    pw_hash = hash_password(password, make_hasher(api.password_hash_time_cost, api.password_hash_memory_kib))
     db = Database(database_url(api, data_dir))
     db.create_all()
     with db.session() as s:

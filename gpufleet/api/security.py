@@ -24,6 +24,10 @@ ALGORITHM = "HS256"
 _hasher = PasswordHasher()  # argon2id, memory-hard; library defaults follow RFC 9106's recommendation
 
 
+def make_hasher(time_cost: int = 3, memory_cost_kib: int = 65536) -> PasswordHasher:
+    return PasswordHasher(time_cost=time_cost, memory_cost=memory_cost_kib)
+
+
 class AuthError(GpufleetError):
     """Credentials or token rejected (maps to 401)."""
 
@@ -36,13 +40,14 @@ class Throttled(GpufleetError):
         self.retry_after = retry_after
 
 
-def hash_password(password: str) -> str:
+def hash_password(password: str, hasher: PasswordHasher | None = None) -> str:
     if len(password) < 12:
         raise ConfigError("passwords need at least 12 characters")
-    return _hasher.hash(password)
+    return (hasher or _hasher).hash(password)
 
 
 def verify_password(stored_hash: str, password: str) -> bool:
+    """Verify against a stored hash (its own parameters are encoded in it)."""
     try:
         return _hasher.verify(stored_hash, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
@@ -101,13 +106,17 @@ class Auth:
     """Issues, verifies and revokes tokens; throttles logins."""
 
     def __init__(self, db: Database, key: bytes, access_ttl_s: int = 900, refresh_ttl_s: int = 7 * 86400,
-                 max_failures: int = 5, failure_window_s: int = 900) -> None:
+                 max_failures: int = 5, failure_window_s: int = 900, hasher: PasswordHasher | None = None) -> None:
         self.db = db
+        self.hasher = hasher or _hasher
         self.key = key
         self.access_ttl_s = access_ttl_s
         self.refresh_ttl_s = refresh_ttl_s
         self.max_failures = max_failures
         self.failure_window_s = failure_window_s
+
+    def hash_password(self, password: str) -> str:
+        return hash_password(password, self.hasher)
 
     # -- tokens --------------------------------------------------------------------------------------
     def _encode(self, claims: dict[str, Any]) -> str:
@@ -201,7 +210,7 @@ class Auth:
             ok = user is not None and not user.disabled and verify_password(user.password_hash, password)
             if not ok:
                 if user is None:
-                    verify_password(_DUMMY_HASH, password)  # same work whether or not the user exists
+                    verify_password(_dummy_hash(self.hasher), password)  # same work whether or not the user exists
                 s.add(LoginFailure(username=username, source=source, at=now))
         if not ok or user is None:
             raise AuthError("wrong username or password")
@@ -210,4 +219,11 @@ class Auth:
         return user, self.issue(user)
 
 
-_DUMMY_HASH = _hasher.hash("gpufleet-timing-equaliser")
+_DUMMY: dict[tuple[int, int], str] = {}
+
+
+def _dummy_hash(hasher: PasswordHasher) -> str:
+    key = (hasher.time_cost, hasher.memory_cost)
+    if key not in _DUMMY:
+        _DUMMY[key] = hasher.hash("gpufleet-timing-equaliser")
+    return _DUMMY[key]

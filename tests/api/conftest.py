@@ -16,7 +16,6 @@ from gpufleet.api.backend import FleetState
 from gpufleet.api.context import build_context, initialise
 from gpufleet.api.db import User
 from gpufleet.api.deps import AppContext
-from gpufleet.api.security import hash_password
 from gpufleet.settings import ApiSettings
 
 PASSWORD = "correct-horse-battery"
@@ -50,7 +49,9 @@ class Api:
 
 
 def make_api(tmp_path: Path, database_url: str | None = None, fleet: FleetState | None = None) -> Api:
-    settings = ApiSettings(database_url=database_url, login_max_failures=3, login_failure_window=60)
+    # argon2id with its lowest memory setting keeps the suite fast; production keeps the defaults
+    settings = ApiSettings(database_url=database_url, login_max_failures=3, login_failure_window=60,
+                           password_hash_time_cost=1, password_hash_memory_kib=8192)
     pw = tmp_path / "admin-password"
     pw.write_text(PASSWORD + "\n")
     initialise(settings, tmp_path / "data", admin="root", password_file=pw)
@@ -59,7 +60,7 @@ def make_api(tmp_path: Path, database_url: str | None = None, fleet: FleetState 
     ctx = build_context(settings, tmp_path / "data", fleet=fleet, settings_view={"api": {"listen": "x"}})
     with ctx.db.session() as s:
         for name, role in (("dev", "developer"), ("dev2", "developer"), ("aud", "auditor")):
-            s.add(User(username=name, password_hash=hash_password(PASSWORD), role=role, team="ml"))
+            s.add(User(username=name, password_hash=ctx.auth.hash_password(PASSWORD), role=role, team="ml"))
     return Api(TestClient(create_app(ctx)), ctx, tmp_path / "data")
 
 

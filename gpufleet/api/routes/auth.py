@@ -14,7 +14,7 @@ from gpufleet.api.schemas import (
     TokenPublic,
     UserPublic,
 )
-from gpufleet.api.security import AuthError, hash_password, verify_password
+from gpufleet.api.security import AuthError, verify_password
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -59,7 +59,7 @@ def change_password(body: PasswordChange, request: Request, ctx: Ctx, me: Curren
         user = s.get(User, me.user_id)
         if user is None or not verify_password(user.password_hash, body.current_password):
             raise AuthError("current password is wrong")
-        user.password_hash = hash_password(body.new_password)
+        user.password_hash = ctx.auth.hash_password(body.new_password)
     ctx.auth.revoke_all(me.user_id)
 
 

@@ -10,7 +10,6 @@ from exporter.errors import Conflict, NotFound
 from gpufleet.api.db import User
 from gpufleet.api.deps import Ctx, CurrentUser, audit_as
 from gpufleet.api.schemas import Page, UserCreate, UserPublic, UserUpdate
-from gpufleet.api.security import hash_password
 
 router = APIRouter(prefix="/users", tags=["users"])
 
@@ -31,7 +30,7 @@ def create_user(body: UserCreate, request: Request, ctx: Ctx, me: CurrentUser) -
     audit_as(request, "user.create", body.username, role=body.role)
     try:
         with ctx.db.session() as s:
-            user = User(username=body.username, password_hash=hash_password(body.password), role=body.role,
+            user = User(username=body.username, password_hash=ctx.auth.hash_password(body.password), role=body.role,
                         team=body.team)
             s.add(user)
             s.flush()
@@ -72,7 +71,7 @@ def update_user(user_id: int, body: UserUpdate, request: Request, ctx: Ctx, me: 
             user.disabled = body.disabled
             revoke = revoke or body.disabled
         if body.password is not None:
-            user.password_hash = hash_password(body.password)
+            user.password_hash = ctx.auth.hash_password(body.password)
             revoke = True
         result = UserPublic.model_validate(user)
     if revoke:
