@@ -24,7 +24,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +109,11 @@ class EngineConfig:
     startup_grace: float = 60.0
     dashboard_url: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _copy(a: Alert) -> Alert:
+    """A frozen view of an alert for a notification (the live alert keeps changing)."""
+    return replace(a, labels=dict(a.labels), annotations=dict(a.annotations), series=list(a.series))
 
 
 def _rule_id(rule: Rule) -> str:
@@ -312,8 +317,8 @@ class AlertEngine:
                 a.resolved_notified = True
             self.groups[gk] = now
             self._dirty = True
-            out.append(Notification(gk, gl, sorted(firing, key=lambda x: x.key),
-                                    sorted(resolved, key=lambda x: x.key), now))
+            out.append(Notification(gk, gl, [_copy(a) for a in sorted(firing, key=lambda x: x.key)],
+                                    [_copy(a) for a in sorted(resolved, key=lambda x: x.key)], now))
         for gk in [g for g in self.groups if g not in groups]:
             del self.groups[gk]
             self._dirty = True

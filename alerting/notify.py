@@ -156,7 +156,7 @@ class Notifier:
                     if not ap.add(url):
                         log.error("channel %s: apprise cannot use the URL %s", channel, _mask(url))
                         break
-                    ok = bool(ap.notify(title=title, body=body))
+                    ok = bool(ap.notify(title=title, body=body, body_format=apprise.NotifyFormat.TEXT))
             except Exception as exc:  # any channel bug is that channel's failure only
                 log.warning("channel %s: %s", channel, exc)
                 ok = False
