@@ -45,7 +45,8 @@ class ProcessesCollector(Collector):
     def _utilization(self, dev: NvmlDevice) -> dict[int, Any]:
         n = self.nvml
         samples = self.get(dev, "process_sm_util", "nvmlDeviceGetProcessUtilization",
-                           self._last_ts.get(dev.uuid, 0), empty=(n.NVML_ERROR_NOT_FOUND,))
+                           self._last_ts.get(dev.uuid, 0), empty=(n.NVML_ERROR_NOT_FOUND, n.NVML_SUCCESS))
+        # (the binding raises NVMLError(NVML_SUCCESS) when the first sizing call finds no samples)
         latest: dict[int, Any] = {}
         if samples is NA:
             return latest
