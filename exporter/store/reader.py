@@ -8,6 +8,7 @@ the read start over (a few times at most).
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Sequence
@@ -257,14 +258,19 @@ class StoreReader:
         tier = resolution if resolution != "auto" else self.choose_tier(step_ms, lo)
         for attempt in range(5):
             try:
-                table = self._read_table(tier, list(fields), lo, hi, agg)
+                table, disjoint = self._read_table(tier, list(fields), lo, hi, agg)
                 break
             except FileNotFoundError:
                 if attempt == 4:
                     raise
-        return _finish(table, uuids, step_ms, agg, tier, step)
+        # Segments hold unique, sorted (ts, uuid) rows; when their time ranges do not overlap and
+        # no re-bucketing is asked for, the concatenation already is the answer.
+        res = TIERS[tier]
+        plain = disjoint and (step_ms is None or (res and step_ms == res))
+        return _finish(table, uuids, None if plain else (step_ms or 0), agg, tier, step)
 
-    def _read_table(self, tier: str, fields: list[str], lo: int | None, hi: int | None, agg: str) -> pa.Table | None:
+    def _read_table(self, tier: str, fields: list[str], lo: int | None, hi: int | None,
+                    agg: str) -> tuple[pa.Table | None, bool]:
         import pyarrow.parquet as pq
 
         from exporter.store.segments import raw_table, rollup_table
@@ -291,8 +297,13 @@ class StoreReader:
             tables.append(t.filter(mask) if mask is not None else t)
         tables = [t for t in tables if t.num_rows]
         if not tables:
-            return None
-        return pa.concat_tables(tables, promote_options="default")
+            return None, True
+        ranges = [(pc.min(t["ts"]).as_py(), pc.max(t["ts"]).as_py()) for t in tables]
+        disjoint = all(a[1] < b[0] for a, b in itertools.pairwise(ranges))
+        if not disjoint:  # order by time so that merging keeps 'last' meaningful
+            order = sorted(range(len(tables)), key=lambda i: ranges[i])
+            tables = [tables[i] for i in order]
+        return pa.concat_tables(tables, promote_options="default"), disjoint
 
     @staticmethod
     def _select(t: pa.Table, res: int, agg: str) -> pa.Table:
@@ -331,8 +342,11 @@ def _finish(table: pa.Table | None, uuids: Sequence[str] | None, step_ms: int | 
     sorted_names = [names[i] for i in order]
     rank = np.empty(len(names), np.int32)
     rank[order] = np.arange(len(names), dtype=np.int32)
-    codes = rank[idx] if len(names) else idx.astype(np.int32)
-    n = table["n"].to_numpy().astype(np.int64) if "n" in table.schema.names else np.ones(len(ts), np.int64)
+    if len(names) and not np.array_equal(order, np.arange(len(names))):
+        codes = rank[idx]
+    else:  # dictionaries are written sorted, so this is the usual case: no gather
+        codes = idx.astype(np.int32, copy=False)
+    n = table["n"].to_numpy() if "n" in table.schema.names else np.ones(len(ts), np.int32)
     cols = {c: table[c].to_numpy() for c in table.schema.names if c not in ("ts", "uuid", "n")}
     cols = {c: cols[c] for c in sorted(cols)}
     if uuids is not None:
@@ -340,7 +354,8 @@ def _finish(table: pa.Table | None, uuids: Sequence[str] | None, step_ms: int | 
         mask = np.isin(codes, want)
         ts, codes, n = ts[mask], codes[mask], n[mask]
         cols = {c: v[mask] for c, v in cols.items()}
-    ts, codes, n, cols = aggregate(ts, codes, n, cols, step_ms, agg, len(sorted_names))
+    if step_ms is not None:
+        ts, codes, n, cols = aggregate(ts, codes, n, cols, step_ms or None, agg, len(sorted_names))
     return ReadResult(ts, codes, sorted_names, cols, n=n, resolution=tier, step=step)
 
 
@@ -350,14 +365,10 @@ def aggregate(ts: np.ndarray, codes: np.ndarray, n: np.ndarray, cols: dict[str, 
     if not len(ts):
         return ts, codes, n, cols
     bucket = ts // step_ms * step_ms if step_ms else ts
-    b0 = int(bucket[0]) if step_ms is None else int(bucket.min())
-    unit = step_ms or 1
-    key = ((bucket - b0) // unit) * max(nuuids, 1) + codes
-    if step_ms is None and bool(np.all(key[1:] > key[:-1])):
-        return ts, codes, n, cols
-    if step_ms is None:
-        b0 = int(bucket.min())
-        key = (bucket - b0) * max(nuuids, 1) + codes
+    b0 = int(bucket.min())
+    key = ((bucket - b0) // (step_ms or 1)) * max(nuuids, 1) + codes
+    if (step_ms is None or np.array_equal(bucket, ts)) and bool(np.all(key[1:] > key[:-1])):
+        return ts, codes, n, cols  # already one row per (bucket, uuid)
     order = np.argsort(key, kind="stable")
     ks = key[order]
     starts = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])

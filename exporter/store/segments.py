@@ -133,13 +133,15 @@ def event_table(events: list[dict[str, Any]]) -> pa.Table:
     }, schema=EVENT_SCHEMA)
 
 
-def write_parquet_atomic(table: pa.Table, path: Path, fsync: bool = True, row_group_size: int = 1 << 20) -> None:
-    """Write to a temporary name in the same folder, fsync, rename: readers see all or nothing."""
+def write_parquet_atomic(table: pa.Table, path: Path, fsync: bool = True, row_group_size: int = 1 << 20,
+                         compression: str = "zstd") -> None:
+    """Write to a temporary name in the same folder, fsync, rename: readers see all or nothing.
+
+    Raw segments use zstd (smallest); rollups use lz4 (about 2x faster to decode, see docs/storage.md).
+    """
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    float_cols = [f.name for f in table.schema if pa.types.is_floating(f.type)]
-    pq.write_table(table, tmp, compression="zstd", compression_level=3, row_group_size=row_group_size,
-                   use_dictionary=["uuid", "kind", "node"], column_encoding=dict.fromkeys(
-                       float_cols, "BYTE_STREAM_SPLIT"), write_statistics=["ts", "uuid"])
+    pq.write_table(table, tmp, compression=compression, row_group_size=row_group_size,
+                   write_statistics=["ts", "uuid"])
     if fsync:
         fd = os.open(tmp, os.O_RDONLY)
         try:

@@ -167,7 +167,8 @@ class HistoryStore:
                 table = raw_table(long) if res == 0 else rollup_table(long, res)
                 lo = tmin if res == 0 else tmin // res * res
                 hi = tmax if res == 0 else tmax // res * res
-                write_parquet_atomic(table, folder / segment_name(lo, hi, seq, seq), self.fsync)
+                write_parquet_atomic(table, folder / segment_name(lo, hi, seq, seq), self.fsync,
+                                     compression="zstd" if res == 0 else "lz4")
         for sub, rows in (("events", events), ("labels", labels)):
             if rows and not any(s.covers(seq) for s in list_segments(self.path / sub)):
                 t = event_table(rows)
