@@ -216,3 +216,53 @@ class Alertmanager:
 
     def stop(self) -> None:
         self.server.stop()
+
+
+class Postgres:
+    """A real PostgreSQL server in a temporary data folder (initdb + postgres, run as the postgres user
+    when the tests run as root, since PostgreSQL refuses to run as root)."""
+
+    def __init__(self, tmp: Path) -> None:
+        import glob
+        import pwd
+
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+        if not bins:
+            skip_or_fail("PostgreSQL is not installed (apt-get install postgresql; .ci/run does)")
+        bindir = Path(bins[-1])
+        import tempfile
+
+        self.port = free_port()
+        # pytest's tmp folders are private to root; the postgres user needs its own folder in /tmp
+        self.dir = Path(tempfile.mkdtemp(prefix="gpufleet-pg-"))
+        prefix: list[str] = []
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+            prefix = ["runuser", "-u", "postgres", "--"]
+        data = self.dir / "data"
+        tmp.mkdir(parents=True, exist_ok=True)
+        init = subprocess.run([*prefix, str(bindir / "initdb"), "-D", str(data), "-U", "gpufleet",
+                               "--auth=trust", "-E", "UTF8", "--no-sync"], capture_output=True, text=True,
+                              timeout=120)
+        if init.returncode != 0:
+            raise RuntimeError(f"initdb failed: {init.stderr or init.stdout}")
+        self.server = ServerProcess([*prefix, str(bindir / "postgres"), "-D", str(data), "-p", str(self.port),
+                                     "-h", "127.0.0.1", "-k", str(self.dir), "-c", "fsync=off"],
+                                    tmp / "postgres.log")
+        self.url = f"postgresql+psycopg://gpufleet@127.0.0.1:{self.port}/postgres"
+
+        def ready() -> bool:
+            if not self.server.alive():
+                raise RuntimeError(f"postgres exited:\n{self.server.log()}")
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                pass
+            import psycopg
+
+            with psycopg.connect(f"host=127.0.0.1 port={self.port} user=gpufleet dbname=postgres", connect_timeout=2):
+                return True
+        wait_until(ready, 60, "PostgreSQL")
+
+    def stop(self) -> None:
+        self.server.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,9 +1,100 @@
-"""CLI: `gpufleet audit` commands (placeholder until its issue lands)."""
+"""CLI: `gpufleet audit verify|search` over the service's audit log."""
 
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
+
 import typer
+
+audit_app = typer.Typer(help="Verify, search and export the tamper-evident audit log.", no_args_is_help=True)
+
+DataDir = typer.Option(None, "--data-dir", "-d", help="The service's data folder (default from settings).")
+Config = typer.Option(None, "--config", "-c", help="TOML settings file.")
+
+
+def _log(data_dir: Path | None, config: Path | None):  # type: ignore[no-untyped-def]
+    from gpufleet.api.audit import AuditLog
+    from gpufleet.api.context import database_url
+    from gpufleet.api.db import Database
+    from gpufleet.settings import load_settings
+
+    settings = load_settings(config, {"data_dir": data_dir})
+    db = Database(database_url(settings.api, settings.data_dir))
+    db.create_all()
+    return AuditLog(db)
+
+
+def _time(value: str | None) -> float | None:
+    """Unix seconds, ISO 8601 (2026-11-29T10:00), or a duration ago (30m, 6h, 7d)."""
+    if value is None:
+        return None
+    from exporter.errors import ConfigError
+
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if value[-1] in units and value[:-1].replace(".", "", 1).isdigit():
+            return time.time() - float(value[:-1]) * units[value[-1]]
+        return float(value)
+    except ValueError:
+        pass
+    import datetime as dt
+
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"cannot read time {value!r}: give unix seconds, ISO 8601 or an age like 6h") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed.timestamp()
+
+
+@audit_app.command("verify")
+def verify(data_dir: Path | None = DataDir, config: Path | None = Config) -> None:
+    """Check the hash chain of the audit log and report the first broken link (exit 1 if broken).
+
+    Example: gpufleet audit verify --data-dir /var/lib/gpufleet
+    """
+    result = _log(data_dir, config).verify()
+    if result.ok:
+        typer.echo(f"audit log intact: {result.records} records, chain verified")
+        return
+    typer.secho(f"audit log BROKEN at record {result.first_broken_seq}: {result.reason}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(1)
+
+
+@audit_app.command("search")
+def search(
+    since: str | None = typer.Option(None, help="From (unix seconds, ISO 8601, or an age like 6h)."),
+    until: str | None = typer.Option(None, help="Until (exclusive; same formats)."),
+    user: str | None = typer.Option(None, help="Exactly this user."),
+    action: str | None = typer.Option(None, help="Action type (login, job, gpu, user...) or exact action (job.cancel)."),
+    target: str | None = typer.Option(None, help="Target contains this text."),
+    limit: int = typer.Option(100, help="At most this many records."),
+    fmt: str = typer.Option("table", "--format", help="table, json or csv."),
+    data_dir: Path | None = DataDir,
+    config: Path | None = Config,
+) -> None:
+    """Search the audit log by time range, user, action type and target.
+
+    Example: gpufleet audit search --since 24h --action login --format csv > logins.csv
+    """
+    log = _log(data_dir, config)
+    rows, total = log.search(since=_time(since), until=_time(until), user=user, action=action, target=target,
+                             limit=limit)
+    if fmt == "csv":
+        typer.echo(log.export_csv(rows), nl=False)
+    elif fmt == "json":
+        for r in rows:
+            typer.echo(json.dumps({"seq": r.seq, "ts": r.ts, "user": r.user, "role": r.role, "action": r.action,
+                                   "target": r.target, "outcome": r.outcome, "source": r.source, "detail": r.detail}))
+    else:
+        for r in rows:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.ts))
+            typer.echo(f"{r.seq:>6} {stamp} {r.user:<12} {r.role:<9} {r.action:<18} {r.outcome:<8} {r.source:<15} {r.target}")
+        typer.echo(f"{len(rows)} of {total} matching records", err=True)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    app.add_typer(audit_app, name="audit")
