@@ -25,8 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.store_common import FIELD_NAMES, minute_table, snapshots  # noqa: E402
-from exporter.store import HistoryStore  # noqa: E402
+from benchmarks.store_common import FIELD_NAMES, minute_table, snapshots
+from exporter.store import HistoryStore
 
 TARGET_VALUES = 30 * 1440 * 1000 * 10
 READ_DAYS, READ_GPUS = 2, 200  # 5.76 M values of 1-minute data per candidate read
