@@ -78,6 +78,34 @@ class ApiSettings(BaseModel):
     cors_origins: list[str] = Field(default_factory=list, description="empty: CORS off")
 
 
+class AlertRouteSettings(BaseModel):
+    """One notification route: label matchers -> apprise URLs (the URLs hold tokens: kept secret)."""
+
+    model_config = {"populate_by_name": True}
+    name: str
+    urls: list[SecretStr]
+    match: list[str] = Field(default_factory=list, description="label matchers: severity=critical, node=~gpu-0.*")
+    continue_: bool = Field(False, alias="continue", description="keep matching later routes")
+
+
+class AlertingSettings(BaseModel):
+    enabled: bool = True
+    rule_files: list[Path] = Field(default_factory=list, description="extra rule files or folders")
+    include_pack: bool = True
+    overrides: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description='per rule (or "*"): threshold, clear, for, window, severity')
+    routes: list[AlertRouteSettings] = Field(default_factory=list)
+    group_by: list[str] = Field(default_factory=lambda: ["alertname", "node"])
+    group_wait: float = Field(0.0, ge=0)
+    group_interval: float = Field(60.0, ge=0)
+    repeat_interval: float = Field(4 * 3600.0, gt=0)
+    stale_after: float = Field(30.0, gt=0, description="seconds without a snapshot before a node's data is stale")
+    state_dir: Path | None = Field(None, description="alert state and silences (default: <data-dir>/alerting)")
+    dashboard_url: str = ""
+    retries: int = Field(3, ge=1)
+    backoff: float = Field(0.5, ge=0)
+
+
 class Settings(BaseSettings):
     """Effective settings of one gpufleet deployable."""
 
@@ -91,6 +119,7 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     twin: TwinSettings = TwinSettings()
     api: ApiSettings = ApiSettings()
+    alerting: AlertingSettings = AlertingSettings()
 
     @field_validator("data_dir")
     @classmethod
