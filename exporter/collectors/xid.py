@@ -94,6 +94,7 @@ class XidCollector(Collector):
     def _run(self) -> None:
         q = self.query
         timeout = q.nvml.NVML_ERROR_TIMEOUT
+        last_error: str | None = None
         while not self._stop.is_set():
             errs: list[str] = []
             try:
@@ -102,10 +103,13 @@ class XidCollector(Collector):
             except GpuLost as exc:  # a lost GPU makes the wait fail; the collection cycle reports it
                 data, errs = NA, [str(exc)]
             if errs:
+                if errs[-1] != last_error:  # log a repeating failure once, not every wait
+                    log.warning("XID event wait failed: %s", errs[-1])
+                last_error = errs[-1]
                 self.thread_errors = errs[-5:]
-                log.warning("XID event wait failed: %s", errs[-1])
                 self._stop.wait(self.wait_ms / 1000)
                 continue
+            last_error = None
             if data is NA:
                 continue
             self._record(data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 
 import pynvml
@@ -282,3 +283,40 @@ def test_fake_library_not_found_path() -> None:
     fake = FakeNvml([], library_missing=True)
     with pytest.raises(SourceUnavailable, match="no NVIDIA driver"):
         NvmlSource(nvml=fake.module).open()
+
+
+def test_xid_wait_failure_reported_thread_survives(caplog: pytest.LogCaptureFixture) -> None:
+    fake = fleet()
+    src = NvmlSource(nvml=fake.module, collectors=["xid"], xid_wait_ms=20)
+    real_wait = fake.module.nvmlEventSetWait
+    failures = []
+
+    def failing(event_set, timeout_ms):  # type: ignore[no-untyped-def]
+        failures.append(1)
+        raise pynvml.NVMLError_Unknown()
+
+    fake.module.__dict__["nvmlEventSetWait"] = failing
+    with caplog.at_level(logging.WARNING), src:
+        xid = src.collector("xid")
+        assert xid is not None
+        for _ in range(3000):  # let the thread fail a few times (bounded; no timing asserted)
+            if len(failures) >= 3:
+                break
+            time.sleep(0.01)
+        bad = src.collect(1.0)
+        fake.module.__dict__["nvmlEventSetWait"] = real_wait
+        fake.xid("GPU-t4", 43)
+        assert xid.wait_processed(1, timeout=30)  # type: ignore[attr-defined]
+        good = src.collect(2.0)
+    stat = bad.stats[0]
+    assert not stat.success and "Unknown" in (stat.error or "")
+    assert good.stats[0].success and good.value("GPU-t4", "xid_errors", (("xid", "43"),)) == 1
+    assert len([r for r in caplog.records if "XID event wait failed" in r.getMessage()]) == 1
+
+
+def test_gpu_lost_at_start_is_down_not_a_crash() -> None:
+    fake = FakeNvml([FakeGpu("GPU-ok"), FakeGpu("GPU-dead", T4, lost=True)])
+    with NvmlSource(nvml=fake.module, xid_wait_ms=20) as src:
+        snap = src.collect(1.0)
+    assert snap.up == {"GPU-ok": 1, "GPU-lost-index-1": 0}
+    assert {s.uuid for s in snap.samples} == {"GPU-ok"}
