@@ -38,14 +38,19 @@ class Emitter:
     samples: list[Sample] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
 
-    def sample(self, uuid: str, field_id: str, value: Any, labels: dict[str, str] | None = None,
+    def sample(self, uuid: str, field_id: str, value: Any, labels: dict[str, str] | Labels | None = None,
                scale: float = 1.0) -> None:
-        """Add a sample unless ``value`` is NA / None (absent, never zero)."""
+        """Add a sample unless ``value`` is NA / None (absent, never zero).
+
+        ``labels``: a dict, or an already sorted Labels tuple (hot paths precompute those).
+        """
         if value is NA or value is None:
             return
-        lab: Labels = tuple(sorted(labels.items())) if labels else ()
-        self.samples.append(Sample(uuid=uuid, field=field_id, value=float(value) * scale, ts=self.now,
-                                   labels=lab))
+        if isinstance(labels, dict):
+            lab: Labels = tuple(sorted(labels.items()))
+        else:
+            lab = labels or ()
+        self.samples.append(Sample(uuid, field_id, float(value) * scale, self.now, lab))
 
     def event(self, event: Event) -> None:
         self.events.append(event)
@@ -95,7 +100,7 @@ class Collector:
         return self.query.call(dev.uuid, field_id, fn, dev.handle, *args, **kwargs)
 
     def emit(self, dev: NvmlDevice, out: Emitter, field_id: str, fn: str, *args: Any,
-             scale: float = 1.0, labels: dict[str, str] | None = None) -> Any:
+             scale: float = 1.0, labels: dict[str, str] | Labels | None = None) -> Any:
         """Read one scalar field and emit it; returns the raw value (or NA)."""
         value = self.get(dev, field_id, fn, *args)
         out.sample(dev.uuid, field_id, value, labels, scale)

@@ -47,7 +47,7 @@ class EccCollector(Collector):
                     continue
                 value = self.query.call(dev.uuid, f"{field_id}:{label}", "nvmlDeviceGetMemoryErrorCounter",
                                         dev.handle, etype, n.NVML_AGGREGATE_ECC, loc)
-                out.sample(dev.uuid, field_id, value, {"location": label})
+                out.sample(dev.uuid, field_id, value, (("location", label),))
 
     def _retired(self, dev: NvmlDevice, out: Emitter) -> None:
         n = self.nvml

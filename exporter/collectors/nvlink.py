@@ -15,6 +15,7 @@ ERRORS = (("nvlink_crc_flit_errors", "NVML_NVLINK_ERROR_DL_CRC_FLIT"),
           ("nvlink_replay_errors", "NVML_NVLINK_ERROR_DL_REPLAY"),
           ("nvlink_recovery_errors", "NVML_NVLINK_ERROR_DL_RECOVERY"))
 KIB = 1024.0
+_LINK_LABELS = tuple((("link", str(i)),) for i in range(64))
 
 
 class NvlinkCollector(Collector):
@@ -44,21 +45,22 @@ class NvlinkCollector(Collector):
             links = self._links[dev.uuid] = self._discover(dev)
         if not links:
             return
+        errors = [(f, getattr(n, c)) for f, c in ERRORS]
         tx_total = rx_total = 0.0
         have_bw = False
         ids = []
         for link in links:
             ids += [(n.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX, link), (n.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX, link)]
         values = field_values(self.query, dev, "nvlink_tx_bytes", ids)
+        uuid = dev.uuid
+        call = self.query.call
         for i, link in enumerate(links):
-            lab = {"link": str(link)}
-            state = self.query.call(dev.uuid, f"nvlink_up:{link}", "nvmlDeviceGetNvLinkState", dev.handle, link)
-            out.sample(dev.uuid, "nvlink_up", None if state is NA else (1 if state else 0), lab)
-            for field_id, const in ERRORS:
-                counter = getattr(n, const)
-                value = self.query.call(dev.uuid, f"{field_id}:{link}", "nvmlDeviceGetNvLinkErrorCounter",
-                                        dev.handle, link, counter)
-                out.sample(dev.uuid, field_id, value, lab)
+            lab = _LINK_LABELS[link] if link < len(_LINK_LABELS) else (("link", str(link)),)
+            state = call(uuid, f"nvlink_up:{link}", "nvmlDeviceGetNvLinkState", dev.handle, link)
+            out.sample(uuid, "nvlink_up", None if state is NA else (1 if state else 0), lab)
+            for field_id, counter in errors:
+                value = call(uuid, f"{field_id}:{link}", "nvmlDeviceGetNvLinkErrorCounter", dev.handle, link, counter)
+                out.sample(uuid, field_id, value, lab)
             if values is not None:
                 tx, rx = values[2 * i], values[2 * i + 1]
                 if tx is not None:

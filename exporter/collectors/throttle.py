@@ -39,7 +39,7 @@ class ThrottleCollector(Collector):
             for label, const in REASONS:
                 bit = getattr(n, const, None)
                 if bit is not None:
-                    out.sample(dev.uuid, "clock_event_active", 1 if mask & bit else 0, {"reason": label})
+                    out.sample(dev.uuid, "clock_event_active", 1 if mask & bit else 0, (("reason", label),))
         for field_id, const in POLICIES:
             policy = getattr(n, const, None)
             if policy is None:
