@@ -11,7 +11,7 @@
 #                                event thread alive, samples per family, cycle time
 #   exposition.txt               /metrics of `gpufleet exporter --source nvml --names both` after DURATION_S
 #   promtool.txt                 `promtool check metrics` on the native part (when promtool exists)
-#   resources.csv                the exporter's CPU seconds and RSS every 5 s
+#   resources.csv                the exporter's CPU seconds and RSS every interval (5 s)
 #   exporter.log                 the exporter's own output
 #   summary.md                   the figures to paste into docs/hardware.md
 # Exit status: 0 when every step ran and every check passed, 1 otherwise (the summary says which).
@@ -19,7 +19,7 @@ set -u
 cd "$(dirname "$0")/.." || exit 1
 OUT=${1:-hardware-check-$(date -u +%Y%m%dT%H%M%SZ)}
 DURATION=${2:-60}
-INTERVAL=5
+INTERVAL=${HWCHECK_INTERVAL:-5}   # collection interval (and CPU/RSS sampling period), seconds
 mkdir -p "$OUT"
 [ -f .venv/bin/activate ] && . .venv/bin/activate
 PY=${PYTHON:-python}
@@ -96,7 +96,7 @@ TICK=$(getconf CLK_TCK)
 echo "elapsed_s,cpu_s,rss_kb" > "$OUT/resources.csv"
 START=$(date +%s)
 while [ $(( $(date +%s) - START )) -lt "$DURATION" ] && kill -0 "$EXP" 2>/dev/null; do
-    sleep 5
+    sleep "$INTERVAL"
     if [ -r "/proc/$EXP/stat" ]; then
         CPU=$(awk -v t="$TICK" '{printf "%.3f", ($14 + $15) / t}' "/proc/$EXP/stat")
         RSS=$(awk '/^VmRSS/ {print $2}' "/proc/$EXP/status")
@@ -129,8 +129,9 @@ probe = json.load(open(f"{out}/probe.json")) if os.path.exists(f"{out}/probe.jso
 rows = list(csv.DictReader(open(f"{out}/resources.csv")))
 devs = probe.get("devices", [])
 phys = [d for d in devs if not d.get("mig_parent")]
-print(f"### {phys[0]['model'] if phys else 'unknown GPU'} x{len(phys)}, driver {phys[0]['driver'] if phys else '?'}, "
-      f"CUDA {phys[0]['cuda'] if phys else '?'}\n")
+from collections import Counter
+models = ", ".join(f"{m} x{n}" for m, n in Counter(d["model"] for d in phys).items()) or "no GPU found"
+print(f"### {models}; driver {phys[0]['driver'] if phys else '?'}, CUDA {phys[0]['cuda'] if phys else '?'}\n")
 print("Checks:\n")
 print("".join(f"- {line}" for line in open(f"{out}/checks.txt")))
 if len(rows) >= 2:
