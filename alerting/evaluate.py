@@ -72,7 +72,19 @@ class SeriesStore:
 
     # ------------------------------------------------------------------ ingest
     def observe(self, snap: Snapshot) -> None:
-        """Take one node's snapshot (replaces that node's previous values)."""
+        """Take one snapshot (replaces the previous values of its node or nodes).
+
+        A snapshot that holds the GPUs of several nodes (the twin as one source) is split by each
+        device's node, so alerts carry the GPU's own node, as the exporter's ``node`` label does.
+        """
+        nodes = {d.node for d in snap.devices}
+        if nodes and nodes != {snap.node}:
+            for part in _split(snap, nodes):
+                self._observe(part)
+        else:
+            self._observe(snap)
+
+    def _observe(self, snap: Snapshot) -> None:
         old = self.nodes.get(snap.node)
         nd = NodeData(ts=snap.ts, first_ts=old.first_ts if old else snap.ts,
                       devices={d.uuid: d for d in snap.devices})
@@ -228,6 +240,19 @@ class SeriesStore:
                     continue
                 out.append(Hit(key, value, limit))
         return out
+
+
+def _split(snap: Snapshot, nodes: set[str]) -> list[Snapshot]:
+    node_of = {d.uuid: d.node for d in snap.devices}
+    parts = {n: Snapshot(ts=snap.ts, node=n, stats=list(snap.stats)) for n in nodes}
+    parts.setdefault(snap.node, Snapshot(ts=snap.ts, node=snap.node, stats=list(snap.stats)))
+    for d in snap.devices:
+        parts[d.node].devices.append(d)
+    for s in snap.samples:
+        parts[node_of.get(s.uuid, snap.node)].samples.append(s)
+    for uuid, v in snap.up.items():
+        parts[node_of.get(uuid, snap.node)].up[uuid] = v
+    return list(parts.values())
 
 
 def _cmp(op: str, a: float, b: float) -> bool:
