@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from allocator.jobs import JobSpec, Limits, PriorityClass, Rejection, validate_batch
-from allocator.policies.base import Policy
+from allocator.policies.base import Policy, Request
 from allocator.state import FULL, ClusterState, Health, Placement
 from exporter.errors import InputError, NotFound
 
@@ -112,6 +112,9 @@ class JobQueue:
         self.usage: list[Usage] = []
         self.counters = {"preemptions": 0, "interruptions": 0, "reclaims": 0, "gpu_hours_lost": 0.0}
         self._seq = 0
+        self._seen: list[Request] = []
+        self._pending: set[str] = set()
+        self._observed = 0
         self.limits = Limits.of(state)
 
     # ------------------------------------------------------------------ submission
@@ -121,9 +124,13 @@ class JobQueue:
         for j in ok:
             self._seq += 1
             self.jobs[j.name] = JobRecord(j, self._seq, now)
+            self._pending.add(j.name)
         observe = getattr(self.policy, "observe", None)
-        if ok and observe is not None:  # policies that learn the request mix see every submitted job
-            observe([m for r in self.jobs.values() for m in r.spec.members()])
+        if ok and observe is not None:  # policies that learn the request mix see the submitted jobs
+            self._seen.extend(m for j in ok for m in j.members())
+            if len(self._seen) >= 1.25 * self._observed:  # re-learn when the history has grown by a quarter
+                observe(self._seen)
+                self._observed = len(self._seen)
         self._save()
         return [j.name for j in ok], rejected
 
@@ -148,14 +155,18 @@ class JobQueue:
     def ready(self, now: float) -> list[JobRecord]:
         """Pending jobs whose dependencies have completed, best first."""
         out = []
-        for rec in self.jobs.values():
-            if rec.status != PENDING:
-                continue
+        for name in self.pending_names():
+            rec = self.jobs[name]
             deps = [self.jobs.get(d) for d in rec.spec.depends_on]
             if all(d is not None and d.status == DONE for d in deps):
                 out.append(rec)
         out.sort(key=lambda r: (-self.effective_priority(r, now), r.seq))
         return out
+
+    def pending_names(self) -> list[str]:
+        """Names of pending jobs (an index kept beside ``jobs``; stale entries are dropped here)."""
+        self._pending = {n for n in self._pending if self.jobs[n].status == PENDING}
+        return sorted(self._pending, key=lambda n: self.jobs[n].seq)
 
     def schedule(self, now: float) -> list[str]:
         """Start every ready job that fits (preempting or reclaiming where allowed); returns started names."""
@@ -301,6 +312,7 @@ class JobQueue:
         rec.restarts += 1
         rec.status = PENDING
         rec.started = None
+        self._pending.add(rec.spec.name)
         self.counters["gpu_hours_lost"] += lost
         if reason == "preemption":
             rec.preemptions += 1
@@ -380,6 +392,8 @@ class JobQueue:
         for d in data["jobs"]:
             rec = JobRecord.from_dict(d)
             q.jobs[rec.spec.name] = rec
+            if rec.status == PENDING:
+                q._pending.add(rec.spec.name)
             if rec.status == RUNNING:
                 for pl, req in zip(rec.placements, rec.spec.members(), strict=False):
                     state.allocate(pl, req.cpu_milli, req.mem_mib)

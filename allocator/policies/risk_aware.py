@@ -1,5 +1,48 @@
-from allocator.policies.fgd import FGD
+"""Risk-aware placement: keep long jobs off GPUs with a high predicted failure risk.
+
+Each node's cost is ``risk_weight`` × the predicted failure probability of the GPUs the request would get
+(the lowest-risk usable GPUs on the node) × the job's expected length in hours (capped at ``max_hours``),
+plus the best-fit term (GPU share left on the node after placement). Short jobs barely feel the risk term
+and fill risky GPUs; long jobs move to safe ones. With no risk known (all zero) this is best fit. The risk
+comes from the failure predictor (``ClusterState.set_risk``) for one horizon.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from allocator.policies.base import Request, feasible
+from allocator.state import FULL, ClusterState, Placement
 
 
-class RiskAware(FGD):
+class RiskAware:
     name = "risk_aware"
+
+    def __init__(self, seed: int = 0, risk_weight: float = 10.0, max_hours: float = 168.0) -> None:
+        self.seed = seed
+        self.risk_weight = risk_weight
+        self.max_hours = max_hours
+
+    def place(self, state: ClusterState, req: Request) -> Placement | None:
+        nodes = np.flatnonzero(feasible(state, req))
+        if len(nodes) == 0:
+            return None
+        left = (state.tot_free[nodes] - req.gpu_request_milli) / (np.maximum(state.gpu_count[nodes], 1) * 1000.0)
+        if req.num_gpu == 0:
+            return Placement(int(nodes[int(np.argmin(left))]))
+        free = state.gpu_free[nodes]
+        usable = state.gpu_present[nodes] & (state.gpu_health[nodes] == 0)
+        usable &= free >= req.gpu_milli if req.sharing else free == FULL
+        risk = np.where(usable, state.risk[nodes], np.inf)
+        order = np.argsort(risk, axis=1, kind="stable")[:, : req.num_gpu]
+        got = np.take_along_axis(risk, order, axis=1)
+        hours = min(self.max_hours, (req.duration_s or 3600.0) / 3600.0)
+        # chance that at least one of the GPUs fails during the job, scaled by its length
+        p_any = 1.0 - np.prod(1.0 - np.clip(got, 0.0, 1.0), axis=1)
+        cost = self.risk_weight * p_any * hours + left
+        k = int(np.argmin(cost))
+        if req.sharing:
+            cand = np.flatnonzero(usable[k])
+            best = cand[np.lexsort((free[k, cand], state.risk[nodes[k], cand]))[0]]
+            return Placement(int(nodes[k]), (int(best),), req.gpu_milli)
+        return Placement(int(nodes[k]), tuple(sorted(int(g) for g in order[k])), FULL)
