@@ -16,7 +16,7 @@ def search(ctx: Ctx, since: float | None = Query(None, description="unix time, i
            until: float | None = Query(None, description="unix time, exclusive"),
            user: str | None = None, action: str | None = Query(None, description="e.g. login, job, job.cancel"),
            target: str | None = None, limit: int = Query(100, ge=1, le=10_000),
-           offset: int = Query(0, ge=0)) -> Page[AuditPublic]:
+           offset: int = Query(0, ge=0, le=2**31 - 1)) -> Page[AuditPublic]:
     """Search the audit log by time range, user, action type and target."""
     rows, total = ctx.audit.search(since=since, until=until, user=user, action=action, target=target,
                                    limit=limit, offset=offset)

@@ -12,7 +12,7 @@ router = APIRouter(tags=["insights"])
 
 @router.get("/predictions/failure", response_model=Page[FailurePredictionPublic])
 def failure_predictions(ctx: Ctx, horizon: str | None = None, min_probability: float = Query(0.0, ge=0, le=1),
-                        limit: int = Query(100, ge=1, le=100_000), offset: int = Query(0, ge=0)) -> Page[FailurePredictionPublic]:
+                        limit: int = Query(100, ge=1, le=100_000), offset: int = Query(0, ge=0, le=2**31 - 1)) -> Page[FailurePredictionPublic]:
     """Failure probability per GPU and horizon, riskiest first, with the signals that drove each score."""
     rows = [r for r in ctx.fleet.predictions()
             if (horizon is None or r["horizon"] == horizon) and r["probability"] >= min_probability]

@@ -20,7 +20,7 @@ def submit(body: JobBatch, request: Request, ctx: Ctx, me: CurrentUser) -> list[
 
 @router.get("/jobs", response_model=Page[JobPublic])
 def list_jobs(ctx: Ctx, me: CurrentUser, state: str | None = None, limit: int = Query(100, ge=1, le=10_000),
-              offset: int = Query(0, ge=0)) -> Page[JobPublic]:
+              offset: int = Query(0, ge=0, le=2**31 - 1)) -> Page[JobPublic]:
     """Jobs, newest first; developers see their own."""
     owner = me.username if me.role == "developer" else None
     jobs = [j for j in ctx.fleet.job_service().list(owner) if state is None or j["state"] == state]
@@ -48,7 +48,7 @@ def cancel(job_id: str, request: Request, ctx: Ctx, me: CurrentUser) -> JobPubli
 
 
 @router.get("/allocations", response_model=Page[AllocationPublic])
-def allocations(ctx: Ctx, limit: int = Query(1000, ge=1, le=100_000), offset: int = Query(0, ge=0)) -> Page[AllocationPublic]:
+def allocations(ctx: Ctx, limit: int = Query(1000, ge=1, le=100_000), offset: int = Query(0, ge=0, le=2**31 - 1)) -> Page[AllocationPublic]:
     """Which job holds which GPU (or share of one) now."""
     rows = ctx.fleet.job_service().allocations()
     return Page[AllocationPublic](items=[AllocationPublic(**r) for r in rows[offset:offset + limit]],

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
@@ -12,10 +14,11 @@ from gpufleet.api.deps import Ctx, CurrentUser, audit_as
 from gpufleet.api.schemas import Page, UserCreate, UserPublic, UserUpdate
 
 router = APIRouter(prefix="/users", tags=["users"])
+UserId = Annotated[int, Path(ge=1, le=2**31 - 1, description="user id")]
 
 
 @router.get("", response_model=Page[UserPublic])
-def list_users(ctx: Ctx, limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0)) -> Page[UserPublic]:
+def list_users(ctx: Ctx, limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0, le=2**31 - 1)) -> Page[UserPublic]:
     """List users, paginated."""
     with ctx.db.session() as s:
         total = s.execute(select(func.count()).select_from(User)).scalar_one()
@@ -40,7 +43,7 @@ def create_user(body: UserCreate, request: Request, ctx: Ctx, me: CurrentUser) -
 
 
 @router.get("/{user_id}", response_model=UserPublic)
-def get_user(user_id: int, ctx: Ctx) -> UserPublic:
+def get_user(user_id: UserId, ctx: Ctx) -> UserPublic:
     """One user."""
     with ctx.db.session() as s:
         user = s.get(User, user_id)
@@ -50,7 +53,7 @@ def get_user(user_id: int, ctx: Ctx) -> UserPublic:
 
 
 @router.patch("/{user_id}", response_model=UserPublic)
-def update_user(user_id: int, body: UserUpdate, request: Request, ctx: Ctx, me: CurrentUser) -> UserPublic:
+def update_user(user_id: UserId, body: UserUpdate, request: Request, ctx: Ctx, me: CurrentUser) -> UserPublic:
     """Change a user's role, team, password or disabled flag (password or disable revokes their tokens)."""
     audit_as(request, "user.update", str(user_id), fields=sorted(body.model_fields_set))
     revoke = False
@@ -80,7 +83,7 @@ def update_user(user_id: int, body: UserUpdate, request: Request, ctx: Ctx, me: 
 
 
 @router.delete("/{user_id}", status_code=204)
-def delete_user(user_id: int, request: Request, ctx: Ctx, me: CurrentUser) -> None:
+def delete_user(user_id: UserId, request: Request, ctx: Ctx, me: CurrentUser) -> None:
     """Delete a user (their tokens stop working)."""
     audit_as(request, "user.delete", str(user_id))
     if user_id == me.user_id:
