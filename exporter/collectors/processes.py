@@ -31,7 +31,10 @@ class ProcessesCollector(Collector):
         found = False
         procs: dict[int, int | None] = {}
         for fn in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
-            got = self.get(dev, "processes" if fn.endswith("ComputeRunningProcesses") else "processes_graphics", fn)
+            key = "processes" if fn.endswith("ComputeRunningProcesses") else "processes_graphics"
+            got = self.get(dev, key, fn)
+            if got is NA and fn in self.query.missing_functions:
+                got = self.get(dev, key, fn + "_v2")  # drivers before R510 lack the _v3 entry point
             if got is NA:
                 continue
             found = True

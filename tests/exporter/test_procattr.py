@@ -128,3 +128,13 @@ def test_process_series_follow_processes(tmp_path: Path) -> None:
     pids = {dict(s.labels).get("pid") for s in later.samples if s.field.startswith("process_")}
     assert pids == {"5353"} and later.value("GPU-a", "processes") == 1
     assert not [s for s in later.samples if s.field == "pod_memory"]
+
+
+def test_old_driver_process_list_falls_back_to_v2(tmp_path: Path) -> None:
+    fake = FakeNvml([FakeGpu("GPU-a", processes=[(31, GIB)])], missing={"nvmlDeviceGetComputeRunningProcesses"})
+    fake.module.__dict__["nvmlDeviceGetComputeRunningProcesses_v2"] = fake._wrap(
+        "nvmlDeviceGetComputeRunningProcesses_v2", fake.nvmlDeviceGetComputeRunningProcesses)
+    with NvmlSource(nvml=fake.module, collectors=["processes"], proc_root=tmp_path) as src:
+        snap = src.collect(1.0)
+    assert snap.value("GPU-a", "processes") == 1
+    assert all(s.success for s in snap.stats)
