@@ -53,6 +53,10 @@ class FleetState:
     settings: dict[str, Any] = field(default_factory=dict)
     ready: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # per-uuid views built once per snapshot, so reads cost O(GPUs asked for), not O(samples)
+    _values: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
+    _processes: dict[str, list[dict[str, Any]]] = field(default_factory=dict, repr=False)
+    _gpu_list: list[dict[str, Any]] | None = field(default=None, repr=False)
 
     # -- updates from the service --------------------------------------------------------------------
     def update_snapshots(self, snapshots: list[Snapshot]) -> None:
@@ -65,17 +69,35 @@ class FleetState:
             self.snapshot = merged
             for d in merged.devices:
                 self.devices[d.uuid] = d
+            values: dict[str, dict[str, float]] = {}
+            processes: dict[str, dict[str, dict[str, Any]]] = {}
+            for s in merged.samples:
+                if not s.labels:
+                    values.setdefault(s.uuid, {})[s.field] = s.value
+                elif s.field == "process_memory":
+                    labels = dict(s.labels)
+                    processes.setdefault(s.uuid, {})[labels.get("pid", "?")] = {
+                        "pid": int(labels.get("pid", "0") or 0), "memory_bytes": s.value,
+                        "container": labels.get("container") or None, "pod": labels.get("pod") or None,
+                        "namespace": labels.get("namespace") or None}
+            self._values = values
+            self._processes = {u: list(p.values()) for u, p in processes.items()}
+            self._gpu_list = None
             self.ready = True
 
     def update_risk(self, risk: dict[str, dict[str, float]], signals: dict[str, dict[str, list[str]]] | None = None) -> None:
         with self._lock:
             self.risk = {u: dict(h) for u, h in risk.items()}
             self.risk_signals = signals or {}
+            self._gpu_list = None
 
     # -- reads ---------------------------------------------------------------------------------------
     def gpus(self) -> list[dict[str, Any]]:
         with self._lock:
-            return [self._gpu(u) for u in sorted(self.devices, key=lambda u: (self.devices[u].node, self.devices[u].index))]
+            if self._gpu_list is None:
+                order = sorted(self.devices, key=lambda u: (self.devices[u].node, self.devices[u].index))
+                self._gpu_list = [self._gpu(u) for u in order]
+            return self._gpu_list
 
     def gpu(self, uuid: str) -> dict[str, Any]:
         with self._lock:
@@ -85,21 +107,8 @@ class FleetState:
 
     def _gpu(self, uuid: str) -> dict[str, Any]:
         d = self.devices[uuid]
-        values: dict[str, float] = {}
-        processes: dict[str, dict[str, Any]] = {}
+        values = self._values.get(uuid, {})
         snap = self.snapshot
-        if snap is not None:
-            for s in snap.samples:
-                if s.uuid != uuid:
-                    continue
-                if not s.labels:
-                    values[s.field] = s.value
-                elif s.field == "process_memory":
-                    labels = dict(s.labels)
-                    processes[labels.get("pid", "?")] = {
-                        "pid": int(labels.get("pid", "0") or 0), "memory_bytes": s.value,
-                        "container": labels.get("container") or None, "pod": labels.get("pod") or None,
-                        "namespace": labels.get("namespace") or None}
         up = bool(snap.up.get(uuid, 1)) if snap is not None else True
         return {
             "uuid": uuid, "index": d.index, "node": d.node, "model": d.model, "vendor": d.vendor, "up": up,
@@ -107,7 +116,7 @@ class FleetState:
             "utilization": values.get("util_gpu"), "memory_used_bytes": values.get("fb_used"),
             "memory_total_bytes": values.get("fb_total", d.memory_total_bytes),
             "temperature_celsius": values.get("temperature_gpu"), "power_watts": values.get("power_usage"),
-            "risk": dict(self.risk.get(uuid, {})), "processes": list(processes.values()),
+            "risk": dict(self.risk.get(uuid, {})), "processes": list(self._processes.get(uuid, [])),
         }
 
     def predictions(self) -> list[dict[str, Any]]:
@@ -132,6 +141,7 @@ class FleetState:
                 self.gpu_state.pop(uuid, None)
             else:
                 self.gpu_state[uuid] = state
+            self._gpu_list = None
         if self.jobs is not None:
             self.jobs.set_gpu_health(uuid, state)
         return self.gpu(uuid)
