@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -20,26 +19,16 @@ def _gib(n: int | None) -> str:
 
 
 def _twin_source(settings: Settings) -> Source:
-    """The digital twin's Source, when the simulator provides one."""
+    """The digital twin's Source, built from the [twin] settings as `gpufleet exporter --source twin` does."""
     try:
-        twin = importlib.import_module("simulator.twin")
-    except ModuleNotFoundError:
-        raise SourceUnavailable("the digital twin (simulator.twin) is not available yet in this build") from None
-    factory: Any = getattr(twin, "from_settings", None)
-    if callable(factory):
-        return factory(settings.twin)  # type: ignore[no-any-return]
-    classes = [c for c in vars(twin).values()
-               if isinstance(c, type) and issubclass(c, Source) and c.__module__ == twin.__name__]
-    for cls in classes:
-        make: Any = getattr(cls, "from_settings", None)
-        if callable(make):
-            return make(settings.twin)  # type: ignore[no-any-return]
-    for cls in classes:
-        try:
-            return cls()
-        except TypeError:
-            continue
-    raise SourceUnavailable("simulator.twin offers no Source (from_settings / TwinSource) yet")
+        from simulator.twin import TwinConfig, TwinSource
+    except ImportError:
+        raise SourceUnavailable("the digital twin (simulator.twin) is not available in this build") from None
+    tw = settings.twin
+    config = TwinConfig(nodes=tw.nodes, gpus_per_node=tw.gpus_per_node, seed=tw.seed, inventory=tw.inventory,
+                        failures=tw.failures)
+    config.validate()
+    return TwinSource(config, speed=tw.speed)
 
 
 def list_devices(source: str, settings: Settings) -> list[Device]:

@@ -66,12 +66,11 @@ def test_devices_without_driver_one_line(capsys: pytest.CaptureFixture[str]) -> 
     assert len(err.strip().splitlines()) == 1 and "--source twin" in err and "Traceback" not in err
 
 
-def test_devices_twin(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(["devices", "--source", "twin"], capsys)
-    try:
-        import simulator.twin  # noqa: F401
-    except ModuleNotFoundError:
-        assert code == 4 and "not available yet" in err and "Traceback" not in err
-        return
-    assert "Traceback" not in err
-    assert (code == 0 and "UUID" in out) or (code == 4 and len(err.strip().splitlines()) == 1)
+def test_devices_twin(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GPUFLEET_TWIN__NODES", "2")
+    monkeypatch.setenv("GPUFLEET_TWIN__GPUS_PER_NODE", "3")
+    code, out, err = run(["devices", "--source", "twin", "--json"], capsys)
+    assert code == 0, err
+    data = json.loads(out)
+    assert len(data) == 6 and len({d["node"] for d in data}) == 2
+    assert all(d["uuid"].startswith("GPU-") for d in data)
