@@ -131,3 +131,21 @@ def test_gpus_and_fleet_actions(api: Api) -> None:
 def test_readiness_and_health(api: Api) -> None:
     assert api.client.get("/healthz").json() == {"status": "ok"}
     assert api.client.get("/readyz").status_code == 200
+
+
+def test_cli_init_and_audit_commands(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+
+    from gpufleet.cli import main
+
+    env_dir = tmp_path / "d"
+    main(["init", "--data-dir", str(env_dir)])
+    out = capsys.readouterr().out
+    assert "password (shown once):" in out and "mode 0600" in out
+    with pytest.raises(SystemExit) as exc:
+        main(["init", "--data-dir", str(env_dir)])
+    assert exc.value.code == 2 and "initialised already" in capsys.readouterr().err
+    main(["audit", "verify", "--data-dir", str(env_dir)])
+    assert "intact: 1 records" in capsys.readouterr().out
+    main(["audit", "search", "--data-dir", str(env_dir), "--action", "init", "--format", "csv"])
+    assert ",init," in capsys.readouterr().out
