@@ -62,7 +62,7 @@ def run(
     t0 = float(int(time.time() - duration) // 60 * 60) if start is None else start
     n_steps = int(duration // step)
     n_nodes = len(twin.nodes)
-    began = time.perf_counter()
+    began, cpu0 = time.perf_counter(), time.process_time()
     n_samples = 0
     store = HistoryStore(out, raw_retention_days=max(14.0, days + 1.0), fsync=False)
     try:
@@ -78,14 +78,14 @@ def run(
         store.write_labels(twin.labels)
     finally:
         store.close()
-    took = time.perf_counter() - began
+    took, cpu = time.perf_counter() - began, time.process_time() - cpu0
     modes: dict[str, int] = {}
     for lab in twin.labels:
         m = str(lab.detail.get("mode"))
         modes[m] = modes.get(m, 0) + 1
     typer.echo(f"wrote {n_samples:,} samples from {twin.n} GPUs over {days:g} days ({n_steps:,} steps) to {out}")
     typer.echo(f"failure labels: {len(twin.labels)} " + (str(modes) if modes else "") + f"; jobs: {len(twin.jobs):,}")
-    typer.echo(f"took {took:.1f} s ({n_samples / max(took, 1e-9):,.0f} samples/s)")
+    typer.echo(f"took {took:.1f} s wall, {cpu:.1f} s CPU ({n_samples / max(took, 1e-9):,.0f} samples/s)")
 
 
 def register(app: typer.Typer) -> None:
