@@ -148,6 +148,13 @@ class OperatorRules(FailureModel):
         return self._result(np.stack(cols, axis=1) if cols else np.zeros((len(s), 0)))
 
 
+def _one_thread() -> Any:
+    """OpenMP/BLAS on one thread: small fits spin-wait badly on shared 2-core machines otherwise."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1)
+
+
 class _SummaryClassifier(FailureModel):
     """Shared fit/predict for scikit-learn classifiers on :func:`window_summary` features."""
 
@@ -159,13 +166,16 @@ class _SummaryClassifier(FailureModel):
     def fit(self, X: np.ndarray, mask: np.ndarray, y: np.ndarray, *, feature_names: Sequence[str],
             horizons: Sequence[float]) -> _SummaryClassifier:
         self._remember(X, mask, y, feature_names, horizons)
-        Z = summaries(X, mask)
+        with _one_thread():
+            return self._fit(summaries(X, mask), y)
+
+    def _fit(self, Z: np.ndarray, y: np.ndarray) -> _SummaryClassifier:
         fit_idx, cal_idx = calibration_split(len(Z), self.calibration_fraction)
         self.estimators_: list[Any] = []
         self.calibrators_: list[Calibrator] = []
         for j in range(y.shape[1]):
             yj = y[:, j]
-            if yj[fit_idx].min() == yj[fit_idx].max():  # one class only: a constant model
+            if len(fit_idx) == 0 or yj[fit_idx].min() == yj[fit_idx].max():  # one class: a constant model
                 est: Any = float(yj[fit_idx].mean()) if len(fit_idx) else 0.0
                 raw_cal = np.full(len(cal_idx), est)
             else:
@@ -178,8 +188,9 @@ class _SummaryClassifier(FailureModel):
     def raw_scores(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
         self.check_fitted()
         Z = summaries(X, mask)
-        cols = [np.full(len(Z), est) if isinstance(est, float) else est.predict_proba(Z)[:, 1]
-                for est in self.estimators_]
+        with _one_thread():
+            cols = [np.full(len(Z), est) if isinstance(est, float) else est.predict_proba(Z)[:, 1]
+                    for est in self.estimators_]
         return np.stack(cols, axis=1)
 
     def predict_proba(self, X: np.ndarray, mask: np.ndarray) -> FailureProba:
@@ -214,7 +225,7 @@ class BoostedTreesFailure(_SummaryClassifier):
 
     name = "gbt"
 
-    def __init__(self, max_iter: int = 200, learning_rate: float = 0.05, max_leaf_nodes: int = 15,
+    def __init__(self, max_iter: int = 100, learning_rate: float = 0.1, max_leaf_nodes: int = 15,
                  calibration_fraction: float = 0.2, seed: int = 0) -> None:
         self.max_iter = max_iter
         self.learning_rate = learning_rate
