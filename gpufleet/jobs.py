@@ -6,6 +6,7 @@ through this adapter's lock.
 
 from __future__ import annotations
 
+import builtins
 import threading
 import time
 from collections.abc import Callable
@@ -40,7 +41,7 @@ class QueueJobService:
             out_specs = []
             for job_id, j in specs:
                 gpus = float(j["gpus"])
-                whole, milli = (0, int(round(gpus * FULL))) if gpus < 1 else (int(gpus), FULL)
+                whole, milli = (0, round(gpus * FULL)) if gpus < 1 else (int(gpus), FULL)
                 if gpus >= 1 and gpus != int(gpus):
                     raise InputError(f"job {j['name']}: ask for a whole number of GPUs or a fraction below 1, got {gpus}")
                 prio = PriorityClass.parse(_PRIORITY[j.get("priority", "normal")])
@@ -83,7 +84,7 @@ class QueueJobService:
             self.queue.cancel(job_id, self.clock())
             return self._public(rec)
 
-    def allocations(self) -> list[dict[str, Any]]:
+    def allocations(self) -> builtins.list[dict[str, Any]]:
         with self.lock:
             st = self.queue.state
             out = []
@@ -103,7 +104,7 @@ class QueueJobService:
                 self.queue.state.set_gpu_health(uuid, health)
 
     # -- the service's scheduler ---------------------------------------------------------------------
-    def tick(self, now: float) -> list[str]:
+    def tick(self, now: float) -> builtins.list[str]:
         """Finish due jobs and start what fits (called each collection cycle)."""
         with self.lock:
             self.queue.finish_due(now)
