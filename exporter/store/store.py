@@ -58,7 +58,7 @@ class HistoryStore:
     def __init__(self, path: str | os.PathLike[str], *, create: bool = True,
                  raw_retention_days: float = 14.0, minute_retention_days: float = 90.0,
                  hour_retention_days: float = 730.0, segment_seconds: int = 3600,
-                 fsync: bool = True, max_buffer_samples: int = 8_000_000) -> None:
+                 fsync: bool = True, max_buffer_samples: int = 8_000_000, compaction: bool = True) -> None:
         self.path = Path(path)
         marker = self.path / "FORMAT"
         if not marker.exists():
@@ -73,6 +73,7 @@ class HistoryStore:
         self.segment_ms = segment_seconds * 1000
         self.fsync = fsync
         self.max_buffer_samples = max_buffer_samples
+        self.compaction = compaction
         self.reader = StoreReader(self.path)
         self._lock_fd = -1
         self._closed = False
@@ -223,6 +224,11 @@ class HistoryStore:
         for tier in (*TIERS, *TABLE_DIRS):
             for p in layout.shadowed_segments(self.path / tier):
                 p.unlink(missing_ok=True)
+        if self.compaction:
+            from exporter.store.compact import compact
+
+            for tier in TIERS:
+                compact(self.path / tier, tier, now, self.fsync)
 
     def _before_write(self, ts_ms: int) -> None:
         self._ensure_writer()

@@ -11,7 +11,8 @@ import pytest
 
 from exporter.errors import ConfigError, Conflict, NotFound
 from exporter.schema import Event, EventKind
-from exporter.store import HistoryStore
+from exporter.store import HistoryStore, layout
+from exporter.store.layout import list_segments
 from tests.store.helpers import T0, devices, snapshot, value
 
 
@@ -120,7 +121,8 @@ def test_retention_drops_old_raw_and_keeps_rollups(tmp_path: Path) -> None:
     assert first is not None and last is not None
     assert last - first > 2.5 * 86400  # the hourly tier still reaches back
     raw = s.read(["power_usage"], resolution="raw")
-    assert raw.ts.min() > last - 1.2 * 86400
+    # retention drops whole segments: compacted raw days go once their last sample is too old
+    assert first + 0.5 * 86400 < raw.ts.min() and raw.ts.min() > last - 2 * 86400 - 3600
     old = s.read(["power_usage"], since=T0, until=T0 + 3600)
     assert old.resolution == "1h" and len(old) > 0
 
@@ -163,3 +165,23 @@ def test_one_writer_only_and_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="resolution"):
         b.read(["power_usage"], resolution="5m")
     assert math.isclose(HistoryStore(tmp_path / "h").span()[1] or 0, T0 + 30)
+
+
+def test_closed_days_are_compacted_without_changing_answers(tmp_path: Path) -> None:
+    s = _fill(tmp_path / "h", 3 * 144, interval=600, fsync=False, compaction=False)
+    s.close()
+    before = {res: HistoryStore(tmp_path / "h").read(["power_usage", "util_gpu"], resolution=res)
+              for res in ("raw", "1m", "1h")}
+    s = HistoryStore(tmp_path / "h", fsync=False)
+    s.write(snapshot(3 * 144, devices(), 600))
+    s.close()  # retention + compaction run when a window is committed
+    for res in ("raw", "1m"):
+        segs = list_segments(tmp_path / "h" / res)
+        assert sum(s.tmax - s.tmin > 20 * 3_600_000 for s in segs) >= 2  # two closed days merged
+        assert not layout.shadowed_segments(tmp_path / "h" / res)  # the merged-away files are gone
+    after = HistoryStore(tmp_path / "h")
+    for res, want in before.items():
+        got = after.read(["power_usage", "util_gpu"], resolution=res)
+        np.testing.assert_array_equal(got.ts_ms[:len(want)], want.ts_ms)
+        for c in want.columns:
+            np.testing.assert_array_equal(got.columns[c][:len(want)], want.columns[c])
