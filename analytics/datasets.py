@@ -305,3 +305,42 @@ def subsample_negatives(ws: WindowSet, ratio: float, seed: int) -> WindowSet:
     keep_n = min(len(neg), int(ratio * max(pos.sum(), 1)))
     rows = np.sort(np.concatenate([np.flatnonzero(pos), rng.choice(neg, keep_n, replace=False)]))
     return ws.subset(rows)
+
+
+def panel_from_reader(reader: Any, since: float, until: float, step: float = 60.0,
+                      fields: Sequence[str] = FAILURE_FIELDS, uuids: Sequence[str] | None = None) -> Panel:
+    """Read ``fields`` through any history reader (``analytics.history``) onto a grid; counters by ``last``.
+
+    Labelled series (``xid_errors{xid=13}``) are summed into their field; fields nobody reports stay NaN.
+    """
+    counters = [f for f in fields if is_counter(f)]
+    gauges = [f for f in fields if f not in counters]
+    times = _grid(since, until, step)
+    uu: dict[str, int] = {}
+    parts = []
+    for group, agg in ((gauges, "mean"), (counters, "last")):
+        if not group:
+            continue
+        df = reader.read(group, since, until, step=step, uuids=uuids, agg=agg)
+        if len(df):
+            parts.append(df)
+            for u in df["uuid"].astype(str).unique():
+                uu.setdefault(u, len(uu))
+    values = np.full((len(uu), len(times), len(fields)), np.nan, dtype=np.float32)
+    fidx = {f: i for i, f in enumerate(fields)}
+    for df in parts:
+        ts = df["ts"].astype("int64").to_numpy() / 1e9
+        k = ((ts - since) // step).astype(np.int64)
+        g = np.array([uu[str(u)] for u in df["uuid"].astype(str)], dtype=np.int64)
+        ok = (k >= 0) & (k < len(times))
+        for col in df.columns:
+            if col in ("ts", "uuid"):
+                continue
+            j = fidx.get(col.split("{", 1)[0])
+            if j is None:
+                continue
+            v = df[col].to_numpy(dtype=np.float64)
+            sel = ok & ~np.isnan(v)
+            cur = values[g[sel], k[sel], j]
+            values[g[sel], k[sel], j] = np.where(np.isnan(cur), v[sel], cur + v[sel])
+    return Panel(list(uu), times, tuple(fields), values)

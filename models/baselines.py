@@ -119,7 +119,7 @@ class OperatorRules(FailureModel):
             parts.append(sum((hits[k].astype(np.float64) * w for k, w in weights.items()), np.zeros(len(xb))))
         return np.concatenate(parts) if parts else np.zeros(0)
 
-    def fit(self, X: np.ndarray, mask: np.ndarray, y: np.ndarray, *, feature_names: Sequence[str],
+    def fit(self, X: Any, mask: Any, y: np.ndarray, *, feature_names: Sequence[str],
             horizons: Sequence[float]) -> OperatorRules:
         self._remember(X, mask, y, feature_names, horizons)
         s = self._score(X, mask)
@@ -134,7 +134,7 @@ class OperatorRules(FailureModel):
             self.table_.append((tab, float(prior)))
         return self
 
-    def predict_proba(self, X: np.ndarray, mask: np.ndarray) -> FailureProba:
+    def predict_proba(self, X: Any, mask: Any) -> FailureProba:
         self.check_fitted()
         s = self._score(X, mask)
         cols = []
@@ -163,7 +163,7 @@ class _SummaryClassifier(FailureModel):
     def _make(self) -> Any:
         raise NotImplementedError
 
-    def fit(self, X: np.ndarray, mask: np.ndarray, y: np.ndarray, *, feature_names: Sequence[str],
+    def fit(self, X: Any, mask: Any, y: np.ndarray, *, feature_names: Sequence[str],
             horizons: Sequence[float]) -> _SummaryClassifier:
         self._remember(X, mask, y, feature_names, horizons)
         with _one_thread():
@@ -185,7 +185,7 @@ class _SummaryClassifier(FailureModel):
             self.calibrators_.append(Calibrator().fit(raw_cal, yj[cal_idx]))
         return self
 
-    def raw_scores(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def raw_scores(self, X: Any, mask: Any) -> np.ndarray:
         self.check_fitted()
         Z = summaries(X, mask)
         with _one_thread():
@@ -193,7 +193,7 @@ class _SummaryClassifier(FailureModel):
                     for est in self.estimators_]
         return np.stack(cols, axis=1)
 
-    def predict_proba(self, X: np.ndarray, mask: np.ndarray) -> FailureProba:
+    def predict_proba(self, X: Any, mask: Any) -> FailureProba:
         raw = self.raw_scores(X, mask)
         out = np.stack([c.transform(raw[:, j]) for j, c in enumerate(self.calibrators_)], axis=1)
         return self._result(out)

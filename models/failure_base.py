@@ -68,7 +68,7 @@ class FitInfo:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def check_inputs(X: np.ndarray, mask: np.ndarray, y: np.ndarray | None = None) -> None:
+def check_inputs(X: Any, mask: Any, y: np.ndarray | None = None) -> None:
     """Raise ValueError unless X, mask (and y) have the documented shapes."""
     if len(X.shape) != 3:
         raise ValueError(f"X must be (n_windows, n_steps, n_features), got shape {X.shape}")
@@ -87,14 +87,15 @@ class FailureModel(Model):
     feature_names_: tuple[str, ...]
     horizons_: tuple[float, ...]
 
-    def fit(self, X: np.ndarray, mask: np.ndarray, y: np.ndarray, *, feature_names: Sequence[str],
+    def fit(self, X: Any, mask: Any, y: np.ndarray, *, feature_names: Sequence[str],
             horizons: Sequence[float]) -> FailureModel:
+        """X / mask: arrays or lazy views indexable by row arrays (see analytics.datasets)."""
         raise NotImplementedError
 
-    def predict_proba(self, X: np.ndarray, mask: np.ndarray) -> FailureProba:
+    def predict_proba(self, X: Any, mask: Any) -> FailureProba:
         raise NotImplementedError
 
-    def _remember(self, X: np.ndarray, mask: np.ndarray, y: np.ndarray, feature_names: Sequence[str],
+    def _remember(self, X: Any, mask: Any, y: np.ndarray, feature_names: Sequence[str],
                   horizons: Sequence[float]) -> None:
         check_inputs(X, mask, y)
         if len(feature_names) != X.shape[2]:

@@ -1,0 +1,106 @@
+"""Online scoring: the champion scores every GPU's latest window; top contributing signals per GPU.
+
+:func:`score_panel` builds one window per GPU ending at the panel's last step and returns
+:class:`RiskScores` (risk per uuid and horizon). ``serve`` exports it as
+``gpufleet_gpu_failure_risk{uuid,horizon}`` (catalogue field ``failure_risk``) via :meth:`RiskScores.samples`.
+
+:func:`top_signals` explains a score by occlusion: each field in turn is masked out (as if the GPU
+did not report it) and the drop in risk is that field's contribution. It costs one extra
+prediction per field, so it runs on the GPUs asked about (the top N), not on the whole fleet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from analytics.datasets import Panel, make_windows
+from exporter.schema import Sample
+from models.failure_base import horizon_label
+
+
+@dataclass
+class RiskScores:
+    """``risk[i, j]``: P(GPU ``uuids[i]`` fails within ``horizons[j]``) at time ``ts``."""
+
+    uuids: list[str]
+    horizons: tuple[float, ...]
+    risk: np.ndarray
+    ts: float
+    model: str
+    version: str | None = None
+    signals: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+
+    def by_uuid(self) -> dict[str, dict[str, float]]:
+        labels = [horizon_label(h) for h in self.horizons]
+        return {u: {h: float(self.risk[i, j]) for j, h in enumerate(labels)} for i, u in enumerate(self.uuids)}
+
+    def top(self, n: int = 10, horizon: str = "24h") -> list[tuple[str, float]]:
+        labels = [horizon_label(h) for h in self.horizons]
+        j = labels.index(horizon) if horizon in labels else 0
+        order = np.argsort(-self.risk[:, j], kind="stable")[:n]
+        return [(self.uuids[i], float(self.risk[i, j])) for i in order]
+
+    def samples(self) -> list[Sample]:
+        """``failure_risk`` samples labelled by horizon, ready for a sink or the history store."""
+        labels = [horizon_label(h) for h in self.horizons]
+        return [Sample(u, "failure_risk", float(self.risk[i, j]), self.ts, (("horizon", h),))
+                for i, u in enumerate(self.uuids) for j, h in enumerate(labels)]
+
+
+def score_panel(model: Any, panel: Panel, *, window: float = 6 * 3600.0, version: str | None = None) -> RiskScores:
+    """Score every GPU of a prepared panel on its latest ``window`` (one batch, one model for the fleet)."""
+    panel = align_fields(panel, tuple(model.feature_names_))
+    ws = make_windows(panel, {}, window=window, stride=window, horizons=model.horizons_, last_only=True)
+    proba = model.predict_proba(ws.X, ws.mask).proba if len(ws) else np.zeros((0, len(model.horizons_)))
+    ts = float(panel.times[-1]) if len(panel.times) else 0.0
+    return RiskScores(ws.uuids, tuple(model.horizons_), proba, ts, model.name, version)
+
+
+def align_fields(panel: Panel, fields: tuple[str, ...]) -> Panel:
+    """Reorder / extend a panel to the model's fields (a field the fleet lacks stays masked)."""
+    if panel.fields == fields:
+        return panel
+    values = np.full((*panel.values.shape[:2], len(fields)), np.nan, dtype=np.float32)
+    for j, f in enumerate(fields):
+        if f in panel.fields:
+            values[:, :, j] = panel.values[:, :, panel.fields.index(f)]
+    return Panel(panel.uuids, panel.times, fields, values, panel.nodes, panel.models)
+
+
+def top_signals(model: Any, X: np.ndarray, mask: np.ndarray, *, horizon: str = "24h",
+                k: int = 3) -> list[list[tuple[str, float]]]:
+    """Per window: the ``k`` fields whose removal lowers the risk most, with the risk they add."""
+    X = np.asarray(X)
+    mask = np.asarray(mask)
+    base = model.predict_proba(X, mask).column(horizon)
+    contrib = np.zeros((len(X), X.shape[2]))
+    for f in range(X.shape[2]):
+        if not mask[:, :, f].any():
+            continue
+        m2 = mask.copy()
+        m2[:, :, f] = 0
+        X2 = X.copy()
+        X2[:, :, f] = 0
+        contrib[:, f] = base - model.predict_proba(X2, m2).column(horizon)
+    names = model.feature_names_
+    out = []
+    for i in range(len(X)):
+        order = np.argsort(-contrib[i], kind="stable")[:k]
+        out.append([(names[f], float(contrib[i, f])) for f in order if contrib[i, f] > 0])
+    return out
+
+
+def explain_top(model: Any, panel: Panel, scores: RiskScores, *, n: int = 10, horizon: str = "24h",
+                window: float = 6 * 3600.0, k: int = 3) -> RiskScores:
+    """Fill ``scores.signals`` for the ``n`` riskiest GPUs."""
+    panel = align_fields(panel, tuple(model.feature_names_))
+    top = [u for u, _ in scores.top(n, horizon)]
+    ws = make_windows(panel, {}, window=window, stride=window, horizons=model.horizons_, last_only=True)
+    rows = np.array([ws.uuids.index(u) for u in top], dtype=np.int64)
+    if len(rows):
+        sig = top_signals(model, ws.X[rows], ws.mask[rows], horizon=horizon, k=k)
+        scores.signals = dict(zip(top, sig, strict=True))
+    return scores
