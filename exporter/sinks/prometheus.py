@@ -20,7 +20,6 @@ for processes that merge registries. The HTTP server lives in :mod:`exporter.sin
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -45,12 +44,14 @@ LabelPairs = tuple[tuple[str, str], ...]
 
 @dataclass(slots=True)
 class Family:
-    """One metric family ready to render: samples are (device uuid or "", labels, value)."""
+    """One metric family ready to render: samples are (device uuid or "", identity labels, own labels, value).
+
+    The identity tuple is shared by every sample of a device, so rendering formats it once."""
 
     name: str
     type: str
     help: str
-    samples: list[tuple[str, LabelPairs, float]] = field(default_factory=list)
+    samples: list[tuple[str, LabelPairs, LabelPairs, float]] = field(default_factory=list)
 
 
 def _esc(v: str) -> str:
@@ -59,12 +60,15 @@ def _esc(v: str) -> str:
     return v
 
 
+_SPECIAL = {"inf": "+Inf", "-inf": "-Inf", "nan": "NaN"}
+
+
 def _fmt(v: float) -> str:
-    if v == int(v) and abs(v) < 1e15:
-        return str(int(v))
-    if math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    return repr(float(v))
+    """Shortest exact text of a value: 1410000000.0 -> "1410000000", 0.51 -> "0.51", inf -> "+Inf"."""
+    r = repr(v)
+    if r[-2:] == ".0":
+        return r[:-2]
+    return _SPECIAL.get(r, r)
 
 
 def _native_identity(d: Device) -> LabelPairs:
@@ -107,7 +111,7 @@ def build_families(snapshot: Snapshot, names: str, cat: Catalogue | None = None)
         nid[d.uuid] = _native_identity(d)
         did[d.uuid] = _dcgm_identity(d, devices.get(d.mig_parent_uuid or ""))
     fams: dict[str, Family] = {}
-    summed: dict[str, dict[tuple[str, LabelPairs], float]] = {}
+    summed: dict[str, dict[tuple[str, LabelPairs, LabelPairs], float]] = {}
 
     def fam(name: str, mtype: str, help_: str) -> Family:
         f = fams.get(name)
@@ -119,7 +123,8 @@ def build_families(snapshot: Snapshot, names: str, cat: Catalogue | None = None)
         up = cat.field("up")
         f_up = fam(up.name, up.type, up.help)
         for uuid, value in snapshot.up.items():
-            f_up.samples.append((uuid, nid.get(uuid) or _unknown_identity(uuid, snapshot.node, False), float(value)))
+            f_up.samples.append((uuid, nid.get(uuid) or _unknown_identity(uuid, snapshot.node, False), (),
+                                 float(value)))
         info = cat.field("info")
         info_uuids = {s.uuid for s in snapshot.samples if s.field == "info"}
         f_info = fam(info.name, "gauge", info.help)
@@ -130,7 +135,7 @@ def build_families(snapshot: Snapshot, names: str, cat: Catalogue | None = None)
                 ("driver_version", d.driver_version), ("cuda_version", d.cuda_version),
                 ("vbios_version", d.vbios_version), ("serial", d.serial), ("virtualization", d.virtualization),
             ) if v is not None)
-            f_info.samples.append((d.uuid, nid[d.uuid] + extra, 1.0))
+            f_info.samples.append((d.uuid, nid[d.uuid], extra, 1.0))
 
     by_field = {m.field: m for m in cat.metrics}
     skipped: set[str] = set()
@@ -144,21 +149,21 @@ def build_families(snapshot: Snapshot, names: str, cat: Catalogue | None = None)
         if native:
             ident = nid.get(s.uuid) or _unknown_identity(s.uuid, snapshot.node, False)
             fam(m.name, "gauge" if m.type == "info" else m.type, m.help).samples.append(
-                (s.uuid, ident + s.labels, s.value))
+                (s.uuid, ident, s.labels, s.value))
         if dcgm and m.dcgm_name:
             ident = did.get(s.uuid) or _unknown_identity(s.uuid, snapshot.node, True)
             scaled = s.value * m.dcgm_scale
             if m.dcgm_sum_labels:
                 extra = tuple(kv for kv in s.labels if kv[0] not in m.dcgm_sum_labels)
                 acc = summed.setdefault(m.dcgm_name, {})
-                key = (s.uuid, ident + extra)
+                key = (s.uuid, ident, extra)
                 acc[key] = acc.get(key, 0.0) + scaled
                 fam(m.dcgm_name, m.type, _dcgm_help(m.help, m.unit, m.dcgm_scale))
             else:
                 fam(m.dcgm_name, m.type, _dcgm_help(m.help, m.unit, m.dcgm_scale)).samples.append(
-                    (s.uuid, ident + s.labels, scaled))
+                    (s.uuid, ident, s.labels, scaled))
     for name, acc in summed.items():
-        fams[name].samples.extend((uuid, labels, v) for (uuid, labels), v in acc.items())
+        fams[name].samples.extend((uuid, ident, extra, v) for (uuid, ident, extra), v in acc.items())
     if skipped:
         log.debug("fields not rendered (not in the catalogue or not device/process scope): %s", sorted(skipped))
     return [f for f in fams.values() if f.samples]
@@ -178,41 +183,54 @@ def self_families(view: View, cat: Catalogue | None = None) -> list[Family]:
         Family(last.name, last.type, last.help)
     for c in view.collectors:
         labels = (("collector", c.collector),)
-        f_dur.samples.append(("", labels, c.duration_s))
-        f_ok.samples.append(("", labels, 1.0 if c.success else 0.0))
+        f_dur.samples.append(("", (), labels, c.duration_s))
+        f_ok.samples.append(("", (), labels, 1.0 if c.success else 0.0))
         if c.last_success is not None:
-            f_last.samples.append(("", labels, c.last_success))
+            f_last.samples.append(("", (), labels, c.last_success))
     out = [f_dur, f_ok, f_last]
     if view.age_s is not None:
         age = cat.field("snapshot_age")
-        out.append(Family(age.name, age.type, age.help, [("", (), max(0.0, view.age_s))]))
+        out.append(Family(age.name, age.type, age.help, [("", (), (), max(0.0, view.age_s))]))
     sink_fams: dict[str, Family] = {}
     for field_id, sink_labels, sink_value in view.sink_metrics:
         if field_id not in cat:
             continue
         m = cat.field(field_id)
-        sink_fams.setdefault(m.name, Family(m.name, m.type, m.help)).samples.append(("", sink_labels, sink_value))
+        sink_fams.setdefault(m.name, Family(m.name, m.type, m.help)).samples.append(("", (), sink_labels, sink_value))
     out += sink_fams.values()
     return [f for f in out if f.samples]
+
+
+def _pairs(labels: LabelPairs) -> str:
+    return ",".join(f'{k}="{_esc(v)}"' for k, v in labels)
 
 
 def render_text(families: list[Family], stale: frozenset[str] = frozenset()) -> str:
     """Prometheus text exposition (0.0.4) of families, leaving out samples of stale devices."""
     parts: list[str] = []
-    label_cache: dict[LabelPairs, str] = {}
+    ident_cache: dict[int, str] = {}
+    extra_cache: dict[LabelPairs, str] = {}
     for f in families:
         lines = []
-        for uuid, labels, value in f.samples:
+        name = f.name
+        for uuid, ident, extra, value in f.samples:
             if uuid and uuid in stale:
                 continue
-            ls = label_cache.get(labels)
-            if ls is None:
-                ls = label_cache[labels] = (
-                    "{" + ",".join(f'{k}="{_esc(v)}"' for k, v in labels) + "}" if labels else "")
-            lines.append(f"{f.name}{ls} {_fmt(value)}\n")
+            i = ident_cache.get(id(ident))
+            if i is None:
+                i = ident_cache[id(ident)] = _pairs(ident)
+            if extra:
+                e = extra_cache.get(extra)
+                if e is None:
+                    e = extra_cache[extra] = ("," if ident else "") + _pairs(extra)
+                lines.append(f"{name}{{{i}{e}}} {_fmt(value)}\n")
+            elif ident:
+                lines.append(f"{name}{{{i}}} {_fmt(value)}\n")
+            else:
+                lines.append(f"{name} {_fmt(value)}\n")
         if lines:
             help_ = f.help.replace("\\", "\\\\").replace("\n", "\\n")
-            parts.append(f"# HELP {f.name} {help_}\n# TYPE {f.name} {f.type}\n")
+            parts.append(f"# HELP {name} {help_}\n# TYPE {name} {f.type}\n")
             parts.extend(lines)
     return "".join(parts)
 
@@ -238,10 +256,10 @@ class SnapshotCollector(Collector):
                 metric = Metric(f.name, f.help, "unknown")
             else:
                 metric = Metric(f.name, f.help, "gauge")
-            for uuid, labels, value in f.samples:
+            for uuid, ident, extra, value in f.samples:
                 if uuid and uuid in stale:
                     continue
-                metric.add_sample(f.name, dict(labels), value)
+                metric.add_sample(f.name, dict(ident + extra), value)
             if metric.samples:
                 yield metric
 
@@ -250,7 +268,7 @@ class PrometheusSink(Sink):
     """Serves the latest snapshot of a loop in a naming mode; renders once per snapshot.
 
     Attach it to a loop (``PrometheusSink(loop)`` adds itself as a sink) so it sees every snapshot;
-    :meth:`render` gives the exposition bytes for a scrape.
+    :meth:`render` (or :meth:`render_chunks`, which the HTTP server uses) gives the exposition for a scrape.
     """
 
     name = "prometheus"
@@ -262,9 +280,9 @@ class PrometheusSink(Sink):
         self.names = names
         self.cat = cat or catalogue()
         self.loop = loop
-        # (snapshot, families, (id(snapshot), stale set), text), swapped as one tuple (thread safe)
-        self._state: tuple[Snapshot | None, list[Family], tuple[int, frozenset[str]] | None, str] = (
-            None, [], None, "")
+        # (snapshot, families, (id(snapshot), stale set), body), swapped as one tuple (thread safe)
+        self._state: tuple[Snapshot | None, list[Family], tuple[int, frozenset[str]] | None, bytes] = (
+            None, [], None, b"")
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(SnapshotCollector(self))
         if loop is not None:
@@ -275,20 +293,27 @@ class PrometheusSink(Sink):
 
     def write(self, snapshot: Snapshot) -> None:
         fams = build_families(snapshot, self.names, self.cat)
-        self._state = (snapshot, fams, (id(snapshot), frozenset()), render_text(fams))
+        self._state = (snapshot, fams, (id(snapshot), frozenset()), render_text(fams).encode())
 
     def families(self) -> list[Family]:
         return self._state[1]
 
-    def render(self, now: float | None = None) -> bytes:
-        """The exposition for a scrape at ``now``: stale devices left out, self-metrics current."""
+    def render_chunks(self, now: float | None = None) -> list[bytes]:
+        """The exposition for a scrape at ``now`` as chunks (the big one is rendered once per snapshot):
+        stale devices left out, self-metrics current."""
         if self.loop is None:
-            return self._state[3].encode()
+            return [self._state[3]]
         view = self.loop.view(now)
-        if view.snapshot is not None and view.snapshot is not self._state[0]:
-            self.write(view.snapshot)  # a snapshot arrived before this sink was attached
-        snap, fams, key, text = self._state
+        if view.snapshot is not None and self._state[0] is None:
+            self.write(view.snapshot)  # the loop collected before this sink was attached
+        # A newer snapshot than the rendered one is being rendered by the collection thread right now;
+        # until it is done the previous body is served (its devices were current one cycle ago).
+        snap, fams, key, body = self._state
         if key != (id(snap), view.stale):
-            text = render_text(fams, view.stale)
-            self._state = (snap, fams, (id(snap), view.stale), text)
-        return (text + render_text(self_families(view, self.cat))).encode()
+            body = render_text(fams, view.stale).encode()
+            self._state = (snap, fams, (id(snap), view.stale), body)
+        return [body, render_text(self_families(view, self.cat)).encode()]
+
+    def render(self, now: float | None = None) -> bytes:
+        """The exposition for a scrape at ``now`` as one bytes object."""
+        return b"".join(self.render_chunks(now))

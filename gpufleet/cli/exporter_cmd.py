@@ -82,7 +82,7 @@ def exporter(
 
     Example: gpufleet exporter --source twin --listen 127.0.0.1:9835 --names dcgm --interval 5
     """
-    from exporter.loop import CollectionLoop
+    from exporter.loop import CollectionLoop, tune_process
     from exporter.sinks.base import Sink
     from exporter.sinks.prometheus import PrometheusSink
     from exporter.sinks.web import MetricsServer, parse_listen
@@ -119,12 +119,13 @@ def exporter(
         loop_filter = ex.collectors if ex.source == "twin" else None  # NVML runs only the chosen collectors
         loop = CollectionLoop(src, interval=ex.interval, sinks=sinks, collectors=loop_filter)
         prom = PrometheusSink(loop, names=ex.names)
-        server = MetricsServer(prom.render, host, port, web=web)
+        server = MetricsServer(prom.render_chunks, host, port, web=web)
     except BaseException:
         for s in sinks:
             s.close()
         src.close()
         raise
+    tune_process()  # short GIL switch interval, fewer GC passes: scrapes stay fast during a cycle
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

@@ -46,7 +46,7 @@ def run_exporter(source: Source, names: str = "native", interval: float = 1.0, *
         source.open()
     loop = CollectionLoop(source, interval=interval, sinks=sinks, collectors=collectors)
     sink = PrometheusSink(loop, names=names)
-    server = MetricsServer(sink.render, "127.0.0.1", 0, web=web)
+    server = MetricsServer(sink.render_chunks, "127.0.0.1", 0, web=web)
     try:
         loop.start()
         loop.wait_cycles(1)

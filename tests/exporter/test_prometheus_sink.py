@@ -136,3 +136,16 @@ def test_promtool_on_dcgm_output_reports_only_dcgms_own_naming() -> None:
     missing_total = {p.split()[0] for p in problems if "_total" in p}
     dcgm_counters = {m.dcgm_name for m in exporter_metrics() if m.dcgm_name and m.is_counter}
     assert missing_total == dcgm_counters
+
+
+def test_values_render_exactly() -> None:
+    from exporter.sinks.prometheus import Family, render_text
+
+    fam = Family("gpufleet_gpu_power_usage_watts", "gauge", "h", [
+        ("u1", (("uuid", "u1"),), (), 1410000000.0), ("u2", (("uuid", "u2"),), (), 0.51),
+        ("u3", (("uuid", "u3"),), (), float("inf")), ("u4", (("uuid", 'a"b\\'),), (), 3.0)])
+    text = render_text([fam], stale=frozenset({"u2"}))
+    assert 'gpufleet_gpu_power_usage_watts{uuid="u1"} 1410000000\n' in text
+    assert "u2" not in text
+    assert 'gpufleet_gpu_power_usage_watts{uuid="u3"} +Inf\n' in text
+    assert 'gpufleet_gpu_power_usage_watts{uuid="a\\"b\\\\"} 3\n' in text
