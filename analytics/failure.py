@@ -224,3 +224,67 @@ def public(result: dict[str, Any]) -> dict[str, Any]:
             return None
         return v
     return clean(result)  # type: ignore[no-any-return]
+
+
+def train_and_register(history: History, registry: Any, *, as_of: float, model: FailureModel | None = None,
+                       window: float = 6 * HOUR, stride: float = HOUR, horizons: Sequence[float] = HORIZONS,
+                       validation_fraction: float = 0.25, challenge_horizon: str = "24h") -> dict[str, Any]:
+    """Fit on data before the validation slice, store the version, challenge the champion on the slice.
+
+    Only data up to ``as_of`` is used. The validation slice is the last ``validation_fraction`` of the
+    span; training windows end (with their longest horizon) before it starts.
+    """
+    from models.lstm_failure import LSTMFailure
+
+    panel = history.panel
+    keep = panel.times <= as_of
+    panel = Panel(panel.uuids, panel.times[keep], panel.fields, panel.values[:, keep], panel.nodes, panel.models)
+    failures = {u: f[f <= as_of] for u, f in history.failures.items()}
+    ws = make_windows(panel, failures, window=window, stride=stride, horizons=horizons)
+    # validation windows need their longest label horizon inside the data too
+    hmax = max(horizons)
+    labelled = ws.subset(np.flatnonzero(ws.t_end + hmax <= as_of))
+    t0, t1 = float(panel.times[0]), float(panel.times[-1])
+    split = t0 + (1 - validation_fraction) * (t1 - hmax - t0)
+    train, val = time_split(labelled, split)
+    if len(train) == 0 or train.y.sum() == 0:
+        from exporter.errors import InputError
+
+        raise InputError(f"not enough labelled history to train: {len(train)} training windows, "
+                         f"{int(train.y.sum()) if len(train) else 0} positive (need failures before {split:.0f})")
+    m = model if model is not None else LSTMFailure()
+    m.fit(train.X, train.mask, train.y, feature_names=train.feature_names, horizons=train.horizons)
+    metrics: dict[str, Any] = {}
+    val_scores = np.zeros(0)
+    if len(val):
+        proba = m.predict_proba(val.X, val.mask)
+        val_scores = proba.proba[:, min(1, proba.proba.shape[1] - 1)]
+        for j, h in enumerate(val.horizons):
+            metrics[horizon_label(h)] = summarise_binary(val.y[:, j], proba.proba[:, j], gpu_days=val.gpu_days(stride))
+    version = registry.save(m, as_of=as_of, data_span=(t0, t1), metrics=metrics, validation_scores=val_scores,
+                            extra={"train_windows": len(train), "validation_windows": len(val), "split": split,
+                                   "source": history.source})
+    decision = registry.challenge(version, val.X, val.mask, val.y, horizon=challenge_horizon, as_of=as_of) \
+        if len(val) else None
+    return {"version": version, "metrics": metrics, "train_windows": len(train), "validation_windows": len(val),
+            "promoted": decision.promoted if decision else False, "champion": decision.champion if decision else None,
+            "reason": decision.reason if decision else "no validation windows"}
+
+
+def store_history(store_path: Any, *, since: float | None = None, until: float | None = None, step: float = 60.0,
+                  fields: Sequence[str] = FAILURE_FIELDS) -> History:
+    """Read a history store folder into a prepared panel with its failure labels and jobs."""
+    from analytics.datasets import panel_from_reader
+    from analytics.history.store import StoreReader
+    from exporter.errors import InputError
+
+    reader = StoreReader(store_path)
+    lo, hi = reader.store.span()
+    if lo is None or hi is None:
+        raise InputError("the history store is empty", path=str(store_path))
+    since = lo if since is None else since
+    until = hi + step if until is None else until
+    since = float(np.floor(since / step) * step)
+    panel = prepare(panel_from_reader(reader, since, until, step, fields))
+    failures = failures_by_uuid(reader.store.labels(since, until))
+    return History(panel, failures, [], source=f"store {store_path}")

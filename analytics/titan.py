@@ -174,12 +174,13 @@ def backtest(data: TitanData, split: datetime, models: dict[str, Any] | None = N
     for name in models:
         p = np.concatenate(ps[name]) if ps[name] else np.zeros(0)
         results[name].update({
-            "horizon": label, "n": len(y), "positives": int(y.sum()),
+            "n": len(y), "positives": int(y.sum()),
             "pr_auc": pr_auc(y, p), "roc_auc": roc_auc(y, p), "brier": brier(y, p),
             "expected_failures": float(p.sum()), "observed_failures": int(y.sum()),
             "calibration": calibration_table(y, p, 10),
         })
         results[name]["_scores"] = (y, p)
+        results[name] = {label: results[name]}
     meta = {"split": split.isoformat(), "train_gpus": int(keep.sum()), "train_failures": int(ev[keep].sum()),
             "test_gpus_at_split": int(alive.sum()), "test_failures_after_split": int(failed_later.sum()),
             "anchors": len(anchors), "horizon": label, "rank_horizon_days": rank_horizon_days}

@@ -1,9 +1,224 @@
-"""CLI: `gpufleet failure` commands (placeholder until its issue lands)."""
+"""CLI: `gpufleet failure` commands: evaluate predictors (twin / real records), train, score."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
 import typer
+
+from exporter.errors import ConfigError, NotFound
+
+failure_app = typer.Typer(name="failure", no_args_is_help=True,
+                          help="GPU failure prediction: evaluate models, train the champion, score the fleet.")
+
+DATASETS = {"twin": None, "titan": "titan-gpu-lifetimes", "infinitehbd": "infinitehbd-faults"}
+DEFAULT_DATA = Path("../shared/data")
+
+
+def _progress() -> Any:
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    return Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), TimeElapsedColumn(), transient=True)
+
+
+def _data_path(dataset: str, data: Path | None) -> Path:
+    folder = DATASETS[dataset]
+    path = data if data is not None else DEFAULT_DATA / str(folder)
+    if not path.exists():
+        raise NotFound(f"no {dataset} data at {path} (pass --data PATH)")
+    return path
+
+
+def _print_table(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from analytics.failure_report import COLUMNS, PROVENANCE, _fmt
+
+    console = Console()
+    console.print(PROVENANCE.get(result["dataset"], "").replace("**", ""))
+    table = Table(title=f"failure evaluation: {result['dataset']}")
+    table.add_column("model")
+    table.add_column("horizon")
+    short = {"positives": "pos", "pr_auc": "PR-AUC", "roc_auc": "ROC-AUC", "recall_at_precision_0.5": "R@P≥.5",
+             "recall_at_1_false_alarm_per_1000_gpu_days": "R@1FA/kGPUd", "brier": "Brier", "c_index": "C-index"}
+    for c in COLUMNS:
+        table.add_column(short.get(c, c), justify="right")
+    for name, per in result["models"].items():
+        for h, b in per.items():
+            if isinstance(b, dict):
+                table.add_row(name, h, *(_fmt(b.get(c)) for c in COLUMNS))
+    console.print(table)
+
+
+@failure_app.command("evaluate")
+def evaluate(
+    dataset: str = typer.Option(..., "--dataset", help="twin, titan or infinitehbd."),
+    data: Path | None = typer.Option(None, "--data", help="Data folder (default ../shared/data/<dataset folder>)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
+    out: Path | None = typer.Option(None, "--out", help="Write report.md and PNG figures into this folder."),
+    seed: int = typer.Option(0, "--seed", help="Model seed."),
+    split: str = typer.Option("2017-01-01", "--split", help="titan: train on failures before this date."),
+    quick: bool = typer.Option(False, "--quick", help="twin: a small fleet and tiny models (a smoke run)."),
+    gpus: int = typer.Option(96, "--gpus", min=8, help="twin: GPUs per fleet (multiple of 8)."),
+    days: float = typer.Option(30.0, "--days", min=10.0, help="twin: days simulated per fleet."),
+    rate_multiplier: float = typer.Option(300.0, "--rate-multiplier", min=1.0,
+                                          help="twin: failure-rate acceleration (real rates give too few labels)."),
+) -> None:
+    """Backtest every failure model with a time split and print PR-AUC, ROC-AUC, recall at precision
+    >= 0.5, recall at <= 1 false alarm per 1,000 GPU-days (and the concordance index for survival).
+
+    twin: trains on twin seeds 1-2 before a split time, tests on held-out seed 3 after it (figures
+    flatter models: we designed the precursors). titan: Cox vs age-only survival on ORNL Titan GPU
+    lifetimes. infinitehbd: event-history model vs the rate-only baseline on StepFun's fault trace.
+
+    Example: gpufleet failure evaluate --dataset titan --json --out reports/titan
+    """
+    from analytics import failure, failure_report
+
+    if dataset not in DATASETS:
+        raise ConfigError(f"--dataset must be one of {sorted(DATASETS)}, got {dataset!r}")
+    with _progress() as progress:
+        task = progress.add_task(f"evaluating {dataset}", total=None)
+
+        def note(msg: str) -> None:
+            progress.update(task, description=f"{dataset}: {msg}")
+
+        if dataset == "titan":
+            from analytics import titan
+
+            try:
+                when = dt.datetime.fromisoformat(split)
+            except ValueError:
+                raise ConfigError(f"--split must be a date (YYYY-MM-DD), got {split!r}") from None
+            note("loading")
+            recs = titan.load(_data_path(dataset, data))
+            note("fitting survival models")
+            result = {"dataset": "titan", **titan.backtest(recs, when)}
+        elif dataset == "infinitehbd":
+            from analytics import infinitehbd
+
+            note("loading")
+            events = infinitehbd.load(_data_path(dataset, data))
+            note("fitting event-history models")
+            result = {"dataset": "infinitehbd", **infinitehbd.backtest(events)}
+        else:
+            kw: dict[str, Any] = {"nodes": 4, "days": 20.0, "horizons": (3600.0, 86400.0),
+                                  "models": failure.default_models(seed, small=True)} if quick else \
+                {"nodes": max(gpus // 8, 1), "days": days, "rate_multiplier": rate_multiplier}
+            result = failure.evaluate_twin(seed=seed, progress=note, **kw)
+    if out is not None:
+        md = failure_report.write_report(result, out)
+        (out / "figures.json").write_text(json.dumps(failure.public(result), indent=2))
+        if not as_json:
+            typer.echo(f"report: {md}")
+    if as_json:
+        pub = failure.public(result)
+        typer.echo(json.dumps({"dataset": pub["dataset"], "models": pub["models"], "meta": pub.get("meta", {})},
+                              indent=2))
+    else:
+        _print_table(result)
+
+
+@failure_app.command("train")
+def train(
+    store: Path = typer.Option(..., "--store", help="History store folder (e.g. written by `gpufleet twin run`)."),
+    registry: Path = typer.Option(..., "--registry", help="Model registry folder."),
+    model: str = typer.Option("lstm_failure", "--model", help="lstm_failure, gbt, logistic or rules."),
+    step: float = typer.Option(60.0, "--step", min=1.0, help="Grid step in seconds."),
+    window_h: float = typer.Option(6.0, "--window-h", min=0.1, help="Window length in hours."),
+    as_of: str | None = typer.Option(None, "--as-of", help="Use data up to this time (default: the store's end)."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Train a failure model on a history store, save it as a new registry version, and make it the
+    champion only if it beats the current champion on the same validation windows.
+
+    Example: gpufleet failure train --store ./twin-store --registry ./models
+    """
+    from analytics import failure
+    from analytics.registry import Registry
+    from models import all_models
+
+    cls = all_models().get(model)
+    if cls is None or cls.kind != "failure":
+        raise ConfigError(f"--model must be a failure model, got {model!r}")
+    with _progress() as progress:
+        progress.add_task("reading the history store", total=None)
+        hist = failure.store_history(store, step=step)
+        end = float(hist.panel.times[-1]) if as_of is None else _ts(as_of)
+        progress.add_task(f"training {model}", total=None)
+        res = failure.train_and_register(hist, Registry(registry), as_of=end, model=cls(seed=seed),  # type: ignore[call-arg]
+                                         window=window_h * 3600.0, stride=3600.0)
+    typer.echo(json.dumps(failure.public(res), indent=2))
+
+
+@failure_app.command("score")
+def score(
+    store: Path = typer.Option(..., "--store", help="History store folder."),
+    registry: Path = typer.Option(..., "--registry", help="Model registry folder (its champion scores)."),
+    top: int = typer.Option(10, "--top", min=1, help="Show the N riskiest GPUs with their top signals."),
+    horizon: str = typer.Option("24h", "--horizon", help="Horizon to rank by (1h, 24h, 7d)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Score every GPU's latest window with the champion model; list the riskiest GPUs and the signals
+    that drove their scores (occlusion: the risk each field adds).
+
+    Example: gpufleet failure score --store ./twin-store --registry ./models --top 10
+    """
+    from analytics import failure, scoring
+    from analytics.registry import Registry, drift
+
+    reg = Registry(registry)
+    version = reg.champion()
+    model = reg.load(version)
+    meta = reg.meta(version) if version else {}
+    window = float(model.__dict__.get("window_s_", 6 * 3600.0))
+    from exporter.store import HistoryStore
+
+    _lo, hi = HistoryStore(store, create=False).span()
+    if hi is None:
+        raise NotFound(f"the history store {store} is empty")
+    hist = failure.store_history(store, since=hi - window, step=60.0)
+    scores = scoring.score_panel(model, hist.panel, window=window, version=version)
+    scoring.explain_top(model, hist.panel, scores, n=top, horizon=horizon, window=window)
+    labels = [h for h in scores.by_uuid().get(scores.uuids[0], {})] if scores.uuids else []
+    j = labels.index(horizon) if horizon in labels else 0
+    d = drift(meta.get("score_reference", []), scores.risk[:, min(1, scores.risk.shape[1] - 1)]) \
+        if len(scores.uuids) else {"psi": None, "alert": False}
+    rows = [{"uuid": u, "risk": r, "signals": scores.signals.get(u, [])} for u, r in scores.top(top, horizon)]
+    if as_json:
+        typer.echo(json.dumps({"version": version, "model": model.name, "ts": scores.ts, "horizon": horizon,
+                               "drift": d, "top": rows, "risk": scores.by_uuid()}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"failure risk ({model.name} {version}, horizon {horizon})")
+    for c in ("uuid", "risk", "top signals"):
+        table.add_column(c)
+    for r in rows:
+        table.add_row(r["uuid"], f"{r['risk']:.4f}", ", ".join(f"{f} +{v:.3f}" for f, v in r["signals"]) or "—")
+    Console().print(table)
+    _ = j
+    if d.get("alert"):
+        typer.secho(f"score drift: PSI {d['psi']:.3f} > 0.2 against the training reference", fg=typer.colors.YELLOW)
+
+
+def _ts(value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"time must be unix seconds or ISO-8601, got {value!r}") from None
+    return (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).timestamp()
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
+    app.add_typer(failure_app)
