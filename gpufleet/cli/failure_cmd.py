@@ -150,7 +150,8 @@ def train(
         hist = failure.store_history(store, step=step)
         end = float(hist.panel.times[-1]) if as_of is None else _ts(as_of)
         progress.add_task(f"training {model}", total=None)
-        res = failure.train_and_register(hist, Registry(registry), as_of=end, model=cls(seed=seed),  # type: ignore[call-arg]
+        fm: Any = cls(seed=seed)  # type: ignore[call-arg]
+        res = failure.train_and_register(hist, Registry(registry), as_of=end, model=fm,
                                          window=window_h * 3600.0, stride=3600.0)
     typer.echo(json.dumps(failure.public(res), indent=2))
 
@@ -184,11 +185,10 @@ def score(
     hist = failure.store_history(store, since=hi - window, step=60.0)
     scores = scoring.score_panel(model, hist.panel, window=window, version=version)
     scoring.explain_top(model, hist.panel, scores, n=top, horizon=horizon, window=window)
-    labels = [h for h in scores.by_uuid().get(scores.uuids[0], {})] if scores.uuids else []
-    j = labels.index(horizon) if horizon in labels else 0
     d = drift(meta.get("score_reference", []), scores.risk[:, min(1, scores.risk.shape[1] - 1)]) \
         if len(scores.uuids) else {"psi": None, "alert": False}
-    rows = [{"uuid": u, "risk": r, "signals": scores.signals.get(u, [])} for u, r in scores.top(top, horizon)]
+    rows: list[dict[str, Any]] = [{"uuid": u, "risk": r, "signals": scores.signals.get(u, [])}
+                                  for u, r in scores.top(top, horizon)]
     if as_json:
         typer.echo(json.dumps({"version": version, "model": model.name, "ts": scores.ts, "horizon": horizon,
                                "drift": d, "top": rows, "risk": scores.by_uuid()}, indent=2))
@@ -202,7 +202,6 @@ def score(
     for r in rows:
         table.add_row(r["uuid"], f"{r['risk']:.4f}", ", ".join(f"{f} +{v:.3f}" for f, v in r["signals"]) or "—")
     Console().print(table)
-    _ = j
     if d.get("alert"):
         typer.secho(f"score drift: PSI {d['psi']:.3f} > 0.2 against the training reference", fg=typer.colors.YELLOW)
 
