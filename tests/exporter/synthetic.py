@@ -11,9 +11,11 @@ from exporter.catalogue import catalogue
 from exporter.schema import CollectorStat, Device, Sample, Snapshot
 from exporter.sources.base import Source
 
-# Families a node exporter produces (the others come from analytics, the allocator and the exporter itself).
-EXPORTER_FAMILIES = ("health", "clocks", "thermal", "power", "utilization", "memory", "ecc", "throttle", "pcie",
-                     "nvlink", "xid", "mig", "virtualization", "processes", "gpm")
+# Families a node exporter produces: every device / process family except those other processes
+# export (analytics outputs, allocator state).
+NOT_EXPORTER = ("analytics", "allocator", "alerting", "self")
+EXPORTER_FAMILIES = tuple(sorted({m.family for m in catalogue()
+                                 if m.scope in ("device", "process") and m.family not in NOT_EXPORTER}))
 
 LABEL_VALUES: dict[str, list[str]] = {
     "link": ["0", "1"],
@@ -74,9 +76,9 @@ class SyntheticSource(Source):
                 labels = tuple(sorted((lab, PROCESS_LABELS[lab]) for lab in m.labels))
                 out.append(Sample(d.uuid, m.field, value, now, labels))
             elif m.labels:
-                key = m.labels[0]
+                key, rest = m.labels[0], tuple((lab, "1") for lab in m.labels[1:])
                 for v in LABEL_VALUES.get(key, ["0"]):
-                    out.append(Sample(d.uuid, m.field, value, now, ((key, v),)))
+                    out.append(Sample(d.uuid, m.field, value, now, tuple(sorted(((key, v), *rest)))))
             else:
                 out.append(Sample(d.uuid, m.field, value, now))
         return out
