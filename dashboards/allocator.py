@@ -37,7 +37,7 @@ def build(q: Q) -> g.Dashboard:
                  f"GPUs allocated to a job but under {IDLE_UTILIZATION:.0%} utilization for the idle window.",
                  target(f"sum({idle})"), "short", thresholds=[(None, "green"), (1, "orange")], width=4),
             stat("GPU-hours lost (range)", "Work lost to GPU failures and drains since the last checkpoints.",
-                 target(f'sum(increase({q.name("gpu_hours_lost")}[$__range]))'), "short", width=4),
+                 target(f'sum(increase({q.name("gpu_time_lost")}[$__range])) / 3600'), "short", width=4),
         ]),
         Row("Queue and allocation", [
             timeseries("Queue length by priority", "Jobs waiting, by priority class.",

@@ -16,6 +16,7 @@ from allocator.jobs import JobSpec, PriorityClass, validate_batch
 from allocator.queue import JobQueue, JobRecord
 from allocator.state import FULL, Health
 from exporter.errors import Conflict, InputError, NotFound
+from exporter.schema import Snapshot
 
 _PRIORITY = {"low": "low", "normal": "normal", "high": "high", "critical": "critical"}
 _HEALTH = {"ok": Health.OK, "cordoned": Health.CORDONED, "draining": Health.DRAINING}
@@ -104,6 +105,25 @@ class QueueJobService:
                 self.queue.state.set_gpu_health(uuid, health)
 
     # -- the service's scheduler ---------------------------------------------------------------------
+    def observe(self, snapshot: Snapshot, now: float) -> builtins.list[str]:
+        """Take live load and up/lost state; requeue the jobs of GPUs that were lost; schedule."""
+        with self.lock:
+            st = self.queue.state
+            lost = [u for u, up in snapshot.up.items() if not up and u in st._uuid_index
+                    and st.gpu_health[st._uuid_index[u]] != Health.LOST]
+            st.update_from_snapshot(snapshot)
+            for uuid in lost:
+                self.queue.interrupt_gpu(uuid, now, health=Health.LOST)
+            return self.tick(now)
+
+    def set_risk(self, risk: dict[str, float]) -> None:
+        with self.lock:
+            self.queue.state.set_risk(risk)
+
+    def persist(self) -> None:
+        with self.lock:
+            self.queue._save()
+
     def tick(self, now: float) -> builtins.list[str]:
         """Finish due jobs and start what fits (called each collection cycle)."""
         with self.lock:

@@ -106,6 +106,29 @@ class AlertingSettings(BaseModel):
     backoff: float = Field(0.5, ge=0)
 
 
+class AllocatorSettings(BaseModel):
+    policy: str = Field("default", description="placement policy (allocator.policies.POLICY_NAMES)")
+    risk_weight: float = Field(1000.0, ge=0, description="weight of predicted failure risk x job hours in placement")
+    aging_per_hour: float = Field(0.25, ge=0, description="priority classes gained per hour waited")
+    queue_path: Path | None = Field(None, description="queue state file (default: <data-dir>/allocator/queue.json)")
+    idle_threshold: float = Field(0.05, ge=0, le=1, description="utilisation under which an allocated GPU is idle")
+    idle_window_s: float = Field(1800.0, gt=0, description="how long under the threshold before it counts")
+    price_basis: str = Field("on_demand", description="price book column for cost: on_demand, spot or a reserved option")
+
+
+class ServeSettings(BaseModel):
+    """What `gpufleet serve` schedules beside collection."""
+
+    policy: str = Field("default", description="allocator placement policy (see `gpufleet allocator replay --help`)")
+    score_interval: float = Field(300.0, ge=10, description="seconds between failure-risk scorings of every GPU")
+    forecast_interval: float = Field(3600.0, ge=60, description="seconds between demand forecasts")
+    retrain_interval: float = Field(86400.0, ge=600, description="seconds between model retrainings")
+    retrain_window_days: float = Field(30.0, gt=0, description="history the sliding-window retraining uses")
+    risk_horizon: str = Field("24h", description="failure-risk horizon the allocator and alerts use")
+    idle_utilization: float = Field(0.05, ge=0, le=1, description="allocated GPUs under this are idle")
+    idle_window: float = Field(1800.0, ge=60, description="seconds under the threshold before a GPU counts idle")
+
+
 class Settings(BaseSettings):
     """Effective settings of one gpufleet deployable."""
 
@@ -120,6 +143,8 @@ class Settings(BaseSettings):
     twin: TwinSettings = TwinSettings()
     api: ApiSettings = ApiSettings()
     alerting: AlertingSettings = AlertingSettings()
+    serve: ServeSettings = ServeSettings()
+    allocator: AllocatorSettings = AllocatorSettings()
 
     @field_validator("data_dir")
     @classmethod

@@ -1,0 +1,180 @@
+"""`gpufleet serve`: one daemon that wires everything and starts and stops it together.
+
+source (NVML or the twin) → collection loop → sinks (/metrics, InfluxDB, history store)
+                                          ↘ per cycle: alert engine, allocator queue, the API's fleet view
+scheduled analytics (score failure risk, forecast demand, retrain) → exported metrics, the API, the allocator
+the API (FastAPI + uvicorn) over the same state.
+
+SIGTERM stops the API, the scheduler and the loop, flushes the sinks and persists the queue and the
+alert state.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from exporter.errors import GpufleetError
+from exporter.schema import Snapshot
+from exporter.sinks.base import Sink
+from gpufleet.api.backend import FleetState
+from gpufleet.settings import Settings, masked
+
+log = logging.getLogger("gpufleet.service")
+
+
+@dataclass
+class PeriodicTask:
+    """A job the scheduler runs every ``interval`` seconds; failures are logged and counted, never fatal."""
+
+    name: str
+    interval: float
+    run: Callable[[float], Any]
+    last_run: float = 0.0
+    last_ok: float | None = None
+    runs: int = 0
+    failures: int = 0
+    last_error: str | None = None
+
+    def due(self, now: float) -> bool:
+        return now - self.last_run >= self.interval
+
+
+@dataclass
+class Scheduler:
+    tasks: list[PeriodicTask] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def run_due(self, now: float) -> None:
+        for task in self.tasks:
+            if not task.due(now):
+                continue
+            task.last_run = now
+            task.runs += 1
+            try:
+                task.run(now)
+                task.last_ok = now
+                task.last_error = None
+            except Exception as exc:  # a failing analytics job must not stop the service
+                task.failures += 1
+                task.last_error = str(exc)
+                log.exception("scheduled task %s failed", task.name)
+
+    def start(self, clock: Callable[[], float], tick: float = 1.0) -> None:
+        def loop() -> None:
+            while not self._stop.wait(tick):
+                self.run_due(clock())
+        self._thread = threading.Thread(target=loop, name="gpufleet-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(30)
+
+
+class CycleHook(Sink):
+    """A loop sink that runs the per-cycle work: API view, allocator queue, alert engine."""
+
+    name = "service"
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def write(self, snapshot: Snapshot) -> None:
+        self.service.on_snapshot(snapshot)
+
+
+class Service:
+    """Everything `gpufleet serve` runs, built from one Settings object."""
+
+    def __init__(self, settings: Settings, *, source: Any = None, clock: Callable[[], float] = time.time,
+                 with_api: bool = True) -> None:
+        from exporter.loop import CollectionLoop
+        from exporter.sinks.prometheus import PrometheusSink
+        from exporter.sinks.web import MetricsServer, parse_listen
+        from gpufleet import wiring
+
+        self.settings = settings
+        self.clock = clock
+        self.data_dir = Path(settings.data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.fleet = FleetState(settings=masked(settings))
+        self.source = source or wiring.build_source(settings)
+        self.source.open()
+        try:
+            self.sinks = wiring.build_sinks(settings, default_store=self.data_dir / "history")
+            self.store_path = wiring.store_path(settings, self.data_dir)
+            self.loop = CollectionLoop(self.source, interval=settings.exporter.interval, sinks=self.sinks,
+                                       clock=clock)
+            self.prom = PrometheusSink(self.loop, names=settings.exporter.names)
+            from gpufleet.metrics import ServiceMetrics
+
+            self.metrics = ServiceMetrics(self)
+            host, port = parse_listen(settings.exporter.listen)
+            self.metrics_server = MetricsServer(self.render_metrics, host, port,
+                                                web=wiring.web_config(settings, None))
+            self.engine = wiring.build_alert_engine(settings, self.data_dir)
+            self.jobs = wiring.build_job_service(settings, self.source.devices(), self.data_dir, clock)
+            self.fleet.jobs = self.jobs
+            self.fleet.silences = wiring.SilenceAdapter(self.engine)
+            self.fleet.alert_source = wiring.AlertAdapter(self.engine)
+            self.loop.add_sink(CycleHook(self))
+            from gpufleet.tasks import analytics_tasks
+
+            self.scheduler = Scheduler(analytics_tasks(self))
+            self.api = wiring.build_api(settings, self.fleet, self.render_metrics) if with_api else None
+        except BaseException:
+            self.source.close()
+            raise
+        self._stopped = threading.Event()
+
+    # -- per cycle -------------------------------------------------------------------------------
+    def on_snapshot(self, snapshot: Snapshot) -> None:
+        self.fleet.update_snapshots([snapshot])
+        now = snapshot.ts
+        try:
+            self.jobs.observe(snapshot, now)
+        except GpufleetError:
+            log.exception("allocator update failed")
+        self.metrics.update_idle(snapshot)
+        try:
+            self.engine.step([self.metrics.with_analytics(snapshot)], now=now)
+        except GpufleetError:
+            log.exception("alert engine step failed")
+
+    def render_metrics(self) -> list[bytes]:
+        return [*self.prom.render_chunks(), self.metrics.render()]
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.loop.start()
+        self.metrics_server.start()
+        self.scheduler.start(self.clock)
+        if self.api is not None:
+            self.api.start()
+        log.info("gpufleet serve started", extra={"metrics": self.metrics_server.url,
+                                                   "api": self.api.url if self.api else None})
+
+    def stop(self) -> None:
+        """Graceful: API first (no new requests), then scheduler and loop; flush sinks, persist state."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        if self.api is not None:
+            self.api.stop()
+        self.scheduler.stop()
+        self.loop.stop()  # closes (flushes) the sinks
+        self.metrics_server.stop()
+        try:
+            self.engine.save_state(force=True)
+        finally:
+            self.jobs.persist()
+            self.source.close()
+        log.info("gpufleet serve stopped")

@@ -1,0 +1,181 @@
+"""Build the parts a deployable runs from its settings: source, sinks, alert engine, job queue, API.
+
+`gpufleet exporter` and `gpufleet serve` both build their source and sinks here, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from exporter.errors import ConfigError, SourceUnavailable
+from exporter.schema import Device
+from gpufleet.settings import Settings
+
+
+def build_source(settings: Settings, collectors: list[str] | None = None) -> Any:
+    """The configured source (not opened): NVML, AMD, both (auto) or the digital twin."""
+    kind = settings.exporter.source
+    if kind == "twin":
+        from simulator.twin import TwinConfig, TwinSource
+
+        tw = settings.twin
+        config = TwinConfig(nodes=tw.nodes, gpus_per_node=tw.gpus_per_node, seed=tw.seed,
+                            inventory=tw.inventory, failures=tw.failures)
+        config.validate()
+        return TwinSource(config, speed=tw.speed)
+    if kind in ("nvml", "auto"):
+        from exporter.sources.nvml import NvmlSource
+
+        return NvmlSource(collectors=collectors, node=settings.exporter.node_name,
+                          proc_root=settings.exporter.proc_root)
+    if kind == "amd":
+        try:
+            from exporter.sources.amd import AmdSource  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:
+            raise SourceUnavailable("the AMD source is not available in this build; use --source twin") from None
+        return AmdSource(node=settings.exporter.node_name)
+    raise SourceUnavailable(f"unknown source {kind!r}; use nvml, amd, auto or twin")
+
+
+def web_config(settings: Settings, path: Path | None) -> Any:
+    """TLS / basic auth for /metrics from a web-config file or the exporter settings."""
+    from exporter.sinks.web import WebConfig, load_web_config
+
+    if path is not None:
+        return load_web_config(path)
+    ex = settings.exporter
+    cfg = WebConfig()
+    if ex.tls_cert or ex.tls_key:
+        if not (ex.tls_cert and ex.tls_key):
+            raise ConfigError("exporter.tls_cert and exporter.tls_key go together")
+        cfg.cert_file, cfg.key_file = ex.tls_cert, ex.tls_key
+    if ex.basic_auth_user:
+        if ex.basic_auth_password_hash is None:
+            raise ConfigError("exporter.basic_auth_user needs exporter.basic_auth_password_hash")
+        cfg.users = {ex.basic_auth_user: ex.basic_auth_password_hash.get_secret_value()}
+    return cfg
+
+
+def store_path(settings: Settings, data_dir: Path | None = None) -> Path | None:
+    if settings.store.path:
+        return Path(settings.store.path)
+    return data_dir / "history" if data_dir is not None else None
+
+
+def build_sinks(settings: Settings, default_store: Path | None = None) -> list[Any]:
+    """InfluxDB (if a URL is set) and the history store (its path, or ``default_store``)."""
+    sinks: list[Any] = []
+    try:
+        inf = settings.influx
+        if inf.url:
+            from exporter.sinks.influx import InfluxSink
+
+            sinks.append(InfluxSink(
+                inf.url, inf.buffer_dir or settings.data_dir / "influx-buffer",
+                token=inf.token.get_secret_value() if inf.token else None, org=inf.org, bucket=inf.bucket,
+                batch_size=inf.batch_size, flush_interval=inf.flush_interval,
+                buffer_max_points=inf.buffer_max_points, overflow=inf.overflow))
+        path = settings.store.path or default_store
+        if path:
+            from exporter.sinks.store import StoreSink
+
+            st = settings.store
+            sinks.append(StoreSink(path, raw_retention_days=st.raw_retention_days,
+                                   minute_retention_days=st.minute_retention_days,
+                                   hour_retention_days=st.hour_retention_days))
+    except BaseException:
+        for s in sinks:
+            s.close()
+        raise
+    return sinks
+
+
+def build_alert_engine(settings: Settings, data_dir: Path) -> Any:
+    from alerting.setup import build_engine
+
+    return build_engine(settings.alerting, data_dir)
+
+
+class SilenceAdapter:
+    """The API's silence service over the alert engine's silence store."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
+    def add(self, matchers: dict[str, str], ends_at: float, comment: str, created_by: str) -> dict[str, Any]:
+        from alerting.silences import parse_matcher
+
+        ms = [parse_matcher(f"{k}={v}") for k, v in sorted(matchers.items())]
+        now = time.time()
+        s = self.engine.silences.add(ms, now, ends_at, created_by=created_by, comment=comment, now=now)
+        return self._public(s)
+
+    def list(self) -> list[dict[str, Any]]:
+        return [self._public(s) for s in self.engine.silences.active(time.time())]
+
+    def expire(self, silence_id: str) -> None:
+        self.engine.silences.expire(silence_id, time.time())
+
+    @staticmethod
+    def _public(s: Any) -> dict[str, Any]:
+        return {"id": s.id, "matchers": {m.name: m.value for m in s.matchers}, "comment": s.comment,
+                "created_by": s.created_by, "starts_at": s.starts_at, "ends_at": s.ends_at}
+
+
+class AlertAdapter:
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
+    def alerts(self) -> list[dict[str, Any]]:
+        out = []
+        for a in [*self.engine.firing(), *self.engine.pending()]:
+            out.append({"name": a.rule, "state": a.state, "severity": a.labels.get("severity", ""),
+                        "labels": dict(a.labels), "annotations": dict(a.annotations),
+                        "value": a.value, "since": a.active_since})
+        return out
+
+
+def cluster_from_devices(devices: list[Device]) -> Any:
+    """The allocator's cluster state for a fleet of devices (MIG instances left out)."""
+    from allocator.state import ClusterState, NodeSpec
+
+    by_node: dict[str, list[Device]] = {}
+    for d in devices:
+        if not d.is_mig:
+            by_node.setdefault(d.node, []).append(d)
+    specs = []
+    for node, devs in sorted(by_node.items()):
+        devs.sort(key=lambda d: d.index)
+        specs.append(NodeSpec(node, 64000, 262144, len(devs), devs[0].model, devs[0].memory_total_bytes, None,
+                              [d.uuid for d in devs]))
+    return ClusterState.from_specs(specs)
+
+
+def build_job_service(settings: Settings, devices: list[Device], data_dir: Path,
+                      clock: Callable[[], float]) -> Any:
+    from allocator.policies import make_policy
+    from allocator.queue import JobQueue
+    from gpufleet.jobs import QueueJobService
+
+    state = cluster_from_devices(devices)
+    policy = make_policy(settings.serve.policy, seed=0)
+    queue = JobQueue.load(data_dir / "queue.json", state, policy)
+    return QueueJobService(queue, clock=clock)
+
+
+def build_api(settings: Settings, fleet: Any, metrics: Callable[[], list[bytes]] | None) -> Any:
+    from gpufleet.api.app import create_app
+    from gpufleet.api.context import build_context
+    from gpufleet.api.server import ApiServer
+
+    ctx = build_context(settings.api, Path(settings.data_dir), fleet=fleet, settings_view=fleet.settings)
+
+    def exposition() -> tuple[bytes, str]:
+        return b"".join(metrics()) if metrics else b"", "text/plain; version=0.0.4; charset=utf-8"
+
+    app = create_app(ctx, cors_origins=settings.api.cors_origins or None, metrics=exposition if metrics else None)
+    return ApiServer(app, settings.api.listen, tls_cert=settings.api.tls_cert, tls_key=settings.api.tls_key,
+                     tls_min_version=settings.api.tls_min_version)
