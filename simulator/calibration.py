@@ -63,19 +63,18 @@ class FleetSample:
 
 def sample_fleet(nodes: int = 8, days: float = 3.0, seed: int = 0, step_s: float = 60.0,
                  warmup_days: float = 0.5) -> FleetSample:
-    """Run an A100-only twin and collect the four metrics every step (after a warm-up)."""
+    """Run an A100-only twin and collect the four metrics every step (after the twin's warm-up)."""
     from simulator.twin import Twin, TwinConfig
 
-    twin = Twin(TwinConfig(nodes=nodes, seed=seed, failures=False, models=("A100-SXM4-80GB",)))
+    twin = Twin(TwinConfig(nodes=nodes, seed=seed, failures=False, models=("A100-SXM4-80GB",),
+                           warmup_s=warmup_days * 86400))
     start = 1_700_000_000.0
     twin.begin(start)
     ph = twin.physics
     cols: dict[str, list[np.ndarray]] = {k: [] for k in REFERENCE}
-    n_steps = int((days + warmup_days) * 86400 / step_s)
+    n_steps = int(days * 86400 / step_s)
     for k in range(1, n_steps + 1):
         twin.advance(start + k * step_s)
-        if k * step_s < warmup_days * 86400:
-            continue
         cols["util_gpu"].append(ph.util.copy())
         cols["sm_active"].append(ph.sm_active.copy())
         cols["temperature_gpu"].append(np.round(ph.temp))

@@ -59,6 +59,7 @@ class TwinConfig:
     fields: str = "full"  # full: every supported field; history: the core set (see HISTORY_FIELDS)
     job_events: bool = False  # put JOB_START / JOB_END / JOB_INTERRUPTED in snapshots
     models: tuple[str, ...] | None = None  # built-in inventory model cycle
+    warmup_s: float = 43200.0  # simulated before the start (no output, no failures): jobs at steady state
 
     def validate(self) -> None:
         if self.nodes < 1 or self.gpus_per_node < 1 or self.gpus_per_node > 16:
@@ -69,8 +70,8 @@ class TwinConfig:
             raise ConfigError(f"workload {self.workload!r} needs workload_path")
         if self.fields not in FIELD_SETS:
             raise ConfigError(f"fields must be one of {FIELD_SETS}, got {self.fields!r}")
-        if self.failure_rate_multiplier < 0 or self.step_s <= 0:
-            raise ConfigError("failure_rate_multiplier must be >= 0 and step_s > 0")
+        if self.failure_rate_multiplier < 0 or self.step_s <= 0 or self.warmup_s < 0:
+            raise ConfigError("failure_rate_multiplier and warmup_s must be >= 0 and step_s > 0")
 
 
 # Core set written by `gpufleet twin run` (what predictors and dashboards read); "full" adds static
@@ -147,7 +148,9 @@ class Twin:
     def begin(self, start: float) -> None:
         """Set the simulation clock; called by run() / the first advance()."""
         cfg = self.config
-        self.start = self.now = float(start)
+        warm = cfg.warmup_s if cfg.workload == "synthetic" else 0.0
+        self.start = float(start)
+        self.now = float(start) - warm
         if cfg.workload == "synthetic":
             self._jobs_src = SyntheticJobs(self.n, cfg.seed)
         elif cfg.workload == "openb":
@@ -156,6 +159,13 @@ class Twin:
         else:
             assert cfg.workload_path is not None
             self._genai = GenaiReplay(cfg.workload_path, self.n, cfg.seed)
+        if warm > 0:
+            enabled, self.failures.enabled = self.failures.enabled, False
+            while self.now < start - 1e-9:
+                self._step(min(start, self.now + max(cfg.step_s, 60.0)))
+            self.failures.enabled = enabled
+            self._node_events = [[] for _ in self.nodes]
+            self.cluster.finished.clear()
 
     def inject_fault(self, uuid: str, kind: str, at: float, duration: float | None = None) -> None:
         """Schedule a fault for a scenario: 'overheat' (temperature past slowdown for ``duration``,
