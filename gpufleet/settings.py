@@ -20,48 +20,60 @@ from exporter.errors import ConfigError
 
 
 class ExporterSettings(BaseModel):
-    source: Literal["auto", "nvml", "amd", "twin"] = "auto"
-    listen: str = "127.0.0.1:9835"
-    names: Literal["native", "dcgm", "both"] = "native"
+    """The per-node exporter: where samples come from and how /metrics serves them."""
+
+    source: Literal["auto", "nvml", "amd", "twin"] = Field(
+        "auto", description="device source: nvml, amd, auto (every vendor found) or twin (the simulated fleet)")
+    listen: str = Field("127.0.0.1:9835", description="HOST:PORT of /metrics")
+    names: Literal["native", "dcgm", "both"] = Field(
+        "native", description="metric names: gpufleet's, dcgm-exporter's (names, units, labels) or both")
     interval: float = Field(10.0, ge=1.0, le=3600.0, description="collection interval in seconds")
     collectors: list[str] | None = Field(None, description="collector families to run (None = all)")
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    basic_auth_user: str | None = None
+    tls_cert: Path | None = Field(None, description="TLS certificate for /metrics")
+    tls_key: Path | None = Field(None, description="TLS key for /metrics")
+    basic_auth_user: str | None = Field(None, description="basic-auth user for /metrics")
     basic_auth_password_hash: SecretStr | None = Field(None, description="bcrypt/argon2 hash, web-config style")
-    proc_root: Path = Path("/proc")
+    proc_root: Path = Field(Path("/proc"), description="/proc of the host (a DaemonSet mounts the host's)")
     node_name: str | None = Field(None, description="hostname label (default: this host's name)")
 
 
 class InfluxSettings(BaseModel):
-    url: str | None = None
-    token: SecretStr | None = None
-    org: str = "gpufleet"
-    bucket: str = "gpufleet"
-    batch_size: int = Field(5000, ge=1)
-    flush_interval: float = Field(1.0, gt=0)
-    buffer_dir: Path | None = None
-    buffer_max_points: int = Field(5_000_000, ge=1000)
-    overflow: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
+    """InfluxDB (or VictoriaMetrics / any line-protocol endpoint) as a second sink."""
+
+    url: str | None = Field(None, description="InfluxDB v2 write URL base; unset: no InfluxDB sink")
+    token: SecretStr | None = Field(None, description="InfluxDB API token")
+    org: str = Field("gpufleet", description="InfluxDB organisation")
+    bucket: str = Field("gpufleet", description="InfluxDB bucket")
+    batch_size: int = Field(5000, ge=1, description="points per write")
+    flush_interval: float = Field(1.0, gt=0, description="seconds between writes")
+    buffer_dir: Path | None = Field(None, description="on-disk outage buffer (default: <data-dir>/influx-buffer)")
+    buffer_max_points: int = Field(5_000_000, ge=1000, description="buffer bound; past it the overflow policy applies")
+    overflow: Literal["drop_oldest", "drop_newest"] = Field("drop_oldest", description="what a full buffer drops")
 
 
 class StoreSettings(BaseModel):
+    """The embedded history store."""
+
     path: Path | None = Field(None, description="history store folder (default: <data-dir>/history)")
-    raw_retention_days: float = Field(14.0, gt=0)
-    minute_retention_days: float = Field(90.0, gt=0)
-    hour_retention_days: float = Field(730.0, gt=0)
+    raw_retention_days: float = Field(14.0, gt=0, description="days of raw samples kept")
+    minute_retention_days: float = Field(90.0, gt=0, description="days of 1-minute rollups kept")
+    hour_retention_days: float = Field(730.0, gt=0, description="days of 1-hour rollups kept")
 
 
 class TwinSettings(BaseModel):
-    nodes: int = Field(4, ge=1)
-    gpus_per_node: int = Field(8, ge=1)
-    seed: int = 7
-    inventory: Path | None = None
+    """The digital twin, when the source is `twin`."""
+
+    nodes: int = Field(4, ge=1, description="simulated nodes")
+    gpus_per_node: int = Field(8, ge=1, description="GPUs per node")
+    seed: int = Field(7, description="random seed: the same seed gives the same fleet")
+    inventory: Path | None = Field(None, description="openb / spot-GPU node list instead of the built-in fleet")
     speed: float = Field(1.0, gt=0, description="simulated seconds per real second")
-    failures: bool = True
+    failures: bool = Field(True, description="simulate failures")
 
 
 class ApiSettings(BaseModel):
+    """The API: listen address, database, tokens, TLS, CORS."""
+
     listen: str = "127.0.0.1:8080"
     database_url: str | None = Field(None, description="SQLAlchemy URL (default: sqlite in <data-dir>/gpufleet.db); "
                                      "postgresql+psycopg://user:pw@host/db for PostgreSQL")
@@ -72,9 +84,9 @@ class ApiSettings(BaseModel):
     login_failure_window: int = Field(900, ge=10, description="seconds")
     password_hash_time_cost: int = Field(3, ge=1, description="argon2id iterations")
     password_hash_memory_kib: int = Field(65536, ge=8192, description="argon2id memory per hash")
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    tls_min_version: Literal["1.2", "1.3"] = "1.3"
+    tls_cert: Path | None = Field(None, description="TLS certificate (PEM); with tls_key turns HTTPS on")
+    tls_key: Path | None = Field(None, description="TLS private key (PEM)")
+    tls_min_version: Literal["1.2", "1.3"] = Field("1.3", description="oldest TLS version accepted")
     cors_origins: list[str] = Field(default_factory=list, description="empty: CORS off")
 
 
@@ -134,9 +146,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="GPUFLEET_", env_nested_delimiter="__", extra="forbid")
 
-    data_dir: Path = Path("./gpufleet-data")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_json: bool = False
+    data_dir: Path = Field(Path("./gpufleet-data"), description="history, queue, alert state, database, keys")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
+    log_json: bool = Field(False, description="one JSON object per log line (for journald / Loki)")
     exporter: ExporterSettings = ExporterSettings()
     influx: InfluxSettings = InfluxSettings()
     store: StoreSettings = StoreSettings()

@@ -149,3 +149,12 @@ def test_cli_init_and_audit_commands(tmp_path, capsys) -> None:  # type: ignore[
     assert "intact: 1 records" in capsys.readouterr().out
     main(["audit", "search", "--data-dir", str(env_dir), "--action", "init", "--format", "csv"])
     assert ",init," in capsys.readouterr().out
+
+
+def test_configuration_doc_is_current() -> None:
+    from pathlib import Path
+
+    from gpufleet.config_doc import render
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+    assert doc.read_text() == render(), "regenerate: python -m gpufleet.config_doc > docs/configuration.md"
