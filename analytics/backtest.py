@@ -207,3 +207,34 @@ def choose_default(val_scores: dict[str, Any], candidates: list[str] | None = No
     if not names:
         raise ValueError("no model has a validation score")
     return min(names, key=lambda m: (models[m]["mase"], models[m]["pinball"]))
+
+
+DEFAULT_MODELS = ("seasonal_naive_daily", "seasonal_naive_weekly", "seasonal_mean", "ets", "theta", "ensemble")
+
+
+def evaluate(frame: pd.DataFrame, freq: str, horizon: int, season: int, models: tuple[str, ...] = DEFAULT_MODELS,
+             n_test: int = 7, n_val: int = 7, n_cal: int = 7, n_jobs: int = 1,
+             progress: Callable[[str], None] | None = None) -> tuple[dict[str, Any], list[OriginResult]]:
+    """The whole protocol: backtest, calibrate, choose the default on validation, score the test origins.
+
+    Returns ``({"default", "models", "series", "validation", "origins", ...}, results)``; ``models`` and
+    ``series`` hold the TEST figures."""
+    from models.forecast_base import forecasters
+
+    reg = forecasters()
+    unknown = [m for m in models if m not in reg]
+    if unknown:
+        raise ValueError(f"unknown forecaster(s): {', '.join(unknown)} (have {', '.join(sorted(reg))})")
+    factories = {m: reg[m] for m in models}
+    origins = plan_origins(pd.DatetimeIndex(frame.index), horizon, n_test, n_val)
+    if not any(r == "test" for r in origins.values()):
+        raise ValueError("the series is too short for one test origin")
+    results = run_backtest(frame, factories, freq, horizon, season, origins, n_jobs, progress)  # type: ignore[arg-type]
+    calibrate(results, n_cal)
+    val = score(results, "val")
+    test = score(results, "test")
+    default = choose_default(val) if val["models"] else choose_default(test)
+    out = {"default": default, "models": test["models"], "series": test["series"],
+           "validation": val["models"], "freq": freq, "horizon_steps": horizon, "season_steps": season,
+           "origins": {str(k): v for k, v in origins.items()}, "scale": BASELINE}
+    return out, results

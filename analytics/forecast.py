@@ -104,21 +104,37 @@ def demand_from_helios(folder: str | Path, freq: str = "1h", agg: str = "mean",
     return aggregate(raw, freq, agg)
 
 
-def demand_from_history(reader: Any, fields: list[str], gpus: list[str] | None, t0: Any, t1: Any, freq: str,
-                        agg: str = "mean", by: str | None = None) -> pd.DataFrame:
-    """Demand from a history reader (``analytics.history.base``): the sum of ``fields`` (e.g. allocated and
-    requested GPUs), per ``by`` label when given, else one ``total`` series."""
-    frame = reader.read(fields=fields, gpus=gpus, start=t0, end=t1, step=freq)
-    if not isinstance(frame, pd.DataFrame) or frame.empty:
-        raise InputError("the history holds no samples for these fields in that window")
-    value_cols = [f for f in fields if f in frame.columns]
-    if value_cols and "time" in frame.columns:
-        frame = frame.assign(_v=frame[value_cols].sum(axis=1))
-        key = by if by and by in frame.columns else None
-        wide = (frame.pivot_table(index="time", columns=key, values="_v", aggfunc="sum") if key
-                else frame.groupby("time")["_v"].sum().to_frame(TOTAL))
+DEMAND_FIELDS = ("allocated_gpus", "queue_pending_gpus")
+
+
+def demand_from_history(reader: Any, since: Any, until: Any, freq: str = "1h", agg: str = "mean",
+                        fields: tuple[str, ...] = DEMAND_FIELDS) -> pd.DataFrame:
+    """Demand from a history reader (``analytics.history.base.HistoryReader``): GPUs allocated (per
+    ``gpu_type`` label when present) plus GPUs requested by queued jobs.  One column per GPU type and
+    ``total``; queued GPUs carry no type, so they are added to ``total`` (and to the only type, if one)."""
+    step = pd.Timedelta(freq).total_seconds()
+    frame = reader.read(list(fields), since, until, step=step, agg=agg if agg != "sum" else "mean")
+    if not isinstance(frame, pd.DataFrame) or frame.empty or "ts" not in frame.columns:
+        raise InputError("the history holds no demand samples (allocated_gpus, queue_pending_gpus) in that window")
+    cols = [c for c in frame.columns if c not in ("ts", "uuid")]
+    by_ts = frame.groupby("ts")[cols].sum(min_count=1)
+    by_ts.index = pd.DatetimeIndex(by_ts.index).tz_convert(None)
+    alloc = [c for c in cols if c.split("{")[0] == fields[0]]
+    pending = [c for c in cols if c.split("{")[0] != fields[0]]
+    wide = pd.DataFrame(index=by_ts.index)
+    for c in alloc:
+        name = c.split("gpu_type=")[1].split(",")[0].rstrip("}") if "gpu_type=" in c else TOTAL
+        wide[name] = wide.get(name, 0) + by_ts[c].fillna(0) if name in wide else by_ts[c]
+    queued = by_ts[pending].sum(axis=1) if pending else pd.Series(0.0, index=by_ts.index)
+    typed = [c for c in wide.columns if c != TOTAL]
+    if len(typed) == 1:
+        wide[typed[0]] = wide[typed[0]] + queued
+    if typed:
+        wide[TOTAL] = wide[typed].sum(axis=1, min_count=1) + (queued if len(typed) > 1 else 0)
+    elif TOTAL in wide:
+        wide[TOTAL] = wide[TOTAL] + queued
     else:
-        wide = frame
-    wide.index = pd.DatetimeIndex(wide.index)
-    raw, _ = mask_outages(wide)
-    return aggregate(raw, freq, agg)
+        wide[TOTAL] = queued
+    wide = wide.asfreq(freq)
+    raw, _ = mask_outages(wide[[TOTAL]])
+    return wide.where(raw[TOTAL].notna(), np.nan, axis=0)
