@@ -14,14 +14,10 @@ from exporter.errors import ConfigError, SourceUnavailable
 from gpufleet.settings import Settings, load_settings
 
 
-def _source(settings: Settings, collectors: list[str] | None) -> Any:
-    """Build (not open) the configured source."""
+def _open_source(settings: Settings, collectors: list[str] | None) -> Any:
+    """Build and open the configured source (SourceUnavailable names the reason and points at the twin)."""
     kind = settings.exporter.source
-    if kind in ("nvml", "auto"):
-        from exporter.sources.nvml import NvmlSource
-
-        return NvmlSource(collectors=collectors, node=settings.exporter.node_name,
-                          proc_root=settings.exporter.proc_root)
+    ex = settings.exporter
     if kind == "twin":
         from simulator.twin import TwinConfig, TwinSource
 
@@ -29,8 +25,22 @@ def _source(settings: Settings, collectors: list[str] | None) -> Any:
         config = TwinConfig(nodes=tw.nodes, gpus_per_node=tw.gpus_per_node, seed=tw.seed,
                             inventory=tw.inventory, failures=tw.failures)
         config.validate()
-        return TwinSource(config, speed=tw.speed)
-    raise SourceUnavailable(f"source {kind!r} is not available in this build; use --source nvml or --source twin")
+        src: Any = TwinSource(config, speed=tw.speed)
+        src.open()
+        return src
+    try:  # vendor selection (auto: NVML and/or AMD SMI) where the build has it
+        from exporter.sources import auto
+    except ImportError:
+        auto = None  # type: ignore[assignment]
+    if auto is not None:
+        return auto.open_source(kind, collectors=collectors, node=ex.node_name, proc_root=ex.proc_root)
+    if kind not in ("nvml", "auto"):
+        raise SourceUnavailable(f"source {kind!r} is not available in this build; use --source nvml or twin")
+    from exporter.sources.nvml import NvmlSource
+
+    src = NvmlSource(collectors=collectors, node=ex.node_name, proc_root=ex.proc_root)
+    src.open()
+    return src
 
 
 def _web_config(settings: Settings, web_config: Path | None) -> Any:
@@ -52,8 +62,9 @@ def _web_config(settings: Settings, web_config: Path | None) -> Any:
 
 
 def exporter(
-    source: str | None = typer.Option(None, "--source", help="Device source: nvml (real GPUs) or twin (the "
-                                      "simulated fleet). Default: exporter.source from settings (auto = nvml)."),
+    source: str | None = typer.Option(None, "--source", help="Device source: auto (the NVIDIA and/or AMD GPUs "
+                                      "of this node), nvml, amd, or twin (the simulated fleet). Default: "
+                                      "exporter.source from settings (auto)."),
     listen: str | None = typer.Option(None, "--listen", help="HOST:PORT for /metrics (default 127.0.0.1:9835)."),
     names: str | None = typer.Option(None, "--names", help="Metric names: native, dcgm (dcgm-exporter "
                                      "compatible names, units and labels) or both."),
@@ -96,8 +107,7 @@ def exporter(
     ex = settings.exporter
     host, port = parse_listen(ex.listen)
     web = _web_config(settings, web_config)
-    src = _source(settings, ex.collectors)
-    src.open()  # SourceUnavailable (no driver) becomes one red line pointing at --source twin
+    src = _open_source(settings, ex.collectors)  # no driver: one red line pointing at --source twin
     sinks: list[Sink] = []
     try:
         inf = settings.influx

@@ -26,10 +26,11 @@ def _nvml_present() -> bool:
     return True
 
 
-def test_no_driver_is_one_clear_line_pointing_at_the_twin() -> None:
+@pytest.mark.parametrize("source", [["--source", "nvml"], []])
+def test_no_driver_is_one_clear_line_pointing_at_the_twin(source: list[str]) -> None:
     if _nvml_present():
         pytest.skip("this machine has an NVIDIA driver")
-    p = subprocess.run([*CLI, "exporter", "--source", "nvml"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    p = subprocess.run([*CLI, "exporter", *source], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert p.returncode == 4
     lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "--source twin" in lines[0] and "Traceback" not in p.stderr
