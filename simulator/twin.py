@@ -117,7 +117,7 @@ class Twin:
         self.now: float | None = None
         self.start: float | None = None
         self._node_events: list[list[Event]] = [[] for _ in self.nodes]
-        self._xid_counts: dict[tuple[int, int], int] = {}
+        self._xid_counts: dict[int, dict[int, int]] = {}  # gpu -> XID code -> count
         self._xid_last = np.zeros(self.n)
         self.devices_by_node = [[self._device(nd.name, g) for g in nd.gpus] for nd in self.nodes]
         self._emit = _Emitter(self)
@@ -232,7 +232,8 @@ class Twin:
             code=code, detail=detail))
 
     def _count_xid(self, g: int, code: int) -> None:
-        self._xid_counts[(g, code)] = self._xid_counts.get((g, code), 0) + 1
+        per = self._xid_counts.setdefault(g, {})
+        per[code] = per.get(code, 0) + 1
         self._xid_last[g] = code
 
     # -- output ----------------------------------------------------------------------------------
@@ -387,9 +388,8 @@ class _Emitter:
             k = sl.start + i
             if lost[i]:
                 continue
-            for (gg, code), count in t._xid_counts.items():
-                if gg == k and (self.full or "xid_errors" in HISTORY_FIELDS):
-                    out.append(Sample(g.uuid, "xid_errors", float(count), ts, (("xid", str(code)),)))
+            for code, count in sorted(t._xid_counts.get(k, {}).items()):
+                out.append(Sample(g.uuid, "xid_errors", float(count), ts, (("xid", str(code)),)))
             if not self.full:
                 continue
             out.append(Sample(g.uuid, "info", 1.0, ts, (
