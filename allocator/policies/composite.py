@@ -26,15 +26,25 @@ class Composite(FGD):
     name = "default"
 
     def __init__(self, seed: int = 0, pack_weight: float = 3.0, risk_weight: float = 1000.0,
-                 load_weight: float = 100.0, **kwargs: object) -> None:
+                 load_weight: float = 100.0, gpu_fit_weight: float = 0.0, pack_sharing: bool | str = True, **kwargs: object) -> None:
         super().__init__(seed=seed, **kwargs)  # type: ignore[arg-type]
         self.pack_weight = pack_weight
         self.risk_weight = risk_weight
         self.load_weight = load_weight
+        self.gpu_fit_weight = gpu_fit_weight
+        self.pack_sharing = pack_sharing
 
     def extra_cost(self, state: ClusterState, req: Request, nodes: np.ndarray, slots: np.ndarray) -> np.ndarray:
         gcap = np.maximum(state.gpu_count[nodes], 1) * 1000.0
-        cost = self.pack_weight * (state.tot_free[nodes] - req.gpu_request_milli) / gcap
+        cost = np.zeros(len(nodes))
+        w = self.pack_weight
+        if req.sharing:
+            w *= self.whole_share if self.pack_sharing == "scaled" else float(bool(self.pack_sharing))
+        if w:
+            cost = cost + w * (state.tot_free[nodes] - req.gpu_request_milli) / gcap
+        if req.sharing and self.gpu_fit_weight:
+            # best fit on the GPU too: the share left on the chosen GPU after placement
+            cost = cost + self.gpu_fit_weight * (state.gpu_free[nodes, np.maximum(slots, 0)] - req.gpu_milli) / 1000.0
         if req.num_gpu and self.risk_weight and state.risk.any():
             hours = (req.duration_s or 3600.0) / 3600.0
             free_risk = np.where(state.gpu_free[nodes] > 0, state.risk[nodes], 0.0).max(axis=1)
@@ -46,10 +56,15 @@ class Composite(FGD):
             cost = cost + self.load_weight * u
         return cost
 
+    @property
+    def whole_share(self) -> float:
+        """Share of whole-GPU classes in the request mix."""
+        return float(self.p[self.c_whole].sum()) if len(self.p) else 0.0
+
     def place(self, state: ClusterState, req: Request) -> Placement | None:
         nodes, slots, grow = self.growth(state, req)
         if len(nodes) == 0:
             return None
         score = grow + self.extra_cost(state, req, nodes, slots)
-        k = self._pick(state, req, nodes, score)
+        k = self._pick(state, req, nodes, slots, score)
         return self._placement(state, req, int(nodes[k]), int(slots[k]))

@@ -38,7 +38,7 @@ class TaskClass:
 
 
 def mix_from_requests(requests: Iterable[Request], *, include_cpu_only: bool = False,
-                      by_cpu: bool = False) -> list[TaskClass]:
+                      by_cpu: bool = False, weight: str = "count") -> list[TaskClass]:
     """The observed request mix: task classes with their share of all requests.
 
     Classes are keyed by GPU count, share and allowed types, and (``by_cpu``) by CPU and memory too;
@@ -53,14 +53,19 @@ def mix_from_requests(requests: Iterable[Request], *, include_cpu_only: bool = F
         if by_cpu:
             key += (r.cpu_milli, r.mem_mib)
         groups.setdefault(key, []).append(r)
-    total = sum(len(v) for v in groups.values())
+    def mass(members: list[Request]) -> float:
+        if weight == "demand":  # share of the arriving GPU request rather than of the task count
+            return float(sum(max(m.gpu_request_milli, 1) for m in members))
+        return float(len(members))
+
+    total = sum(mass(v) for v in groups.values())
     out = []
     for members in groups.values():
         cpu = int(np.median([m.cpu_milli for m in members]))
         mem = int(np.median([m.mem_mib for m in members]))
         first = members[0]
         out.append(TaskClass(cpu, mem, first.num_gpu, first.gpu_milli if first.num_gpu else 0, first.models,
-                             len(members) / total))
+                             mass(members) / total))
     return out
 
 
@@ -184,14 +189,21 @@ class FGD:
         nodes, slots, grow = self.growth(state, req)
         if len(nodes) == 0:
             return None
-        k = self._pick(state, req, nodes, grow)
+        k = self._pick(state, req, nodes, slots, grow)
         return self._placement(state, req, int(nodes[k]), int(slots[k]))
 
-    def _pick(self, state: ClusterState, req: Request, nodes: np.ndarray, grow: np.ndarray) -> int:
-        best = grow.min()
-        ties = np.flatnonzero(grow <= best + 1e-9)
+    def _pick(self, state: ClusterState, req: Request, nodes: np.ndarray, slots: np.ndarray,
+              score: np.ndarray) -> int:
+        """Lowest score; ties by ``tie_break``: ``bestfit`` (least share left on the GPU, then on the node),
+        ``random`` or ``first``."""
+        best = score.min()
+        ties = np.flatnonzero(score <= best + 1e-9)
         if len(ties) == 1 or self.tie_break == "first":
             return int(ties[0])
+        if self.tie_break == "bestfit":
+            n = nodes[ties]
+            gpu_left = np.where(slots[ties] >= 0, state.gpu_free[n, np.maximum(slots[ties], 0)], 0)
+            return int(ties[np.lexsort((state.tot_free[n], gpu_left))[0]])
         return int(ties[self.rng.integers(len(ties))])
 
     @staticmethod

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from allocator.policies import POLICY_NAMES, make_policy
+from allocator.policies.base import Request, feasible
+from allocator.policies.fgd import FGD, TaskClass
+from allocator.state import ClusterState, Health, NodeSpec
+from exporter.errors import ConfigError
+from tests.allocator.helpers import small_cluster
+
+
+@pytest.mark.parametrize("name", POLICY_NAMES)
+def test_every_policy_places_only_where_it_fits(name: str) -> None:
+    state = small_cluster(nodes=3, gpus=4)
+    policy = make_policy(name, seed=1)
+    rng = np.random.default_rng(0)
+    placed = 0
+    for _ in range(40):
+        n = int(rng.choice([0, 1, 1, 2, 4]))
+        req = Request(1000, 1024, n, int(rng.choice([250, 500, 1000])) if n == 1 else 1000)
+        ok = feasible(state, req)
+        p = policy.place(state, req)
+        if p is None:
+            assert not ok.any()
+            continue
+        assert ok[p.node]
+        assert len(p.gpus) == req.num_gpu and len(set(p.gpus)) == req.num_gpu
+        assert all(state.gpu_free[p.node, g] >= req.gpu_milli for g in p.gpus)
+        state.allocate(p, req.cpu_milli, req.mem_mib)
+        placed += 1
+    assert placed > 10
+    assert (state.gpu_free >= 0).all() and (state.cpu_free >= 0).all()
+
+
+def test_unknown_policy() -> None:
+    with pytest.raises(ConfigError, match="unknown policy"):
+        make_policy("magic")
+
+
+def test_fit_rules_types_health_and_memory() -> None:
+    state = ClusterState.from_specs([NodeSpec("a", 8000, 1000, 2, "T4"), NodeSpec("b", 8000, 1000, 2, "V100M32")])
+    assert feasible(state, Request(0, 0, 1, 1000, frozenset({"V100M32"}))).tolist() == [False, True]
+    assert feasible(state, Request(0, 0, 1, 1000, gpu_mem_bytes=20 << 30)).tolist() == [False, True]
+    assert feasible(state, Request(9000, 0, 0)).tolist() == [False, False]
+    state.set_node_health("b", Health.CORDONED)
+    assert feasible(state, Request(0, 0, 1, 1000)).tolist() == [True, False]
+    state.set_gpu_health("a/gpu0", Health.LOST)
+    assert feasible(state, Request(0, 0, 2, 1000)).tolist() == [False, False]
+
+
+def test_fgd_keeps_whole_gpus_free_for_whole_gpu_work() -> None:
+    # one node has a half-used GPU; a 0.5 share should go there, not break a whole GPU on the other node
+    state = ClusterState.from_specs([NodeSpec("a", 64000, 1 << 20, 2, "X"), NodeSpec("b", 64000, 1 << 20, 2, "X")])
+    state.gpu_free[0, 0] = 500
+    state.refresh()
+    mix = [TaskClass(0, 0, 1, 1000, None, 0.5), TaskClass(0, 0, 1, 500, None, 0.5)]
+    p = FGD(mix=mix).place(state, Request(0, 0, 1, 500))
+    assert p is not None and (p.node, p.gpus) == (0, (0,))
+
+
+def test_topology_keeps_a_gang_in_one_island() -> None:
+    state = small_cluster(nodes=1, gpus=8, islands=2)
+    state.gpu_free[0, 0] = 0  # island 0 has 3 free GPUs, island 1 has 4
+    state.refresh()
+    p = make_policy("topology").place(state, Request(0, 0, 4))
+    assert p is not None and set(p.gpus) == {4, 5, 6, 7}
+
+
+def test_risk_aware_moves_long_jobs_off_risky_gpus() -> None:
+    state = small_cluster(nodes=2, gpus=4)
+    state.set_risk({f"GPU-0-{j}": 0.3 for j in range(4)})
+    pol = make_policy("risk_aware", risk_weight=10.0)
+    long_job = pol.place(state, Request(0, 0, 2, duration_s=48 * 3600))
+    assert long_job is not None and long_job.node == 1
+    # the composite default honours the same risk
+    p = make_policy("default").place(state, Request(0, 0, 2, duration_s=48 * 3600))
+    assert p is not None and p.node == 1
+
+
+def test_load_aware_joins_the_quietest_gpu() -> None:
+    state = small_cluster(nodes=1, gpus=4)
+    state.gpu_free[0, :] = 500
+    state.util[0] = [0.9, 0.1, 0.5, 0.7]
+    state.refresh()
+    p = make_policy("load_aware").place(state, Request(0, 0, 1, 300))
+    assert p is not None and p.gpus == (1,)
+    state.mem_used[0, 1] = 79 << 30  # nearly full memory: a request needing 4 GiB goes elsewhere
+    p = make_policy("load_aware").place(state, Request(0, 0, 1, 300, gpu_mem_bytes=4 << 30))
+    assert p is not None and p.gpus == (2,)
