@@ -47,8 +47,8 @@ REPEAT_GAP_SIGMA = 1.48
 REPAIR_MEDIAN_S = 0.85 * 86400
 REPAIR_SIGMA = 2.0
 APP_XIDS = (13, 31, 43)
-INJECT_KINDS = ("overheat", "fall_off_bus", "ecc_dbe", "nvlink", "thermal", "pcie", "xid13", "xid31",
-                "xid43")
+INJECT_KINDS = ("overheat", "fall_off_bus", "ecc_dbe", "nvlink", "thermal", "pcie", "cooling_degradation",
+                "xid13", "xid31", "xid43")
 
 
 def age_multiplier(age_days: np.ndarray) -> np.ndarray:
@@ -69,6 +69,7 @@ class _Pending:
     precursor: bool = field(compare=False)
     duration: float | None = field(compare=False, default=None)
     injected: bool = field(compare=False, default=False)
+    cancelled: bool = field(compare=False, default=False)
 
 
 class FailureModel:
@@ -118,6 +119,11 @@ class FailureModel:
     def inject_fault(self, gpu: int, kind: str, at: float, duration: float | None = None) -> None:
         if kind not in INJECT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; known: {', '.join(INJECT_KINDS)}")
+        if kind == "cooling_degradation":  # thermal precursor from ``at``; thermal failure after ``duration``
+            p = _Pending(at + (duration or 3 * 86400.0), 0, gpu, "thermal", at, True, None, injected=True)
+            self._push(p)
+            self._active[gpu] = p
+            return
         self._push(_Pending(at, 0, gpu, kind, at, False, duration, injected=True))
 
     # -- per step ---------------------------------------------------------------------------------
@@ -136,6 +142,8 @@ class FailureModel:
         self._drive_precursors(now)
         while self._queue and self._queue[0].at <= now:
             p = heapq.heappop(self._queue)
+            if p.cancelled:
+                continue
             self.pending[p.gpu] = False
             self._active.pop(p.gpu, None)
             if p.mode == "overheat":
@@ -164,6 +172,9 @@ class FailureModel:
             over = np.flatnonzero((self.ph.temp >= self.ph.shutdown) & ~self.failed & ~self.ph.lost)
             for og in over:
                 p = self._active.pop(int(og), None)
+                if p is not None:
+                    p.cancelled = True  # the scheduled failure happened early (runaway)
+                    self.pending[int(og)] = False
                 onset = p.onset if p else now
                 events.extend(self._fire(_Pending(now, 0, int(og), "thermal", onset, p is not None)))
                 failed_now.append(int(og))

@@ -170,7 +170,8 @@ class Twin:
     def inject_fault(self, uuid: str, kind: str, at: float, duration: float | None = None) -> None:
         """Schedule a fault for a scenario: 'overheat' (temperature past slowdown for ``duration``,
         default 600 s), 'fall_off_bus' (XID 79, GPU lost; back after ``duration`` if given), 'ecc_dbe',
-        'nvlink', 'thermal', 'pcie', or an application XID 'xid13' / 'xid31' / 'xid43'."""
+        'nvlink', 'thermal', 'pcie', 'cooling_degradation' (cooling worsens from ``at`` for ``duration``,
+        default 3 days, ending in a thermal failure), or an application XID 'xid13' / 'xid31' / 'xid43'."""
         if uuid not in self.uuid_index:
             raise NotFound(f"no GPU {uuid} in the twin")
         self.failures.inject_fault(self.uuid_index[uuid], kind, at, duration)

@@ -100,3 +100,16 @@ def test_age_and_slot_hazards_match_titan() -> None:
         exposure = np.clip(days - 365 * year, 0, 365).sum() / 365
         events = ((days >= 365 * year) & (days < 365 * (year + 1)) & dead).sum()
         assert abs(events / exposure - rate) < 0.001
+
+
+def test_cooling_degradation_heats_the_gpu_then_fails_it() -> None:
+    twin = Twin(TwinConfig(nodes=1, gpus_per_node=8, seed=4, failures=False, fields="history",
+                           models=("A100-SXM4-80GB",)))
+    uuid = twin.slots[6].uuid
+    twin.inject_fault(uuid, "cooling_degradation", T0, duration=12 * 3600)
+    temps = [s.value(uuid, "temperature_gpu") for s in twin.run(T0, 13 * 3600, 300)]
+    seen = [t for t in temps if t is not None]
+    assert max(seen[len(seen) // 2:]) > max(seen[: len(seen) // 4])  # hotter as the cooling degrades
+    assert [(lab.detail["mode"], lab.detail["precursor"], lab.detail["onset"]) for lab in twin.labels] == [
+        ("thermal", True, T0)]
+    assert twin.physics.lost[6]
