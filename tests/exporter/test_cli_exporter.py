@@ -63,6 +63,10 @@ def test_twin_exporter_serves_metrics_and_writes_influx_and_store(victoria: Vict
         wait_until(served, 60, "exporter /metrics")
         assert "gpufleet_gpu_temperature_celsius{" in text
         assert 'gpufleet_collector_success{collector="twin"} 1' in text
+        for self_metric in ("gpufleet_influx_buffered_points ", 'gpufleet_influx_dropped_points_total{policy="drop_oldest"} 0',
+                            "gpufleet_influx_written_points_total ", "gpufleet_store_written_samples_total ",
+                            "gpufleet_snapshot_age_seconds "):
+            assert self_metric in text
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
