@@ -70,16 +70,37 @@ class ReadResult:
         return pa.table(cols)
 
     def to_pandas(self) -> Any:
-        """A pandas DataFrame: ``ts`` (datetime64[ns, UTC]), ``uuid`` (categorical), one float column per series."""
+        """A pandas DataFrame: ``ts`` (datetime64[ms, UTC]), ``uuid`` (categorical), one float column per series.
+
+        When the columns share one 2-D block (a plain read), the frame uses it without copying.
+        """
         import pandas as pd
 
-        data: dict[str, Any] = {
-            "ts": pd.to_datetime(self.ts_ms, unit="ms", utc=True),
-            "uuid": pd.Categorical.from_codes(self.codes, categories=pd.Index(self.uuids)) if self.uuids
-            else pd.Categorical([]),
-        }
-        data.update(self.columns)
-        return pd.DataFrame(data, copy=False)
+        names = list(self.columns)
+        block = self._block()
+        if block is not None:
+            df = pd.DataFrame(block.T, columns=names, copy=False)
+        else:
+            df = pd.DataFrame(dict(self.columns), copy=False) if names else pd.DataFrame(index=range(len(self)))
+        ts = pd.Series(np.asarray(self.ts_ms, np.int64).view("datetime64[ms]"), copy=False).dt.tz_localize("UTC")
+        df.insert(0, "ts", ts.array)
+        uuid: Any = (pd.Categorical.from_codes(self.codes, dtype=pd.CategoricalDtype(pd.Index(self.uuids)),
+                                               validate=False) if self.uuids else pd.Categorical([]))
+        df.insert(1, "uuid", uuid)
+        return df
+
+    def _block(self) -> np.ndarray | None:
+        """The (series, rows) array all columns are rows of, if there is one."""
+        cols = list(self.columns.values())
+        if not cols:
+            return None
+        base = cols[0].base
+        if not isinstance(base, np.ndarray) or base.ndim != 2 or base.shape[0] != len(cols):
+            return None
+        for j, c in enumerate(cols):
+            if c.base is not base or c.__array_interface__["data"][0] != base[j].__array_interface__["data"][0]:
+                return None
+        return base
 
 
 def _matches(column: str, fields: Sequence[str] | None) -> bool:
@@ -258,7 +279,7 @@ class StoreReader:
         tier = resolution if resolution != "auto" else self.choose_tier(step_ms, lo)
         for attempt in range(5):
             try:
-                table, disjoint = self._read_table(tier, list(fields), lo, hi, agg)
+                tables, disjoint = self._read_table(tier, list(fields), lo, hi, agg)
                 break
             except FileNotFoundError:
                 if attempt == 4:
@@ -267,10 +288,10 @@ class StoreReader:
         # no re-bucketing is asked for, the concatenation already is the answer.
         res = TIERS[tier]
         plain = disjoint and (step_ms is None or (res and step_ms == res))
-        return _finish(table, uuids, None if plain else (step_ms or 0), agg, tier, step)
+        return _finish(tables, uuids, None if plain else (step_ms or 0), agg, tier, step)
 
     def _read_table(self, tier: str, fields: list[str], lo: int | None, hi: int | None,
-                    agg: str) -> tuple[pa.Table | None, bool]:
+                    agg: str) -> tuple[list[pa.Table], bool]:
         import pyarrow.parquet as pq
 
         from exporter.store.segments import raw_table, rollup_table
@@ -281,10 +302,14 @@ class StoreReader:
         for s in list_segments(self.path / tier):
             if (lo is not None and s.tmax < lo) or (hi is not None and s.tmin >= hi):
                 continue
-            names = pq.read_schema(s.path).names
-            tables.append(self._select(pq.read_table(
-                s.path, columns=_columns(names, fields, res, agg),
-                filters=_filters(s.tmin, s.tmax, lo, hi)), res, agg))
+            pf = pq.ParquetFile(s.path)
+            cols = _columns(pf.schema_arrow.names, fields, res, agg)
+            filters = _filters(s.tmin, s.tmax, lo, hi)
+            if filters is None:  # the whole file is inside the window: no dataset machinery
+                t = pf.read(columns=cols)
+            else:
+                t = pq.read_table(s.path, columns=cols, filters=filters)
+            tables.append(self._select(t, res, agg))
         for long in self._wal_long(contents, fields):
             t = raw_table(long) if res == 0 else rollup_table(long, res)
             t = self._select(t.select(_columns(t.schema.names, fields, res, agg)), res, agg)
@@ -297,13 +322,13 @@ class StoreReader:
             tables.append(t.filter(mask) if mask is not None else t)
         tables = [t for t in tables if t.num_rows]
         if not tables:
-            return None, True
+            return [], True
         ranges = [(pc.min(t["ts"]).as_py(), pc.max(t["ts"]).as_py()) for t in tables]
         disjoint = all(a[1] < b[0] for a, b in itertools.pairwise(ranges))
         if not disjoint:  # order by time so that merging keeps 'last' meaningful
             order = sorted(range(len(tables)), key=lambda i: ranges[i])
             tables = [tables[i] for i in order]
-        return pa.concat_tables(tables, promote_options="default"), disjoint
+        return tables, disjoint
 
     @staticmethod
     def _select(t: pa.Table, res: int, agg: str) -> pa.Table:
@@ -329,26 +354,53 @@ def _filters(tmin: int, tmax: int, lo: int | None, hi: int | None) -> list[tuple
     return f or None
 
 
-def _finish(table: pa.Table | None, uuids: Sequence[str] | None, step_ms: int | None, agg: str, tier: str,
+def _fill(out: np.ndarray, chunked: pa.ChunkedArray, at: int) -> int:
+    """Copy a chunked column into ``out[at:]`` (nulls become NaN); returns the next position."""
+    for ch in chunked.chunks:
+        v = ch.to_numpy(zero_copy_only=False)
+        out[at:at + len(v)] = v
+        at += len(v)
+    return at
+
+
+def _finish(tables: list[pa.Table], uuids: Sequence[str] | None, step_ms: int | None, agg: str, tier: str,
             step: float | None) -> ReadResult:
-    if table is None:
+    """Copy the tables once into numpy: ts, uuid codes (sorted uuid order), n and a (series, rows) block."""
+    if not tables:
         return ReadResult(np.empty(0, np.int64), np.empty(0, np.int32), [], {}, resolution=tier, step=step)
-    ts = table["ts"].to_numpy()
-    ucol = table["uuid"].unify_dictionaries()
-    names = ucol.chunk(0).dictionary.to_pylist() if ucol.num_chunks else []
-    idx = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in ucol.chunks]) if ucol.num_chunks \
-        else np.empty(0, np.int32)
-    order = np.argsort(np.asarray(names, dtype=object).astype(str), kind="stable") if names else np.empty(0, int)
-    sorted_names = [names[i] for i in order]
-    rank = np.empty(len(names), np.int32)
-    rank[order] = np.arange(len(names), dtype=np.int32)
-    if len(names) and not np.array_equal(order, np.arange(len(names))):
-        codes = rank[idx]
-    else:  # dictionaries are written sorted, so this is the usual case: no gather
-        codes = idx.astype(np.int32, copy=False)
-    n = table["n"].to_numpy() if "n" in table.schema.names else np.ones(len(ts), np.int32)
-    cols = {c: table[c].to_numpy() for c in table.schema.names if c not in ("ts", "uuid", "n")}
-    cols = {c: cols[c] for c in sorted(cols)}
+    total = sum(t.num_rows for t in tables)
+    series = sorted({c for t in tables for c in t.column_names if c not in ("ts", "uuid", "n")})
+    dicts = [ch.dictionary for t in tables for ch in t["uuid"].chunks]
+    names_arr = np.unique(np.concatenate([np.asarray(d.to_pylist(), dtype=object).astype(str) for d in dicts])) \
+        if dicts else np.empty(0, str)
+    sorted_names = names_arr.tolist()
+    ts = np.empty(total, np.int64)
+    codes = np.empty(total, np.int32)
+    n = np.ones(total, np.int32)
+    block = np.empty((len(series), total), np.float64)
+    at = 0
+    for t in tables:
+        rows = t.num_rows
+        _fill(ts, t["ts"], at)
+        pos = at
+        for ch in t["uuid"].chunks:
+            idx = ch.indices.to_numpy(zero_copy_only=False)
+            d = np.asarray(ch.dictionary.to_pylist(), dtype=object).astype(str)
+            if len(d) == len(names_arr) and np.array_equal(d, names_arr):
+                codes[pos:pos + len(idx)] = idx  # the usual case: dictionaries are written sorted
+            else:
+                codes[pos:pos + len(idx)] = np.searchsorted(names_arr, d).astype(np.int32)[idx]
+            pos += len(idx)
+        if "n" in t.column_names:
+            _fill(n, t["n"], at)
+        for j, c in enumerate(series):
+            if c in t.column_names:
+                _fill(block[j], t[c], at)
+            else:
+                block[j, at:at + rows] = np.nan
+        at += rows
+    tables.clear()  # let Arrow's buffers go before any further work
+    cols = {c: block[j] for j, c in enumerate(series)}
     if uuids is not None:
         want = np.array([sorted_names.index(u) for u in uuids if u in sorted_names], np.int32)
         mask = np.isin(codes, want)
