@@ -83,7 +83,7 @@ class ReadResult:
         else:
             df = pd.DataFrame(dict(self.columns), copy=False) if names else pd.DataFrame(index=range(len(self)))
         ts = pd.Series(np.asarray(self.ts_ms, np.int64).view("datetime64[ms]"), copy=False).dt.tz_localize("UTC")
-        df.insert(0, "ts", ts.array)
+        df.insert(0, "ts", ts.array)  # type: ignore[arg-type]
         uuid: Any = (pd.Categorical.from_codes(self.codes, dtype=pd.CategoricalDtype(pd.Index(self.uuids)),
                                                validate=False) if self.uuids else pd.Categorical([]))
         df.insert(1, "uuid", uuid)
