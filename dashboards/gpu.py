@@ -12,7 +12,7 @@ UID = "gpufleet-gpu"
 FAMILY_TITLES = {
     "health": "Health", "clocks": "Clocks", "thermal": "Temperature and cooling", "power": "Power and energy",
     "utilization": "Utilization", "memory": "Memory", "ecc": "ECC, retired pages, row remapping",
-    "throttle": "Throttling (clock events)", "pcie": "PCIe", "nvlink": "NVLink", "xid": "XID errors",
+    "throttle": "Throttling (clock events)", "pcie": "PCIe", "nvlink": "NVLink", "xgmi": "XGMI (AMD Infinity Fabric)", "xid": "XID errors",
     "mig": "MIG", "virtualization": "Virtualization", "processes": "Processes", "gpm": "Profiling (GPM)", "analytics": "Predictions",
     "allocator": "Allocation",
 }
@@ -43,6 +43,8 @@ def build(q: Q) -> g.Dashboard:
             if m.type == "counter":
                 unit = {"joule": "watt", "s": "percentunit", "ns": "short"}.get(unit, "cps" if unit == "short" else unit)
             desc = m.help + (" (per-second rate over 5 minutes)" if m.type == "counter" else "")
+            if len(m.vendors) == 1:  # a field only one vendor provides says so
+                desc += f" ({m.vendors[0].upper() if m.vendors[0] == 'amd' else m.vendors[0].capitalize()} only)"
             thresholds = None
             if m.field == "temperature_gpu":
                 thresholds = [(None, "green"), (TEMPERATURE_WARN_C, "red")]

@@ -3,7 +3,8 @@
 ``NvmlQuery.call(uuid, field, "nvmlDeviceGetPowerUsage", handle)`` returns the value or :data:`NA`:
 
 * ``NotSupported`` (and ``NoPermission``) is recorded once per (device, field); the call is not
-  repeated for that pair and the caller leaves the series out (never zero).
+  repeated for that pair and the caller leaves the series out (never zero). On a vGPU guest
+  (uuid in :attr:`NvmlQuery.guests`) the reason recorded is "hidden by hypervisor".
 * ``FunctionNotFound`` (an older driver lacks the symbol) is logged once per function and the
   function is not called again.
 * ``GPU_IS_LOST`` / ``RESET_REQUIRED`` raise :class:`GpuLost`; the source marks the device down.
@@ -60,6 +61,10 @@ def text(value: Any) -> str:
     return str(value).strip()
 
 
+HIDDEN_BY_HYPERVISOR: Final = "hidden by hypervisor"
+"""Why a field is absent on a vGPU guest: the guest driver refuses what the hypervisor does not pass on."""
+
+
 class NvmlQuery:
     """Wraps an NVML module (``pynvml`` or a fake with the same names)."""
 
@@ -77,12 +82,16 @@ class NvmlQuery:
             self._lost_codes.add(reset)
         self._absent_codes = {nvml.NVML_ERROR_NOT_SUPPORTED, nvml.NVML_ERROR_NO_PERMISSION}
         self.calls = 0
+        self.guests: set[str] = set()
+        """uuids of vGPU guest devices: what NVML refuses there is recorded as hidden by the hypervisor."""
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def is_unsupported(self, uuid: str, field: str) -> bool:
         return (uuid, field) in self.unsupported
 
     def mark_unsupported(self, uuid: str, field: str, why: str = "NotSupported") -> None:
+        if uuid in self.guests:
+            why = HIDDEN_BY_HYPERVISOR
         with self._lock:
             if (uuid, field) not in self.unsupported:
                 self.unsupported[(uuid, field)] = why

@@ -18,6 +18,7 @@ from exporter.catalogue import (  # noqa: E402
     MIG_DCGM_LABELS,
     MIG_NATIVE_LABELS,
     NATIVE_IDENTITY_LABELS,
+    Catalogue,
     Metric,
     load_catalogue,
 )
@@ -41,6 +42,27 @@ def _dcgm(m: Metric) -> str:
     return out
 
 
+VENDOR_NAMES = {"nvidia": "NVIDIA (NVML)", "amd": "AMD (amdsmi)"}
+
+
+def _vendors(m: Metric) -> str:
+    """Which GPU vendors provide a metric; vendor-independent rows (self, analytics...) say "any"."""
+    return ", ".join(m.vendors) if m.vendors else "any"
+
+
+def _vendor_summary(cat: Catalogue) -> list[str]:
+    device = [m for m in cat if m.vendors]
+    both = [m for m in device if len(m.vendors) > 1]
+    parts = [f"{sum(1 for m in device if v in m.vendors)} from {name}" for v, name in VENDOR_NAMES.items()]
+    only = [f"{sum(1 for m in device if m.vendors == (v,))} {v} only" for v in VENDOR_NAMES]
+    return [
+        f"Vendors (the `vendors` column; every device series also carries a `vendor` label): {', '.join(parts)};",
+        f"{len(both)} from both, {', '.join(only)}. A field a vendor lacks is absent on its GPUs. Rows marked",
+        "`any` do not come from a GPU library (exporter self-metrics, analytics, allocator, alerting).",
+        "See `docs/amd-and-virtualization.md` for how AMD fields map onto these names.",
+    ]
+
+
 def render() -> str:
     cat = load_catalogue()
     lines = [
@@ -59,6 +81,8 @@ def render() -> str:
         f"in dcgm naming `{' '.join(DCGM_IDENTITY_LABELS)}` (MIG: `{' '.join(MIG_DCGM_LABELS)}`).",
         "Extra labels are listed per metric.",
         "",
+        *_vendor_summary(cat),
+        "",
     ]
     families: list[str] = []
     for m in cat:
@@ -71,7 +95,7 @@ def render() -> str:
         for m in cat.family(fam):
             lines.append("| " + " | ".join([
                 f"`{m.name}`", m.type, m.unit or "", " ".join(m.labels), _dcgm(m), _cell(m.nvml_source),
-                " ".join(m.vendors), _cell(m.help),
+                _vendors(m), _cell(m.help),
             ]) + " |")
         lines.append("")
     return "\n".join(lines)

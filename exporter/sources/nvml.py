@@ -162,10 +162,12 @@ class NvmlSource(Source):
         def opt(field: str, fn: str, *args: Any) -> Any:
             return q.call(uuid, field, fn, handle, *args)
 
+        virt = opt("virtualization", "nvmlDeviceGetVirtualizationMode")
+        if virt is not NA and VIRTUALIZATION.get(int(virt)) == "vgpu_guest":
+            q.guests.add(uuid)  # what NVML refuses from here on is hidden by the hypervisor
         pci = opt("pci", "nvmlDeviceGetPciInfo")
         mem = opt("memory_total", "nvmlDeviceGetMemoryInfo")
         vbios, serial = opt("vbios", "nvmlDeviceGetVbiosVersion"), opt("serial", "nvmlDeviceGetSerial")
-        virt = opt("virtualization", "nvmlDeviceGetVirtualizationMode")
         mig = opt("mig_mode", "nvmlDeviceGetMigMode")
         mig_enabled = mig is not NA and int(mig[0]) == int(q.nvml.NVML_DEVICE_MIG_ENABLE)
         dev = Device(
@@ -193,6 +195,8 @@ class NvmlSource(Source):
             if h is NA:
                 continue
             uuid = text(q.call(parent.uuid, f"mig:{slot}", "nvmlDeviceGetUUID", h))
+            if parent.uuid in q.guests:
+                q.guests.add(uuid)
             gi = q.call(uuid, "gi", "nvmlDeviceGetGpuInstanceId", h)
             ci = q.call(uuid, "ci", "nvmlDeviceGetComputeInstanceId", h)
             name = q.call(uuid, "name", "nvmlDeviceGetName", h)

@@ -57,6 +57,20 @@ class FakeMig:
 
 
 @dataclass
+class FakeVgpu:
+    """One vGPU instance on a vGPU host (``FakeGpu(values={"virtualization": 3}, vgpus=[...])``)."""
+
+    instance: int
+    vm_id: str
+    vgpu_uuid: str = ""
+    type_name: str = "NVIDIA A100-4C"
+    fb_used: int = 2 * GIB
+    licensed: int = 1
+    sm_util: int = 30
+    mem_util: int = 12
+
+
+@dataclass
 class FakeGpu:
     uuid: str
     model: str = "NVIDIA H100 80GB HBM3"
@@ -69,6 +83,7 @@ class FakeGpu:
     mig: list[FakeMig] = field(default_factory=list)
     gpm_util: float = 50.0
     calls: int = 0
+    vgpus: list[FakeVgpu] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         profile = MODELS[self.model]
@@ -99,6 +114,7 @@ class FakeNvml:
         self.registered: set[str] = set()
         self.handles = {g.uuid: _Handle(g) for g in gpus}
         self.mig_handles = {m.uuid: _Handle(g, m) for g in gpus for m in g.mig}
+        self.vgpu_instances = {v.instance: v for g in gpus for v in g.vgpus}
         self.module = self._build()
 
     # -- scripting -----------------------------------------------------------------------------
@@ -199,6 +215,45 @@ class FakeNvml:
         feature = types.SimpleNamespace(featureState=int(self._v(h, "vgpu_licensed", 1)))
         return types.SimpleNamespace(isGridLicenseSupported=1, licensableFeaturesCount=1,
                                      gridLicensableFeatures=[feature])
+
+    # -- vGPU (host side) ---------------------------------------------------------------------
+    def _vgpu(self, instance: int) -> FakeVgpu:
+        v = self.vgpu_instances.get(int(instance))
+        if v is None:
+            raise real.NVMLError_InvalidArgument()
+        return v
+
+    def nvmlDeviceGetActiveVgpus(self, h: _Handle) -> list[int]:
+        if int(self._v(h, "virtualization", 0)) not in (3, 4):
+            raise real.NVMLError_NotSupported()
+        return [v.instance for v in h.gpu.vgpus]
+
+    def nvmlVgpuInstanceGetVmID(self, instance: int) -> tuple[str, int]:
+        return self._vgpu(instance).vm_id, real.NVML_VGPU_VM_ID_UUID
+
+    def nvmlVgpuInstanceGetUUID(self, instance: int) -> str:
+        v = self._vgpu(instance)
+        return v.vgpu_uuid or f"VGPU-{v.instance:08d}"
+
+    def nvmlVgpuInstanceGetType(self, instance: int) -> int:
+        return 1000 + self._vgpu(instance).instance
+
+    def nvmlVgpuTypeGetName(self, type_id: int) -> str:
+        return self._vgpu(int(type_id) - 1000).type_name
+
+    def nvmlVgpuInstanceGetFbUsage(self, instance: int) -> int:
+        return self._vgpu(instance).fb_used
+
+    def nvmlVgpuInstanceGetLicenseStatus(self, instance: int) -> int:
+        return self._vgpu(instance).licensed
+
+    def nvmlDeviceGetVgpuUtilization(self, h: _Handle, since: int) -> list[Any]:
+        if int(self._v(h, "virtualization", 0)) not in (3, 4):
+            raise real.NVMLError_NotSupported()
+        value = types.SimpleNamespace
+        return [types.SimpleNamespace(vgpuInstance=v.instance, timeStamp=since + 1,
+                                      smUtil=value(uiVal=v.sm_util), memUtil=value(uiVal=v.mem_util),
+                                      encUtil=value(uiVal=0), decUtil=value(uiVal=0)) for v in h.gpu.vgpus]
 
     # -- families ------------------------------------------------------------------------------
     def nvmlDeviceGetClockInfo(self, h: _Handle, clock: int) -> int:

@@ -14,7 +14,7 @@ from exporter.collectors import registry
 from exporter.errors import ConfigError, SourceUnavailable
 from exporter.schema import EventKind, Snapshot
 from exporter.sources.nvml import NvmlSource
-from tests.exporter.fake_pynvml import GIB, FakeGpu, FakeMig, FakeNvml
+from tests.exporter.fake_pynvml import GIB, FakeGpu, FakeMig, FakeNvml, FakeVgpu
 
 H100, A100, T4, RTX = "NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-40GB", "Tesla T4", "NVIDIA GeForce RTX 4090"
 
@@ -232,7 +232,9 @@ def test_fake_fleet_covers_every_nvidia_catalogue_field(tmp_path) -> None:  # ty
     make_proc(proc, 4242, "0::/kubepods.slice/kubepods-pod0f3c2a1e_1111_2222_3333_444455556666.slice/"
                           "cri-containerd-" + "a" * 64 + ".scope\n")
     fake = FakeNvml([FakeGpu("GPU-h", processes=[(4242, GIB)], process_util=[(4242, 5, 40, 20)],
-                             values={"virtualization": 2}), FakeGpu("GPU-t", T4)])
+                             values={"virtualization": 2}), FakeGpu("GPU-t", T4),
+                     FakeGpu("GPU-v", "NVIDIA A100-SXM4-40GB", values={"virtualization": 3},
+                             vgpus=[FakeVgpu(7, "vm-7")])])  # a vGPU host with one VM
     src = NvmlSource(nvml=fake.module, proc_root=proc, xid_wait_ms=20)
     with src:
         fake.xid("GPU-h", 31)
