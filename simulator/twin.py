@@ -117,7 +117,8 @@ class Twin:
         self.now: float | None = None
         self.start: float | None = None
         self._node_events: list[list[Event]] = [[] for _ in self.nodes]
-        self._xid_counts: dict[int, dict[int, int]] = {}  # gpu -> XID code -> count
+        # Per node: gpu -> XID code -> count (the xid_errors counters).
+        self._xid_counts: list[dict[int, dict[int, int]]] = [{} for _ in self.nodes]
         self._xid_last = np.zeros(self.n)
         self.devices_by_node = [[self._device(nd.name, g) for g in nd.gpus] for nd in self.nodes]
         self._emit = _Emitter(self)
@@ -233,7 +234,7 @@ class Twin:
             code=code, detail=detail))
 
     def _count_xid(self, g: int, code: int) -> None:
-        per = self._xid_counts.setdefault(g, {})
+        per = self._xid_counts[self._node_of(g)].setdefault(g, {})
         per[code] = per.get(code, 0) + 1
         self._xid_last[g] = code
 
@@ -385,13 +386,18 @@ class _Emitter:
             else:
                 ext([mk(u, fid, vals[base + i], ts) for i, u in sup])
         gpus = t.nodes[node].gpus
+        for k, per in sorted(t._xid_counts[node].items()):
+            if lost[k - sl.start]:
+                continue
+            uid = gpus[k - sl.start].uuid
+            for code, count in sorted(per.items()):
+                out.append(Sample(uid, "xid_errors", float(count), ts, (("xid", str(code)),)))
+        if not self.full:
+            return out
+        # Full field set (real-time serving): per-GPU label series.
         for i, g in enumerate(gpus):
             k = sl.start + i
             if lost[i]:
-                continue
-            for code, count in sorted(t._xid_counts.get(k, {}).items()):
-                out.append(Sample(g.uuid, "xid_errors", float(count), ts, (("xid", str(code)),)))
-            if not self.full:
                 continue
             out.append(Sample(g.uuid, "info", 1.0, ts, (
                 ("cuda_version", CUDA), ("driver_version", DRIVER), ("serial", g.serial),
