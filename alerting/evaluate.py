@@ -16,8 +16,11 @@ with the same meaning as the PromQL :mod:`alerting.export` writes for it:
 from __future__ import annotations
 
 import math
+import operator
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import compress
 
 from alerting.rules import Rule, RuleSet
 from exporter.schema import Device, Labels, Snapshot
@@ -34,7 +37,7 @@ class NodeData:
     ts: float
     first_ts: float
     devices: dict[str, Device] = field(default_factory=dict)
-    series: dict[str, dict[tuple[str, Labels], float]] = field(default_factory=dict)
+    series: dict[str, dict[Labels, dict[str, float]]] = field(default_factory=dict)  # field -> labels -> uuid
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +57,8 @@ class SeriesStore:
         self.nodes: dict[str, NodeData] = {}
         self.history: dict[tuple[str, SeriesKey], deque[tuple[float, float]]] = {}
         self.first_seen: dict[tuple[str, SeriesKey], float] = {}
+        self._pruned = 0.0
+        self.recent: dict[str, dict[SeriesKey, float]] = {}  # field -> series -> last time its value changed
         self.last_seen: dict[tuple[str, str], tuple[float, int]] = {}  # (field, node) -> (ts, series)
         self.set_rules(rules)
 
@@ -74,52 +79,83 @@ class SeriesStore:
     def observe(self, snap: Snapshot) -> None:
         """Take one snapshot (replaces the previous values of its node or nodes).
 
-        A snapshot that holds the GPUs of several nodes (the twin as one source) is split by each
-        device's node, so alerts carry the GPU's own node, as the exporter's ``node`` label does.
+        Only the fields the rules use are kept. A snapshot that holds the GPUs of several nodes (the
+        twin as one source) is split by each device's node, so alerts carry the GPU's own node, as the
+        exporter's ``node`` label does.
         """
-        nodes = {d.node for d in snap.devices}
-        if nodes and nodes != {snap.node}:
-            for part in _split(snap, nodes):
-                self._observe(part)
-        else:
-            self._observe(snap)
+        wanted = self.fields
+        samples = snap.samples
+        kept = list(compress(samples, map(wanted.__contains__, map(_FIELD, samples))))
+        node_of = {d.uuid: d.node for d in snap.devices}
+        default = snap.node
+        per_node: dict[str, dict[str, dict[Labels, dict[str, float]]]] = {}
+        last: str | None = None
+        cur: dict[str, dict[Labels, dict[str, float]]] = {}
+        for smp in kept:
+            n = node_of.get(smp.uuid, default)
+            if n != last:
+                got = per_node.get(n)
+                cur = per_node[n] = {} if got is None else got
+                last = n
+            by_labels = cur.get(smp.field)
+            if by_labels is None:
+                by_labels = cur[smp.field] = {}
+            group = by_labels.get(smp.labels)
+            if group is None:
+                group = by_labels[smp.labels] = {}
+            group[smp.uuid] = smp.value
+        devs: dict[str, dict[str, Device]] = {}
+        for d in snap.devices:
+            devs.setdefault(d.node, {})[d.uuid] = d
+        for n in (*devs, default):
+            per_node.setdefault(n, {})
+        if "up" in wanted:
+            for uuid, v in snap.up.items():
+                per_node[node_of.get(uuid, default)].setdefault("up", {}).setdefault((), {})[uuid] = float(v)
+        own = per_node[default]
+        for st in snap.stats:
+            lab = (("collector", st.collector),)
+            if "collector_success" in wanted:
+                own.setdefault("collector_success", {}).setdefault(lab, {})[""] = 1.0 if st.success else 0.0
+            if "collector_last_success" in wanted and st.success:
+                own.setdefault("collector_last_success", {}).setdefault(lab, {})[""] = st.ts
+        if "snapshot_age" in wanted and "snapshot_age" not in own:
+            own["snapshot_age"] = {(): {"": math.nan}}  # NaN: derive it at evaluation time
+        for n, series in per_node.items():
+            self._store(n, snap.ts, devs.get(n, {}), series)
+        if snap.ts - self._pruned > 60.0:
+            self._pruned = snap.ts
+            for f, recent in self.recent.items():
+                horizon = snap.ts - self.counter_windows.get(f, 0.0) - self.stale_after
+                for key in [k for k, t in recent.items() if t < horizon]:
+                    del recent[key]
 
-    def _observe(self, snap: Snapshot) -> None:
-        old = self.nodes.get(snap.node)
-        nd = NodeData(ts=snap.ts, first_ts=old.first_ts if old else snap.ts,
-                      devices={d.uuid: d for d in snap.devices})
-        series = {f: {} for f in self.fields}  # type: dict[str, dict[tuple[str, Labels], float]]
-        for s in snap.samples:
-            d = series.get(s.field)
-            if d is not None:
-                d[(s.uuid, s.labels)] = s.value
-        if "up" in series and snap.up:
-            for uuid, upv in snap.up.items():
-                series["up"][(uuid, ())] = float(upv)
-        if "collector_success" in series or "collector_last_success" in series:
-            for st in snap.stats:
-                lab = (("collector", st.collector),)
-                if "collector_success" in series:
-                    series["collector_success"][("", lab)] = 1.0 if st.success else 0.0
-                if "collector_last_success" in series and st.success:
-                    series["collector_last_success"][("", lab)] = st.ts
-        if "snapshot_age" in series and not series["snapshot_age"]:
-            series["snapshot_age"][("", ())] = math.nan  # NaN: derive it at evaluation time
-        nd.series = series
-        self.nodes[snap.node] = nd
+    def _store(self, node: str, ts: float, devices: dict[str, Device],
+               series: dict[str, dict[Labels, dict[str, float]]]) -> None:
+        old = self.nodes.get(node)
+        self.nodes[node] = NodeData(ts=ts, first_ts=old.first_ts if old else ts, devices=devices, series=series)
         for f in self.absent_fields:
-            if series.get(f):
-                self.last_seen[(f, snap.node)] = (snap.ts, len(series[f]))
+            if f in series:
+                self.last_seen[(f, node)] = (ts, sum(len(g) for g in series[f].values()))
         for f, window in self.counter_windows.items():
-            for (uuid, labels), v in series.get(f, {}).items():
-                hk = (f, (snap.node, uuid, labels))
-                h = self.history.get(hk)
-                if h is None:
-                    h = self.history[hk] = deque()
-                    self.first_seen[hk] = snap.ts
-                h.append((snap.ts, v))
-                while h and h[0][0] < snap.ts - window - self.stale_after:
-                    h.popleft()
+            horizon = ts - window - self.stale_after
+            recent = self.recent.setdefault(f, {})
+            for labels, group in series.get(f, {}).items():
+                for uuid, v in group.items():
+                    key = (node, uuid, labels)
+                    hk = (f, key)
+                    h = self.history.get(hk)
+                    if h is None:
+                        h = self.history[hk] = deque()
+                        self.first_seen[hk] = ts
+                        if old is not None:  # a new series of a known node (see new_series)
+                            recent[key] = ts
+                    elif v != h[-1][1]:
+                        recent[key] = ts
+                    h.append((ts, v))
+                    if h[0][0] < horizon:
+                        while h[0][0] < horizon:
+                            h.popleft()
 
     def fresh(self, node: str, now: float) -> bool:
         nd = self.nodes.get(node)
@@ -132,10 +168,13 @@ class SeriesStore:
     # ------------------------------------------------------------------ evaluation
     def _increase(self, f: str, key: SeriesKey, now: float, window: float, is_rate: bool) -> float | None:
         """Prometheus' extrapolated increase / rate over ``window`` at ``now`` (None: under 2 samples)."""
-        h = self.history.get((f, key))
+        hk = (f, key)
+        h = self.history.get(hk)
         if not h:
             return None
         start = now - window
+        if self.recent.get(f, {}).get(key, now) < start and len(h) >= 2 and h[-2][0] >= start and h[-1][0] <= now:
+            return 0.0  # flat over the whole window: Prometheus gives exactly 0 as well
         pts = [(t, v) for t, v in h if start <= t <= now]
         if len(pts) < 2:
             return None
@@ -176,33 +215,32 @@ class SeriesStore:
                 if field_id != f or now - seen > rule.window:
                     continue
                 nd = self.nodes.get(node)
-                present = nd is not None and self.fresh(node, now) and bool(nd.series.get(f))
+                present = nd is not None and self.fresh(node, now) and f in nd.series
                 if not present:  # value: how many series vanished (PromQL: count by (node) ...)
                     out.append(Hit((node, "", ()), float(count), None))
             return out
         match = rule.match
         cache: dict[Labels, bool] = {}
+        opf = OP_FUNCS[rule.op]
+        thr, clear = rule.threshold, rule.clear
+        limits = self._limits(rule) if rule.threshold_metric is not None else None
+        plain = rule.kind == "threshold" and clear is None and limits is None
+        stale_before = now - self.stale_after
+        if rule.kind in ("increase", "rate") and not opf(0.0, thr):
+            return self._changed_hits(rule, now, opf, match, cache)
         for node, nd in self.nodes.items():
-            if now - nd.ts > self.stale_after:
+            if nd.ts < stale_before:
                 continue
-            series = nd.series.get(f)
-            if not series:
+            groups = nd.series.get(f)
+            if not groups:
                 continue
             if rule.kind == "below_inventory":
-                missing = float(sum(1 for v in series.values() if v == 0))
+                missing = float(sum(1 for g in groups.values() for v in g.values() if v == 0))
                 key: SeriesKey = (node, "", ())
                 if rule.cond(missing, key in active):
-                    out.append(Hit(key, missing, rule.threshold))
+                    out.append(Hit(key, missing, thr))
                 continue
-            limits: dict[tuple[tuple[str, str], ...], float] | None = None
-            if rule.threshold_metric is not None:
-                limits = {}
-                for other in self.nodes.values():
-                    for (_, lab), v in (other.series.get(rule.threshold_metric.field) or {}).items():
-                        ld = dict(lab)
-                        limits[tuple((k, ld.get(k, "")) for k in rule.threshold_on)] = v
-            op, thr, clear = rule.cond, rule.threshold, rule.clear
-            for (uuid, labels), raw in series.items():
+            for labels, group in groups.items():
                 if match:
                     ok = cache.get(labels)
                     if ok is None:
@@ -210,20 +248,15 @@ class SeriesStore:
                         ok = cache[labels] = all(ld.get(k) in vals for k, vals in match)
                     if not ok:
                         continue
-                key = (node, uuid, labels)
-                value = raw
-                if rule.kind in ("increase", "rate"):
-                    inc = self._increase(f, key, now, rule.window, rule.kind == "rate")
-                    if inc is None or not _cmp(rule.op, inc, thr):
-                        if not (rule.new_series and self._is_new(f, key, now, rule.window, nd.first_ts)
-                                and _cmp(rule.op, raw, thr)):
-                            continue
-                    else:
-                        value = inc
-                elif f == "snapshot_age" and math.isnan(raw):
-                    value = now - nd.ts
-                elif rule.kind == "stale":
-                    value = now - raw
+                if plain:
+                    for uuid, v in group.items():
+                        if opf(v, thr) and not (v != v and f == "snapshot_age"):
+                            out.append(Hit((node, uuid, labels), v, thr))
+                    if f == "snapshot_age" and "" in group and group[""] != group[""]:
+                        age = now - nd.ts
+                        if opf(age, thr):
+                            out.append(Hit((node, "", labels), age, thr))
+                    continue
                 limit = thr
                 if limits is not None:
                     ld = dict(labels)
@@ -231,39 +264,66 @@ class SeriesStore:
                     if lim is None:
                         continue
                     limit = lim
-                    if not _cmp(rule.op, value, lim):
-                        continue
-                elif clear is None:
-                    if not _cmp(rule.op, value, thr):
-                        continue
-                elif not op(value, key in active):
-                    continue
-                out.append(Hit(key, value, limit))
+                for uuid, raw in group.items():
+                    key = (node, uuid, labels)
+                    value = raw
+                    if rule.kind in ("increase", "rate"):
+                        inc = self._increase(f, key, now, rule.window, rule.kind == "rate")
+                        if inc is None or not opf(inc, thr):
+                            if rule.new_series and self._is_new(f, key, now, rule.window, nd.first_ts) \
+                                    and opf(raw, thr):
+                                out.append(Hit(key, raw, thr))
+                            continue
+                        value = inc
+                    elif rule.kind == "stale":
+                        value = now - raw
+                    if clear is not None and key in active:
+                        if opf(value, clear):
+                            out.append(Hit(key, value, limit))
+                    elif opf(value, limit):
+                        out.append(Hit(key, value, limit))
         return out
 
+    def _changed_hits(self, rule: Rule, now: float, opf: Callable[[float, float], bool],
+                      match: tuple[tuple[str, tuple[str, ...]], ...], cache: dict[Labels, bool]) -> list[Hit]:
+        """increase / rate hits among the series whose value changed within the window (the others are 0)."""
+        f, thr, out = rule.metric.field, rule.threshold, []
+        start = now - rule.window
+        for key, changed in self.recent.get(f, {}).items():
+            if changed < start:
+                continue
+            node, uuid, labels = key
+            nd = self.nodes.get(node)
+            if nd is None or now - nd.ts > self.stale_after:
+                continue
+            raw = nd.series.get(f, {}).get(labels, {}).get(uuid)
+            if raw is None:
+                continue
+            if match:
+                ok = cache.get(labels)
+                if ok is None:
+                    ld = dict(labels)
+                    ok = cache[labels] = all(ld.get(k) in vals for k, vals in match)
+                if not ok:
+                    continue
+            inc = self._increase(f, key, now, rule.window, rule.kind == "rate")
+            if inc is not None and opf(inc, thr):
+                out.append(Hit(key, inc, thr))
+            elif rule.new_series and self._is_new(f, key, now, rule.window, nd.first_ts) and opf(raw, thr):
+                out.append(Hit(key, raw, thr))
+        return out
 
-def _split(snap: Snapshot, nodes: set[str]) -> list[Snapshot]:
-    node_of = {d.uuid: d.node for d in snap.devices}
-    parts = {n: Snapshot(ts=snap.ts, node=n, stats=list(snap.stats)) for n in nodes}
-    parts.setdefault(snap.node, Snapshot(ts=snap.ts, node=snap.node, stats=list(snap.stats)))
-    for d in snap.devices:
-        parts[d.node].devices.append(d)
-    for s in snap.samples:
-        parts[node_of.get(s.uuid, snap.node)].samples.append(s)
-    for uuid, v in snap.up.items():
-        parts[node_of.get(uuid, snap.node)].up[uuid] = v
-    return list(parts.values())
+    def _limits(self, rule: Rule) -> dict[tuple[tuple[str, str], ...], float]:
+        assert rule.threshold_metric is not None
+        limits: dict[tuple[tuple[str, str], ...], float] = {}
+        for other in self.nodes.values():
+            for lab, group in (other.series.get(rule.threshold_metric.field) or {}).items():
+                ld = dict(lab)
+                for v in group.values():
+                    limits[tuple((k, ld.get(k, "")) for k in rule.threshold_on)] = v
+        return limits
 
 
-def _cmp(op: str, a: float, b: float) -> bool:
-    if op == ">":
-        return a > b
-    if op == ">=":
-        return a >= b
-    if op == "<":
-        return a < b
-    if op == "<=":
-        return a <= b
-    if op == "==":
-        return a == b
-    return a != b
+_FIELD = operator.attrgetter("field")
+OP_FUNCS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le, "==": operator.eq,
+            "!=": operator.ne}

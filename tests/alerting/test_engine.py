@@ -143,3 +143,17 @@ def test_bad_reload_keeps_last_good_rules(tmp_path: Path) -> None:
     assert e.reload_error is not None and "GpuPowerHigh" in e.reload_error and ":5" in e.reload_error
     e.step(snapshot(0), now=0)
     assert any(a.rule == "GpuPowerHigh" for a in e.firing())
+
+
+def test_firing_gauge_in_a_registry() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from alerting.metrics import EngineCollector
+
+    e, _ = _engine()
+    for t in range(0, 40, 10):
+        e.step(snapshot(t, gpus=3, temp={0: 90, 2: 95}), now=t)
+    reg = CollectorRegistry()
+    reg.register(EngineCollector(e))
+    text = generate_latest(reg).decode()
+    assert 'gpufleet_alerts_firing{alertname="GpuTemperatureHigh",severity="warning"} 2.0' in text
