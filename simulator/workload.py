@@ -203,8 +203,7 @@ class OpenbReplay:
     def arrivals(self, t0: float, t1: float) -> list[Job]:
         out: list[Job] = []
         while self._i < len(self.jobs) and self.jobs[self._i].submit < t1:
-            if self.jobs[self._i].submit >= t0 or not out:
-                out.append(self.jobs[self._i])
+            out.append(self.jobs[self._i])
             self._i += 1
         return out
 
