@@ -240,6 +240,14 @@ def train_and_register(history: History, registry: Any, *, as_of: float, model: 
     keep = panel.times <= as_of
     panel = Panel(panel.uuids, panel.times[keep], panel.fields, panel.values[:, keep], panel.nodes, panel.models)
     failures = {u: f[f <= as_of] for u, f in history.failures.items()}
+    span = float(panel.times[-1] - panel.times[0]) if len(panel.times) else 0.0
+    usable = tuple(h for h in horizons if h <= span / 4)  # a horizon needs room for training and validation
+    if not usable:
+        from exporter.errors import InputError
+
+        raise InputError(f"{span / DAY:.1f} days of history are too short for horizons "
+                         f"{[horizon_label(h) for h in horizons]} (need 4x the shortest)")
+    horizons = usable
     ws = make_windows(panel, failures, window=window, stride=stride, horizons=horizons)
     # validation windows need their longest label horizon inside the data too
     hmax = max(horizons)
@@ -263,6 +271,7 @@ def train_and_register(history: History, registry: Any, *, as_of: float, model: 
             metrics[horizon_label(h)] = summarise_binary(val.y[:, j], proba.proba[:, j], gpu_days=val.gpu_days(stride))
     version = registry.save(m, as_of=as_of, data_span=(t0, t1), metrics=metrics, validation_scores=val_scores,
                             extra={"train_windows": len(train), "validation_windows": len(val), "split": split,
+                                   "step_s": panel.step, "window_s": window, "stride_s": stride,
                                    "source": history.source})
     decision = registry.challenge(version, val.X, val.mask, val.y, horizon=challenge_horizon, as_of=as_of) \
         if len(val) else None

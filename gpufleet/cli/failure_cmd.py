@@ -176,13 +176,20 @@ def score(
     version = reg.champion()
     model = reg.load(version)
     meta = reg.meta(version) if version else {}
-    window = float(model.__dict__.get("window_s_", 6 * 3600.0))
+    window = float(meta.get("window_s", 6 * 3600.0))
+    step = float(meta.get("step_s", 60.0))
+    from models.failure_base import horizon_label
+
+    have = [horizon_label(h) for h in model.horizons_]
+    if horizon not in have:
+        typer.secho(f"the champion has no {horizon} horizon; ranking by {have[-1]}", fg=typer.colors.YELLOW, err=True)
+        horizon = have[-1]
     from exporter.store import HistoryStore
 
     _lo, hi = HistoryStore(store, create=False).span()
     if hi is None:
         raise NotFound(f"the history store {store} is empty")
-    hist = failure.store_history(store, since=hi - window, step=60.0)
+    hist = failure.store_history(store, since=hi - window, step=step)
     scores = scoring.score_panel(model, hist.panel, window=window, version=version)
     scoring.explain_top(model, hist.panel, scores, n=top, horizon=horizon, window=window)
     d = drift(meta.get("score_reference", []), scores.risk[:, min(1, scores.risk.shape[1] - 1)]) \
