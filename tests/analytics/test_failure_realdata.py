@@ -44,7 +44,7 @@ def test_titan_time_split_backtest(shared_data: Path) -> None:
     assert meta["train_failures"] > 1000 and meta["test_failures_after_split"] > 1000
     for name in ("survival_age", "cox"):
         block = res["models"][name]["30d"]
-        assert 0.4 < block["c_index"] < 1.0 and 0 < block["expected_failures"]
+        assert 0.4 < block["c_index"] < 1.0 and block["expected_failures"] > 0
         assert block["calibration"] and block["positives"] == block["observed_failures"]
 
 
