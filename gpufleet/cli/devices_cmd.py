@@ -32,16 +32,17 @@ def _twin_source(settings: Settings) -> Source:
 
 
 def list_devices(source: str, settings: Settings) -> list[Device]:
-    """Open a source, read its inventory, close it."""
+    """Open a source, read its inventory, close it (auto: every NVIDIA and AMD GPU of this node)."""
     src: Source
-    if source == "nvml":
-        from exporter.sources.nvml import NvmlSource
+    if source in ("auto", "nvml", "amd"):
+        from exporter.sources.auto import open_source
 
-        src = NvmlSource(collectors=[], node=settings.exporter.node_name, proc_root=settings.exporter.proc_root)
+        src = open_source(source, collectors=[], node=settings.exporter.node_name,
+                          proc_root=settings.exporter.proc_root)
     elif source == "twin":
         src = _twin_source(settings)
     else:
-        raise ConfigError(f"--source must be nvml or twin, got {source!r}")
+        raise ConfigError(f"--source must be auto, nvml, amd or twin, got {source!r}")
     with src:
         return src.devices()
 
@@ -53,16 +54,20 @@ def _as_dict(d: Device) -> dict[str, Any]:
 
 def devices(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of one line per GPU."),
-    source: str = typer.Option("nvml", "--source", "-s", help="nvml (this machine's GPUs) or twin (simulated)."),
+    source: str | None = typer.Option(None, "--source", "-s", help="auto (every NVIDIA and AMD GPU of this machine; "
+                                      "the default from settings), nvml, amd, or twin (simulated)."),
     config: Path | None = typer.Option(None, "--config", "-c", help="TOML settings file."),
 ) -> None:
-    """List the GPUs, like `nvidia-smi -L`, with UUID, model, memory and driver (MIG instances indented).
+    """List the GPUs, like `nvidia-smi -L`, with vendor, UUID, model, memory and driver (MIG instances
+    indented). `--source auto` lists NVIDIA and AMD GPUs together.
 
-    Without an NVIDIA driver it says so in one line; `--source twin` lists the simulated fleet instead.
+    With neither an NVIDIA nor an AMD driver it says so in one line; `--source twin` lists the simulated
+    fleet instead.
 
     Example: gpufleet devices --json
     """
     settings = load_settings(config)
+    source = source or settings.exporter.source
     devs = list_devices(source, settings)
     if as_json:
         typer.echo(json.dumps([_as_dict(d) for d in devs], indent=2))
@@ -70,14 +75,17 @@ def devices(
     if not devs:
         typer.echo("no GPUs found")
         return
+    width = max(len(d.vendor) for d in devs)
     for d in devs:
+        vendor = d.vendor.ljust(width)  # the vendor column
         if d.is_mig:
-            typer.echo(f"  MIG {d.mig_profile or '?'} Device (GI {d.mig_gi_id}, CI {d.mig_ci_id}) "
+            typer.echo(f"{' ' * width}   MIG {d.mig_profile or '?'} Device (GI {d.mig_gi_id}, CI {d.mig_ci_id}) "
                        f"(UUID: {d.uuid}) memory {_gib(d.memory_total_bytes)}")
         else:
             node = f" node {d.node}" if source == "twin" else ""
-            typer.echo(f"GPU {d.index}: {d.model} (UUID: {d.uuid}) memory {_gib(d.memory_total_bytes)} "
-                       f"driver {d.driver_version or '?'}{node}")
+            virt = f" ({d.virtualization})" if d.virtualization not in (None, "baremetal") else ""
+            typer.echo(f"{vendor} GPU {d.index}: {d.model} (UUID: {d.uuid}) memory {_gib(d.memory_total_bytes)} "
+                       f"driver {d.driver_version or '?'}{virt}{node}")
 
 
 def register(app: typer.Typer) -> None:

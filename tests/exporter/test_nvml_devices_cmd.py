@@ -36,8 +36,8 @@ def test_devices_lists_gpus_and_mig(fake_pynvml: FakeNvml, capsys: pytest.Captur
     code, out, _ = run(["devices"], capsys)
     assert code == 0
     lines = out.splitlines()
-    assert lines[0] == ("GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-1111) memory 80 GiB driver 560.35.03")
-    assert lines[1].startswith("GPU 1: NVIDIA A100-SXM4-40GB (UUID: GPU-2222)")
+    assert lines[0] == ("nvidia GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-1111) memory 80 GiB driver 560.35.03")
+    assert lines[1].startswith("nvidia GPU 1: NVIDIA A100-SXM4-40GB (UUID: GPU-2222)")
     assert "MIG 3g.20gb" in lines[2] and "MIG-3333" in lines[2]
     assert fake_pynvml.initialised == 0  # opened and shut down again
 
