@@ -279,63 +279,90 @@ class StoreReader:
         tier = resolution if resolution != "auto" else self.choose_tier(step_ms, lo)
         for attempt in range(5):
             try:
-                tables, disjoint = self._read_table(tier, list(fields), lo, hi, agg)
-                break
-            except FileNotFoundError:
+                return self._read_once(tier, list(fields), lo, hi, agg, uuids, step_ms, step)
+            except FileNotFoundError:  # retention or compaction removed a file meanwhile: start over
                 if attempt == 4:
                     raise
-        # Segments hold unique, sorted (ts, uuid) rows; when their time ranges do not overlap and
-        # no re-bucketing is asked for, the concatenation already is the answer.
-        res = TIERS[tier]
-        plain = disjoint and (step_ms is None or (res and step_ms == res))
-        return _finish(tables, uuids, None if plain else (step_ms or 0), agg, tier, step)
+        raise AssertionError("unreachable")
 
-    def _read_table(self, tier: str, fields: list[str], lo: int | None, hi: int | None,
-                    agg: str) -> tuple[list[pa.Table], bool]:
+    def _read_once(self, tier: str, fields: list[str], lo: int | None, hi: int | None, agg: str,
+                   uuids: Sequence[str] | None, step_ms: int | None, step: float | None) -> ReadResult:
+        """Plan the pieces, allocate the result once, then stream each file into it.
+
+        Whole files inside the window are read one at a time (only the result and one file are
+        in memory); edge files and the open log are read up front to learn their row counts.
+        """
         import pyarrow.parquet as pq
 
         from exporter.store.segments import raw_table, rollup_table
 
         res = TIERS[tier]
         contents = self._wal_contents(tier)
-        tables: list[pa.Table] = []
-        for s in list_segments(self.path / tier):
-            if (lo is not None and s.tmax < lo) or (hi is not None and s.tmin >= hi):
+        pieces: list[_Piece] = []
+        for seg in list_segments(self.path / tier):
+            if (lo is not None and seg.tmax < lo) or (hi is not None and seg.tmin >= hi):
                 continue
-            pf = pq.ParquetFile(s.path)
+            pf = pq.ParquetFile(seg.path)
             cols = _columns(pf.schema_arrow.names, fields, res, agg)
-            filters = _filters(s.tmin, s.tmax, lo, hi)
-            if filters is None:  # the whole file is inside the window: no dataset machinery
-                t = pf.read(columns=cols)
+            filters = _filters(seg.tmin, seg.tmax, lo, hi)
+            if filters is None:  # the whole file is inside the window: read it later, when filling
+                pieces.append(_Piece(seg.tmin, seg.tmax, pf.metadata.num_rows, cols, res, path=seg.path))
             else:
-                t = pq.read_table(s.path, columns=cols, filters=filters)
-            tables.append(self._select(t, res, agg))
+                t = self._select(pq.read_table(seg.path, columns=cols, filters=filters), res)
+                if t.num_rows:
+                    pieces.append(_Piece.of(t, res))
         for long in self._wal_long(contents, fields):
             t = raw_table(long) if res == 0 else rollup_table(long, res)
-            t = self._select(t.select(_columns(t.schema.names, fields, res, agg)), res, agg)
+            t = self._select(t.select(_columns(t.schema.names, fields, res, agg)), res)
             mask = None
             if lo is not None:
                 mask = pc.greater_equal(t["ts"], lo)
             if hi is not None:
                 m2 = pc.less(t["ts"], hi)
                 mask = m2 if mask is None else pc.and_(mask, m2)
-            tables.append(t.filter(mask) if mask is not None else t)
-        tables = [t for t in tables if t.num_rows]
-        if not tables:
-            return [], True
-        ranges = [(pc.min(t["ts"]).as_py(), pc.max(t["ts"]).as_py()) for t in tables]
-        disjoint = all(a[1] < b[0] for a, b in itertools.pairwise(ranges))
-        if not disjoint:  # order by time so that merging keeps 'last' meaningful
-            order = sorted(range(len(tables)), key=lambda i: ranges[i])
-            tables = [tables[i] for i in order]
-        return tables, disjoint
+            t = t.filter(mask) if mask is not None else t
+            if t.num_rows:
+                pieces.append(_Piece.of(t, res))
+        pieces = [p for p in pieces if p.rows]
+        # Segments hold unique rows sorted by (ts, uuid); when their time ranges do not overlap and
+        # no re-bucketing is asked for, filling them in order already gives the answer.
+        disjoint = all(x.tmax < y.tmin for x, y in itertools.pairwise(pieces))
+        if not disjoint:
+            pieces.sort(key=lambda p: (p.tmin, p.tmax))
+        plain = disjoint and (step_ms is None or (res and step_ms == res))
+        return _fill_result(pieces, uuids, None if plain else (step_ms or 0), agg, tier, step)
 
     @staticmethod
-    def _select(t: pa.Table, res: int, agg: str) -> pa.Table:
-        """Rename rollup columns ``series:agg`` to ``series``; give raw tables an ``n`` of ones."""
+    def _select(t: pa.Table, res: int) -> pa.Table:
+        """Rename rollup columns ``series:agg`` to ``series``."""
         if res:
             return t.rename_columns([c.rsplit(":", 1)[0] if ":" in c else c for c in t.schema.names])
         return t
+
+
+class _Piece:
+    """A table to copy into the result, read already (edges, log) or read when filling (whole files)."""
+
+    def __init__(self, tmin: int, tmax: int, rows: int, columns: list[str], res: int,
+                 path: Path | None = None, table: pa.Table | None = None) -> None:
+        self.tmin, self.tmax, self.rows, self.res = tmin, tmax, rows, res
+        self.path, self.table = path, table
+        self.series = [c.rsplit(":", 1)[0] if res and ":" in c else c for c in columns
+                       if c not in ("ts", "uuid", "n")]
+        self.columns = columns
+
+    @classmethod
+    def of(cls, t: pa.Table, res: int) -> _Piece:
+        return cls(pc.min(t["ts"]).as_py(), pc.max(t["ts"]).as_py(), t.num_rows, t.column_names, 0, table=t)
+
+    def load(self) -> pa.Table:
+        if self.table is not None:
+            t, self.table = self.table, None
+            return t
+        import pyarrow.parquet as pq
+
+        assert self.path is not None
+        return StoreReader._select(pq.ParquetFile(self.path).read(columns=self.columns), self.res)
 
 
 def _columns(names: list[str], fields: list[str], res: int, agg: str) -> list[str]:
@@ -363,33 +390,36 @@ def _fill(out: np.ndarray, chunked: pa.ChunkedArray, at: int) -> int:
     return at
 
 
-def _finish(tables: list[pa.Table], uuids: Sequence[str] | None, step_ms: int | None, agg: str, tier: str,
-            step: float | None) -> ReadResult:
-    """Copy the tables once into numpy: ts, uuid codes (sorted uuid order), n and a (series, rows) block."""
-    if not tables:
+def _fill_result(pieces: list[_Piece], uuids: Sequence[str] | None, step_ms: int | None, agg: str, tier: str,
+                 step: float | None) -> ReadResult:
+    """Copy every piece once into numpy: ts, uuid codes, n and one (series, rows) float block."""
+    if not pieces:
         return ReadResult(np.empty(0, np.int64), np.empty(0, np.int32), [], {}, resolution=tier, step=step)
-    total = sum(t.num_rows for t in tables)
-    series = sorted({c for t in tables for c in t.column_names if c not in ("ts", "uuid", "n")})
-    dicts = [ch.dictionary for t in tables for ch in t["uuid"].chunks]
-    names_arr = np.unique(np.concatenate([np.asarray(d.to_pylist(), dtype=object).astype(str) for d in dicts])) \
-        if dicts else np.empty(0, str)
-    sorted_names = names_arr.tolist()
+    total = sum(p.rows for p in pieces)
+    series = sorted({c for p in pieces for c in p.series})
     ts = np.empty(total, np.int64)
     codes = np.empty(total, np.int32)
     n = np.ones(total, np.int32)
     block = np.empty((len(series), total), np.float64)
+    names: list[str] = []
+    index: dict[str, int] = {}
     at = 0
-    for t in tables:
+    for p in pieces:
+        t = p.load()
         rows = t.num_rows
+        if rows != p.rows:
+            raise FileNotFoundError(f"{p.path} changed while reading")
         _fill(ts, t["ts"], at)
         pos = at
         for ch in t["uuid"].chunks:
+            d = ch.dictionary.to_pylist()
+            for u in d:
+                if u not in index:
+                    index[u] = len(names)
+                    names.append(u)
+            remap = np.fromiter((index[u] for u in d), np.int32, len(d))
             idx = ch.indices.to_numpy(zero_copy_only=False)
-            d = np.asarray(ch.dictionary.to_pylist(), dtype=object).astype(str)
-            if len(d) == len(names_arr) and np.array_equal(d, names_arr):
-                codes[pos:pos + len(idx)] = idx  # the usual case: dictionaries are written sorted
-            else:
-                codes[pos:pos + len(idx)] = np.searchsorted(names_arr, d).astype(np.int32)[idx]
+            codes[pos:pos + len(idx)] = idx if np.array_equal(remap, np.arange(len(d))) else remap[idx]
             pos += len(idx)
         if "n" in t.column_names:
             _fill(n, t["n"], at)
@@ -399,7 +429,13 @@ def _finish(tables: list[pa.Table], uuids: Sequence[str] | None, step_ms: int | 
             else:
                 block[j, at:at + rows] = np.nan
         at += rows
-    tables.clear()  # let Arrow's buffers go before any further work
+        del t
+    order = np.argsort(np.asarray(names, dtype=object).astype(str), kind="stable")
+    sorted_names = [names[i] for i in order]
+    if not np.array_equal(order, np.arange(len(names))):  # codes in sorted-uuid order
+        rank = np.empty(len(names), np.int32)
+        rank[order] = np.arange(len(names), dtype=np.int32)
+        codes = rank[codes]
     cols = {c: block[j] for j, c in enumerate(series)}
     if uuids is not None:
         want = np.array([sorted_names.index(u) for u in uuids if u in sorted_names], np.int32)
