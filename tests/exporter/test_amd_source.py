@@ -72,7 +72,8 @@ def test_devices_and_values_in_base_units() -> None:
 
 def test_unsupported_fields_are_absent_and_asked_once() -> None:
     fake = fleet()
-    with AmdSource(amdsmi=fake.module) as src:
+    src = AmdSource(amdsmi=fake.module)
+    with src:
         snaps = [src.collect(float(t)) for t in range(3)]
         why = src.unsupported_fields()
     for snap in snaps:

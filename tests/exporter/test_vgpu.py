@@ -53,7 +53,8 @@ def test_vgpu_guest_says_what_the_hypervisor_hides() -> None:
     hidden = {"nvmlDeviceGetPowerUsage", "nvmlDeviceGetTotalEnergyConsumption", "nvmlDeviceGetTemperature"}
     fake = FakeNvml([FakeGpu("GPU-guest", A100, values={"virtualization": GUEST}, unsupported=hidden),
                      FakeGpu("GPU-bm", A100, unsupported={"nvmlDeviceGetPowerUsage"})])
-    with NvmlSource(nvml=fake.module) as src:
+    src = NvmlSource(nvml=fake.module)
+    with src:
         snap = src.collect(1.0)
         why = src.unsupported_fields()
     for field in ("power_usage", "energy", "temperature_gpu"):
