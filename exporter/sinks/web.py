@@ -143,7 +143,12 @@ class MetricsServer:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            timeout = 60  # seconds a client may take per read: a stuck client cannot hold a thread forever
+
             def setup(self) -> None:
+                self.request.settimeout(self.timeout)
+                if isinstance(self.request, ssl.SSLSocket):
+                    self.request.do_handshake()  # here, in the client's thread, not in the accept loop
                 super().setup()
                 # headers and body go out in separate writes: without this, Nagle + delayed ACK add 40 ms
                 self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -183,8 +188,15 @@ class MetricsServer:
             def log_message(self, format: str, *args: Any) -> None:
                 log.debug("%s " + format, self.address_string(), *args)
 
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                # failed TLS handshakes, resets, timeouts: a scanner or a dropped scrape, not a traceback
+                log.debug("request from %s failed", client_address, exc_info=True)
+
         try:
-            self.httpd = ThreadingHTTPServer((host, port), Handler)
+            self.httpd = Server((host, port), Handler)
         except OSError as exc:
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         self.httpd.daemon_threads = True
@@ -196,7 +208,7 @@ class MetricsServer:
             except (ssl.SSLError, OSError) as exc:
                 self.httpd.server_close()
                 raise ConfigError(f"cannot load TLS certificate/key: {exc}") from None
-            self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+            self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True, do_handshake_on_connect=False)
         self.host = host
         self.port = int(self.httpd.server_address[1])
         self._thread: threading.Thread | None = None
