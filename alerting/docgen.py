@@ -29,6 +29,17 @@ def _condition(r: Rule) -> str:
     return text
 
 
+def _vendors(r: Rule) -> str:
+    """Which GPU vendors can fire the rule (" · vendors: ..."), or "" for vendor-independent metrics."""
+    from exporter.catalogue import AMD_CLOCK_EVENT_REASONS
+
+    vendors = list(r.metric.vendors)
+    reasons = dict(r.match).get("reason", ())
+    if r.metric.field == "clock_event_active" and reasons and not set(reasons) & set(AMD_CLOCK_EVENT_REASONS):
+        vendors = [v for v in vendors if v != "amd"]
+    return f" · vendors: {', '.join(vendors)}" if vendors else ""
+
+
 def _matchers(r: Rule) -> str:
     return ", ".join(k + "=" + "|".join(v) for k, v in r.match)
 
@@ -51,7 +62,7 @@ def rule_reference(rules: RuleSet) -> str:
         r = group[0]
         out += [f"### {name}", "", r.description or "", "",
                 f"- severity: **{r.severity}** · scope: {r.scope} · for: {format_duration(r.for_s)}"
-                + (f" · window: {format_duration(r.window)}" if r.window else ""),
+                + (f" · window: {format_duration(r.window)}" if r.window else "") + _vendors(r),
                 f"- summary: {r.annotation('summary')}", "", "PromQL (native names):", "", "```promql"]
         out += [expression(g) for g in group]
         out += ["```", ""]

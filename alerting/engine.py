@@ -147,6 +147,7 @@ class AlertEngine:
         self.started = clock()
         self._clock = clock
         self._dirty = False
+        self._rule_stamps = self._stamps()
         self._load_state()
 
     # ------------------------------------------------------------------ rules
@@ -161,8 +162,27 @@ class AlertEngine:
             log.error("rule reload failed, keeping the last good rules: %s", exc)
             return False
         self.set_rules(rules)
+        self._rule_stamps = self._stamps()
         self.reload_error = None
         return True
+
+    def _stamps(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for f in self.rules.files:
+            try:
+                out[f] = os.stat(f).st_mtime
+            except OSError:
+                out[f] = -1.0
+        return out
+
+    def maybe_reload(self) -> None:
+        """Reload the rules when one of their files changed (a bad file keeps the last good rules)."""
+        if self._reload is None:
+            return
+        stamps = self._stamps()
+        if stamps != self._rule_stamps:
+            self._rule_stamps = stamps
+            self.reload_rules()
 
     def set_rules(self, rules: RuleSet) -> None:
         self.rules = rules
@@ -178,6 +198,7 @@ class AlertEngine:
 
     def step(self, snapshots: Snapshot | Iterable[Snapshot] = (), now: float | None = None) -> list[Notification]:
         """Observe snapshots, evaluate, notify and persist. Returns the notifications sent."""
+        self.maybe_reload()
         self.observe(snapshots)
         now = self._clock() if now is None else now
         self.evaluate(now)

@@ -94,7 +94,8 @@ def test_twin_prometheus_alertmanager_and_engine_agree(tmp_path: Path) -> None:
             wait_until(both_done, 90, "the scenario's alerts on both sides", interval=0.5)
         on_ours = {k for k in engine_seen() if k[1] in (hot.uuid, lost.uuid, lost.node)}
         on_theirs = {k for k in am_seen() if k[1] in (hot.uuid, lost.uuid, lost.node)}
-        assert on_ours == on_theirs == set(expected)
+        assert on_ours == on_theirs
+        assert set(expected) <= on_ours
         # the webhook carried the exported rule's annotations (rendered by Prometheus)
         temp = next(a for b in receiver.bodies for a in b["alerts"]
                     if a["labels"]["alertname"] == "GpuTemperatureHigh")

@@ -3,6 +3,7 @@ silences, persistence across restarts, and keeping the last good rules."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from alerting.engine import AlertEngine, EngineConfig, Notification
@@ -139,10 +140,13 @@ def test_bad_reload_keeps_last_good_rules(tmp_path: Path) -> None:
     e = AlertEngine(load_rules([rule_file]), reload=lambda: load_rules([rule_file]),
                     config=EngineConfig(group_interval=0))
     rule_file.write_text(good.replace("threshold: 250", "threshold: lots"))
-    assert e.reload_rules() is False
-    assert e.reload_error is not None and "GpuPowerHigh" in e.reload_error and ":5" in e.reload_error
+    os.utime(rule_file, (1, 1))  # a changed mtime: the next step reloads, fails, keeps the good rules
     e.step(snapshot(0), now=0)
+    assert e.reload_error is not None and "GpuPowerHigh" in e.reload_error and ":5" in e.reload_error
     assert any(a.rule == "GpuPowerHigh" for a in e.firing())
+    rule_file.write_text(good.replace("threshold: 250", "threshold: 350"))
+    e.step(snapshot(10), now=10)
+    assert e.reload_error is None and not any(a.rule == "GpuPowerHigh" for a in e.firing())
 
 
 def test_firing_gauge_in_a_registry() -> None:
