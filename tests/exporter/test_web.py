@@ -51,7 +51,6 @@ def test_tls_and_basic_auth(tmp_path: Path) -> None:
     with run_exporter(SyntheticSource(1), web=web) as exp:
         assert exp.url.startswith("https://")
         idle = socket.create_connection(("127.0.0.1", exp.server.port))  # never starts its TLS handshake
-        stack_close = idle.close
         ca = ssl.create_default_context(cafile=str(tmp_path / "server.crt"))
         assert httpx.get(exp.url, verify=ca).status_code == 401
         assert httpx.get(exp.url, verify=ca, auth=("prometheus", "wrong")).status_code == 401
@@ -60,7 +59,7 @@ def test_tls_and_basic_auth(tmp_path: Path) -> None:
         assert ok.status_code == 200 and "gpufleet_gpu_up{" in ok.text
         with pytest.raises(httpx.HTTPError):
             httpx.get(exp.url.replace("https://", "http://"), timeout=5)
-        stack_close()  # the idle client held no one up: every request above was answered
+        idle.close()  # the idle client held no one up: every request above was answered
 
 
 @pytest.mark.server
