@@ -61,7 +61,9 @@ def mask_outages(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
 
 
 def aggregate(raw: pd.DataFrame, freq: str, agg: str = "mean", min_valid: float = 0.5) -> pd.DataFrame:
-    """Resample to ``freq`` with ``agg`` (mean | max | sum); buckets under ``min_valid`` observed are NaN."""
+    """Resample to ``freq`` with ``agg`` (mean | max | sum); on a regular grid, buckets with under
+    ``min_valid`` of their steps observed are NaN.  Irregular rows (events, e.g. one per request) summed
+    per bucket: an empty bucket is 0."""
     if agg not in ("mean", "max", "sum"):
         raise InputError(f"--agg must be mean, max or sum, not {agg!r}")
     try:
@@ -69,6 +71,11 @@ def aggregate(raw: pd.DataFrame, freq: str, agg: str = "mean", min_valid: float 
     except ValueError as exc:
         raise InputError(f"bad --freq {freq!r}: {exc}") from exc
     val = getattr(r, agg)()
+    diffs = np.diff(pd.DatetimeIndex(raw.index).asi8) if len(raw) > 2 else np.array([0])
+    regular = bool(len(diffs)) and float(np.mean(diffs == np.median(diffs))) > 0.9
+    if agg == "sum" and not regular:
+        # event rows (one per request): an empty bucket is zero demand, not a gap
+        return raw.resample(freq).sum()
     if agg == "sum":
         val = r.sum(min_count=1)
     count = r.count()

@@ -192,6 +192,10 @@ def write(out: Path, evs: list[TypeEvidence], book: PriceBook, settings: PlanSet
     for n in notes or []:
         h.append(f"<p class='small'>{html.escape(n)}</p>")
         md += [f"_{n}_", ""]
+    # lets a headless browser (and the test) see that every embedded image decoded
+    h.append("<script>window.addEventListener('load',function(){var n=0;for(var i of document.images)"
+             "{if(i.complete&&i.naturalWidth>0)n++;}document.body.setAttribute('data-images-loaded',n);"
+             "document.body.setAttribute('data-images',document.images.length);});</script>")
     h.append("</body></html>")
     (out / "index.html").write_text("\n".join(h))
     (out / "report.md").write_text("\n".join(md))

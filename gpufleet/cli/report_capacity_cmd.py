@@ -79,13 +79,14 @@ def capacity(
     from allocator.planner.evaluate import holdout as run_holdout
     from allocator.planner.optimize import PlanSettings, plan_type
     from analytics.backtest import evaluate
+    from models.forecast_base import steps_per
 
     book = pricebook.load(prices)
     settings = PlanSettings(spot_share=spot_share, on_demand_cap=on_demand_cap, max_shortfall_prob=max_shortfall,
                             max_unmet_gpu_hours=max_unmet)
     try:
-        hours = int(pd.Timedelta(horizon).total_seconds() // 3600)
-        hold = int(pd.Timedelta(holdout).total_seconds() // 3600) if holdout else 0
+        hours = steps_per(horizon, "1h")
+        hold = steps_per(holdout, "1h") if holdout else 0
     except ValueError as exc:
         raise ConfigError(f"bad duration: {exc}") from None
     frame = _load(csv, time_col, value_col, series_col, store, helios, since)
