@@ -17,6 +17,8 @@ FAMILY_TITLES = {
     "allocator": "Allocation",
 }
 
+VENDOR_NAMES = {"nvidia": "NVIDIA", "amd": "AMD"}
+
 
 def _expr(q: Q, field_id: str) -> str:
     m = q.metric(field_id)
@@ -44,7 +46,7 @@ def build(q: Q) -> g.Dashboard:
                 unit = {"joule": "watt", "s": "percentunit", "ns": "short"}.get(unit, "cps" if unit == "short" else unit)
             desc = m.help + (" (per-second rate over 5 minutes)" if m.type == "counter" else "")
             if len(m.vendors) == 1:  # a field only one vendor provides says so
-                desc += f" ({m.vendors[0].upper() if m.vendors[0] == 'amd' else m.vendors[0].capitalize()} only)"
+                desc += f" ({VENDOR_NAMES.get(m.vendors[0], m.vendors[0])} only)"
             thresholds = None
             if m.field == "temperature_gpu":
                 thresholds = [(None, "green"), (TEMPERATURE_WARN_C, "red")]

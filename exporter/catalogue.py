@@ -27,6 +27,9 @@ NATIVE_IDENTITY_LABELS = ("uuid", "gpu", "node", "model", "pci_bus_id", "vendor"
 DCGM_IDENTITY_LABELS = ("gpu", "UUID", "pci_bus_id", "device", "modelName", "Hostname")
 MIG_NATIVE_LABELS = ("parent_uuid", "gpu_instance_id", "compute_instance_id", "mig_profile")
 MIG_DCGM_LABELS = ("GPU_I_PROFILE", "GPU_I_ID")
+# clock_event_active{reason} values AMD GPUs report (the other reasons are NVIDIA's alone)
+AMD_CLOCK_EVENT_REASONS = ("sw_power_cap", "sw_thermal_slowdown", "hw_thermal_slowdown", "vr_thermal_slowdown",
+                           "hbm_thermal_slowdown")
 
 
 @dataclass(frozen=True, slots=True)

@@ -134,6 +134,13 @@ def test_unexpected_error_fails_only_its_collector() -> None:
     assert stats["clocks"].success and snap.value("amd-mi300", "power_limit") == 750.0
 
 
+def test_amd_throttle_reasons_match_the_catalogue_list() -> None:
+    from exporter.catalogue import AMD_CLOCK_EVENT_REASONS
+    from exporter.collectors.amd.throttle import REASONS
+
+    assert tuple(reason for reason, _ in REASONS) == AMD_CLOCK_EVENT_REASONS
+
+
 def test_collector_selection_skips_nvidia_only_families() -> None:
     fake = fleet()
     with AmdSource(amdsmi=fake.module, collectors=["power", "nvlink", "gpm"]) as src:
