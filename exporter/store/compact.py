@@ -1,6 +1,6 @@
 """Compaction: merge the segments of a closed period into one file (fewer files, faster reads).
 
-Periods: one UTC day for raw and 1-minute segments, 30 days for hourly ones. A period is compacted
+Periods: one UTC day for raw and 1-minute segments and events, 30 days for hourly ones. A period is compacted
 once the newest data is past its end and it holds more than one segment whose time ranges do not
 overlap (overlapping ones, left by a writer restarted mid-window, are left as they are: readers
 merge them). The merged file is streamed segment by segment (one window in memory at a time),
@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 from exporter.store.layout import Segment, fsync_dir, list_segments, segment_name
 
 DAY_MS = 86_400_000
-PERIOD_MS = {"raw": DAY_MS, "1m": DAY_MS, "1h": 30 * DAY_MS}
-COMPRESSION = {"raw": "zstd", "1m": "lz4", "1h": "lz4"}
+PERIOD_MS = {"raw": DAY_MS, "1m": DAY_MS, "1h": 30 * DAY_MS, "events": DAY_MS}
+COMPRESSION = {"raw": "zstd", "1m": "lz4", "1h": "lz4", "events": "zstd"}
 
 
 def _conform(t: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -41,10 +41,12 @@ def merge(segs: list[Segment], path: Path, compression: str, fsync: bool = True)
     for sch in schemas:
         names += [n for n in sch.names if n not in names]
     fixed = [n for n in ("ts", "uuid", "n") if n in names]
-    rest = sorted(n for n in names if n not in fixed)
+    rest = [n for n in names if n not in fixed]
+    if "kind" not in names:  # sample tables: series columns in name order
+        rest.sort()
     fields = []
     for n in fixed + rest:
-        if n == "uuid":
+        if n == "uuid" and any(pa.types.is_dictionary(sch.field(n).type) for sch in schemas if n in sch.names):
             fields.append(pa.field("uuid", pa.dictionary(pa.int32(), pa.string())))
         else:
             fields.append(next(sch.field(n) for sch in schemas if n in sch.names))

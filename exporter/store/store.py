@@ -227,7 +227,7 @@ class HistoryStore:
         if self.compaction:
             from exporter.store.compact import compact
 
-            for tier in TIERS:
+            for tier in (*TIERS, "events"):
                 compact(self.path / tier, tier, now, self.fsync)
 
     def _before_write(self, ts_ms: int) -> None:

@@ -172,6 +172,8 @@ def test_closed_days_are_compacted_without_changing_answers(tmp_path: Path) -> N
     s.close()
     before = {res: HistoryStore(tmp_path / "h").read(["power_usage", "util_gpu"], resolution=res)
               for res in ("raw", "1m", "1h")}
+    events_before = HistoryStore(tmp_path / "h").events()
+    assert len(events_before) == 9
     s = HistoryStore(tmp_path / "h", fsync=False)
     s.write(snapshot(3 * 144, devices(), 600))
     s.close()  # retention + compaction run when a window is committed
@@ -180,6 +182,8 @@ def test_closed_days_are_compacted_without_changing_answers(tmp_path: Path) -> N
         assert sum(s.tmax - s.tmin > 20 * 3_600_000 for s in segs) >= 2  # two closed days merged
         assert not layout.shadowed_segments(tmp_path / "h" / res)  # the merged-away files are gone
     after = HistoryStore(tmp_path / "h")
+    assert after.events() == events_before
+    assert len(list_segments(tmp_path / "h" / "events")) < len(events_before)
     for res, want in before.items():
         got = after.read(["power_usage", "util_gpu"], resolution=res)
         np.testing.assert_array_equal(got.ts_ms[:len(want)], want.ts_ms)
