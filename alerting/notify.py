@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -193,3 +195,42 @@ def write_outbox(folder: Path, title: str, body: str, n: Notification) -> Path:
     tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+class BackgroundNotifier:
+    """Deliver notifications from a worker thread, so retries and slow channels never hold up the
+    engine's evaluation (``engine.notify = BackgroundNotifier(notifier)``; ``close()`` drains)."""
+
+    def __init__(self, notifier: Notifier, max_queue: int = 1000) -> None:
+        self.notifier = notifier
+        self.queue: queue.Queue[Notification | None] = queue.Queue(max_queue)
+        self.dropped = 0
+        self.thread = threading.Thread(target=self._run, name="gpufleet-notify", daemon=True)
+        self.thread.start()
+
+    def __call__(self, n: Notification) -> None:
+        try:
+            self.queue.put_nowait(n)
+        except queue.Full:
+            self.dropped += 1
+            log.error("notification queue full; dropped %s", n.group_key)
+
+    def _run(self) -> None:
+        while True:
+            n = self.queue.get()
+            try:
+                if n is None:
+                    return
+                self.notifier.send(n)
+            except Exception:  # send never raises, but the thread must survive anything
+                log.exception("notification worker")
+            finally:
+                self.queue.task_done()
+
+    def flush(self) -> None:
+        """Block until every queued notification was handled."""
+        self.queue.join()
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join(timeout=60)

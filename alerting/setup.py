@@ -12,7 +12,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from alerting.engine import AlertEngine, EngineConfig
-from alerting.notify import Notifier, Route
+from alerting.notify import BackgroundNotifier, Notifier, Route
 from alerting.rules import RuleSet, load_rules
 from alerting.silences import SilenceStore, parse_matcher
 
@@ -47,4 +47,5 @@ def build_engine(section: Any, data_dir: Path, registry: CollectorRegistry | Non
                           stale_after=section.stale_after, dashboard_url=section.dashboard_url)
     sd = state_dir(section, data_dir)
     return AlertEngine(rules_from(section), config=config, state_dir=sd, silences=SilenceStore(sd / "silences.json"),
-                       notify=notifier_from(section, registry), reload=lambda: rules_from(section))
+                       notify=BackgroundNotifier(notifier_from(section, registry)),
+                       reload=lambda: rules_from(section))

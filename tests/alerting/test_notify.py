@@ -135,3 +135,33 @@ def test_routing_by_severity() -> None:
     ])
     assert [r.name for r in notifier.routes_for({"severity": "critical"})] == ["pager"]
     assert [r.name for r in notifier.routes_for({"severity": "warning"})] == ["chat"]
+
+
+def test_background_notifier_delivers_in_order(tmp_path: Path) -> None:
+    from alerting.notify import BackgroundNotifier
+
+    notifier = Notifier([Route("outbox", [f"outbox://{tmp_path}"])])
+    bg = BackgroundNotifier(notifier)
+    n = _firing_notification()
+    bg(n)
+    bg.flush()
+    bg.close()
+    assert len(list(tmp_path.glob("*.json"))) == 1
+    assert notifier.sent_total.labels("outbox")._value.get() == 1
+
+
+def test_build_engine_from_settings(tmp_path: Path, webhook: WebhookReceiver) -> None:
+    from alerting.notify import BackgroundNotifier
+    from alerting.setup import build_engine
+    from gpufleet.settings import load_settings
+
+    settings = load_settings(overrides={"data_dir": str(tmp_path), "alerting": {
+        "overrides": {"GpuTemperatureHigh": {"for": "0s"}}, "group_interval": 0,
+        "routes": [{"name": "hook", "urls": [f"json://127.0.0.1:{webhook.port}/x"]}]}})
+    engine = build_engine(settings.alerting, settings.data_dir)
+    engine.step(snapshot(100, "gpu-01", temp={0: 95}), now=100)
+    assert isinstance(engine.notify, BackgroundNotifier)
+    engine.notify.flush()
+    assert webhook.wait(1)[0]["title"] == "[FIRING:1] GpuTemperatureHigh on gpu-01 (warning)"
+    assert (tmp_path / "alerting" / "state.json").exists()
+    engine.notify.close()
