@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 METRIC_NAME = "gpufleet_autoscale_recommended_nodes"
+FIELD_ID = "autoscale_recommended_nodes"  # catalogue field id (label: pool)
 
 
 @dataclass(frozen=True)
