@@ -46,6 +46,17 @@ def event_to_dict(e: Event) -> dict[str, Any]:
     return d
 
 
+def _unstored_fields() -> frozenset[str]:
+    """Fields whose labels are unbounded or pure metadata: ``_info`` series and per-process series.
+
+    The store keeps one column per series, so per-pid / per-container series would grow without
+    bound; device metadata is kept by :meth:`HistoryStore.devices` instead.
+    """
+    from exporter.catalogue import catalogue
+
+    return frozenset(m.field for m in catalogue() if m.type == "info" or m.scope == "process")
+
+
 class HistoryStore:
     """The embedded time-series history of gpufleet.
 
@@ -75,6 +86,7 @@ class HistoryStore:
         self.max_buffer_samples = max_buffer_samples
         self.compaction = compaction
         self.reader = StoreReader(self.path)
+        self._skip = _unstored_fields()
         self._lock_fd = -1
         self._closed = False
 
@@ -257,10 +269,16 @@ class HistoryStore:
 
     # ------------------------------------------------------------------ write API
     def write(self, snapshot: Snapshot) -> None:
-        """Store one collection cycle: samples (with labels), events, device metadata and up state."""
+        """Store one collection cycle: samples (with labels), events, device metadata and up state.
+
+        ``_info`` and per-process samples are not stored (see :func:`_unstored_fields`).
+        """
         ts_ms = round(snapshot.ts * 1000)
         self._before_write(ts_ms)
         samples = snapshot.samples
+        skip = self._skip
+        if any(s.labels and s.field in skip for s in samples):
+            samples = [s for s in samples if not (s.labels and s.field in skip)]
         ukeys = [s.uuid for s in samples]
         skeys = [(s.field, s.labels) if s.labels else s.field for s in samples]
         vals = [s.value for s in samples]

@@ -189,3 +189,17 @@ def test_closed_days_are_compacted_without_changing_answers(tmp_path: Path) -> N
         np.testing.assert_array_equal(got.ts_ms[:len(want)], want.ts_ms)
         for c in want.columns:
             np.testing.assert_array_equal(got.columns[c][:len(want)], want.columns[c])
+
+
+def test_info_and_per_process_series_are_not_columns(tmp_path: Path) -> None:
+    from exporter.schema import Sample
+
+    devs = devices()
+    snap = snapshot(0, devs)
+    snap.samples += [Sample(devs[0].uuid, "info", 1.0, snap.ts, (("driver_version", "550.54"), ("serial", "123"))),
+                     Sample(devs[0].uuid, "process_memory", 2.0**30, snap.ts,
+                            (("container", "c"), ("namespace", "n"), ("pid", "4242"), ("pod", "p")))]
+    with HistoryStore(tmp_path / "h") as s:
+        s.write(snap)
+        assert not [f for f in s.fields() if f.startswith(("info", "process_"))]
+        assert "temperature_gpu" in s.fields()
