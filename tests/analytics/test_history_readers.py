@@ -1,9 +1,10 @@
 """Reader equivalence: the same samples in the embedded store, a real Prometheus and a real
 VictoriaMetrics read back the same through the three readers (raw and bucketed, every agg).
 
-A tiny exporter makes one snapshot per scrape (so Prometheus and the store hold the very same
-samples) and exposes it with explicit timestamps; each snapshot also goes to the store and, in
-line protocol rendered by the exporter's InfluxDB sink, to VictoriaMetrics.
+A tiny exporter collects one snapshot from the digital twin per scrape (so Prometheus and the
+store hold the very same samples) and exposes it with explicit timestamps; each snapshot also
+goes to the store and, in line protocol rendered by the exporter's InfluxDB sink, to
+VictoriaMetrics.
 """
 
 from __future__ import annotations
@@ -24,14 +25,13 @@ from analytics.history.prometheus import PrometheusReader
 from analytics.history.store import StoreReader
 from analytics.history.victoria import VictoriaReader
 from exporter.catalogue import catalogue
-from exporter.schema import Device, Sample, Snapshot
+from exporter.schema import Snapshot
 from exporter.sinks.influx import snapshot_lines
 from exporter.store import HistoryStore
+from simulator.twin import TwinConfig, TwinSource
 from tests.servers import Prometheus, VictoriaMetrics, wait_until
 
-FIELDS = ["temperature_gpu", "power_usage", "energy", "nvlink_tx_bytes"]
-DEVS = [Device(uuid=f"GPU-feed-{i}", index=i, node="node-f", model="NVIDIA H100 80GB HBM3", pci_bus_id=f"0000:0{i}:00.0")
-        for i in range(2)]
+FIELDS = ["temperature_gpu", "power_usage", "energy", "util_gpu", "clock_event_active"]
 STEP = 2.0
 
 
@@ -41,6 +41,8 @@ class Feed:
     def __init__(self, store: HistoryStore, vm_url: str) -> None:
         self.store, self.vm_url = store, vm_url
         self.k = 0
+        self.source = TwinSource(TwinConfig(nodes=1, gpus_per_node=2, seed=3, warmup_s=0))
+        self.source.open()
         self.generating = True
         self.text = ""
         self.vm = httpx.Client(timeout=10)
@@ -67,18 +69,9 @@ class Feed:
         return f"127.0.0.1:{self.server.server_address[1]}"
 
     def snapshot(self) -> Snapshot:
-        k = self.k
         # quarter seconds are exact in binary, so the sink's nanoseconds truncate to the same
         # millisecond in VictoriaMetrics (it keeps milliseconds); some land on bucket edges
-        ts = math.floor(time.time() * 4) / 4
-        samples = []
-        for i, d in enumerate(DEVS):
-            samples += [Sample(d.uuid, "temperature_gpu", 40.0 + (k * 7 + i * 5) % 13, ts),
-                        Sample(d.uuid, "power_usage", 123.456 + ((k * 37 + i) % 101) * 1.125, ts),
-                        Sample(d.uuid, "energy", 1.0e6 + k * 250.5 + i, ts)]
-            samples += [Sample(d.uuid, "nvlink_tx_bytes", float(k * 1000 + j), ts, (("link", str(j)),))
-                        for j in range(2)]
-        return Snapshot(ts=ts, node="node-f", devices=DEVS, samples=samples, up={d.uuid: 1 for d in DEVS})
+        return self.source.collect(math.floor(time.time() * 4) / 4)
 
     def scrape(self) -> str:
         if self.generating:
@@ -90,9 +83,12 @@ class Feed:
             cat = catalogue()
             lines = []
             for s in snap.samples:
+                m = cat.field(s.field) if s.field in cat else None
+                if m is None or m.type == "info" or m.scope != "device":
+                    continue
                 labels = {"uuid": s.uuid, "node": snap.node, **dict(s.labels)}
                 lab = ",".join(f'{k}="{v}"' for k, v in labels.items())
-                lines.append(f"{cat.field(s.field).name}{{{lab}}} {s.value!r} {round(s.ts * 1000)}")
+                lines.append(f"{m.name}{{{lab}}} {s.value!r} {round(s.ts * 1000)}")
             self.text = "\n".join(lines) + "\n"
         return self.text
 
@@ -100,6 +96,7 @@ class Feed:
         self.server.shutdown()
         self.server.server_close()
         self.vm.close()
+        self.source.close()
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +144,7 @@ def _same(a: pd.DataFrame, b: pd.DataFrame, rtol: float) -> None:
 @pytest.mark.parametrize("backend,rtol", [("prometheus", 0.0), ("victoria", 1e-12)])
 def test_raw_samples_equal(fed: dict[str, Any], backend: str, rtol: float) -> None:
     want = fed["store"].read(FIELDS, fed["since"], fed["until"])
-    assert {"nvlink_tx_bytes{link=0}", "nvlink_tx_bytes{link=1}", "temperature_gpu"} <= set(want.columns)
+    assert {"clock_event_active{reason=hw_slowdown}", "temperature_gpu", "energy"} <= set(want.columns)
     _same(want, fed[backend].read(FIELDS, fed["since"], fed["until"]), rtol)
 
 
@@ -165,7 +162,7 @@ def test_buckets_equal(fed: dict[str, Any], backend: str, agg: str) -> None:
 @pytest.mark.server
 def test_prometheus_chunks_and_uuid_filter(fed: dict[str, Any]) -> None:
     small = PrometheusReader(fed["prom_url"], max_points=2, raw_chunk_s=1.5)  # many requests
-    one = [DEVS[1].uuid]
+    one = [str(fed["store"].read(["power_usage"], fed["since"], fed["until"])["uuid"].iloc[-1])]
     for step in (None, STEP):
         want = fed["store"].read(["power_usage"], fed["since"], fed["until"], step=step, uuids=one)
         got = small.read(["power_usage"], fed["since"], fed["until"], step=step, uuids=one)
