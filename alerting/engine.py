@@ -274,11 +274,15 @@ class AlertEngine:
         self._mute(now)
 
     def _can_resolve(self, a: Alert, now: float) -> bool:
-        """Resolve only on evidence: right after a restart, wait for the alert's node to report again."""
-        node = a.labels.get("node")
+        """Resolve only on evidence: right after a restart, wait until the alert's node (or, for a fleet
+        alert, its metric) has been seen again, so a restart never resolves and re-pages."""
         if now - self.started >= self.config.startup_grace:
             return True
-        return node is None or node in self.store.nodes
+        node = a.labels.get("node")
+        if node is not None:
+            return node in self.store.nodes
+        fields = {r.metric.field for r in self.rules.by_name(a.rule)}
+        return any(f in nd.series for nd in self.store.nodes.values() for f in fields)
 
     def _mute(self, now: float) -> None:
         firing = [a for a in self.alerts.values() if a.state == "firing"]

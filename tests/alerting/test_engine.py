@@ -161,3 +161,25 @@ def test_firing_gauge_in_a_registry() -> None:
     reg.register(EngineCollector(e))
     text = generate_latest(reg).decode()
     assert 'gpufleet_alerts_firing{alertname="GpuTemperatureHigh",severity="warning"} 2.0' in text
+
+
+def test_restart_keeps_a_fleet_alert_until_its_metric_reports(tmp_path: Path) -> None:
+    from exporter.schema import Sample, Snapshot
+
+    def queue(ts: float, wait: float) -> Snapshot:
+        return Snapshot(ts=ts, node="scheduler", samples=[
+            Sample("", "queue_wait_seconds", wait, ts, (("priority", "high"),))])
+
+    rules = load_rules(overrides={"QueueBacklog": {"for": "0s"}})
+    sent: list[Notification] = []
+    cfg = EngineConfig(group_interval=0, startup_grace=60)
+    e = AlertEngine(rules, config=cfg, state_dir=tmp_path, notify=sent.append, clock=lambda: 0.0)
+    e.step(queue(0, 7200), now=0)
+    assert [a.labels["alertname"] for n in sent for a in n.firing] == ["QueueBacklog"]
+    assert "node" not in sent[0].firing[0].labels
+    sent2: list[Notification] = []
+    e2 = AlertEngine(rules, config=cfg, state_dir=tmp_path, notify=sent2.append, clock=lambda: 100.0)
+    e2.step([snapshot(100, "n1")], now=100)  # GPU data first: the queue metric has not reported yet
+    assert sent2 == [] and e2.firing()[0].rule == "QueueBacklog"
+    e2.step(queue(110, 60), now=110)
+    assert [n.status for n in sent2] == ["resolved"]
