@@ -83,7 +83,7 @@ def _native_identity(d: Device) -> LabelPairs:
 def _dcgm_identity(d: Device, parent: Device | None) -> LabelPairs:
     p = parent or d
     out: list[tuple[str, str]] = [("gpu", str(p.index)), ("UUID", p.uuid), ("pci_bus_id", p.pci_bus_id),
-                                  ("device", f"nvidia{p.index}"), ("modelName", p.model), ("Hostname", d.node)]
+                                  ("device", f"{p.vendor}{p.index}"), ("modelName", p.model), ("Hostname", d.node)]
     if d.is_mig:
         out += [("GPU_I_PROFILE", d.mig_profile or ""), ("GPU_I_ID", _opt(d.mig_gi_id))]
     return tuple(out)

@@ -69,11 +69,11 @@ def test_auto_with_neither_is_one_line_pointing_at_the_twin() -> None:
     assert "nvml:" in msg and "amd:" in msg
 
 
-def _exposition() -> str:
+def _exposition(names: str = "native") -> str:
     src = open_source("auto", node="mixed-1", nvml=nvidia().module, amdsmi=amd().module)
     try:
         loop = CollectionLoop(src, interval=1)
-        sink = PrometheusSink(loop, names="native")
+        sink = PrometheusSink(loop, names=names)
         loop.collect_once(now=1000.0)
         return sink.render(now=1000.0).decode()
     finally:
@@ -90,6 +90,13 @@ def test_mixed_exposition_passes_promtool() -> None:
     p = subprocess.run([promtool, "check", "metrics"], input=text.encode(), capture_output=True, timeout=60)
     problems = [ln for ln in (p.stdout + p.stderr).decode().splitlines() if ln.strip()]
     assert p.returncode == 0 and problems == []
+
+
+def test_dcgm_naming_labels_amd_devices_as_amd() -> None:
+    text = _exposition("dcgm")
+    temps = {s.labels["UUID"]: s.labels["device"] for f in text_string_to_metric_families(text)
+             for s in f.samples if f.name == "DCGM_FI_DEV_GPU_TEMP"}
+    assert temps == {"GPU-h100": "nvidia0", "GPU-host": "nvidia1", "amd-mi300": "amd0", "amd-w7900": "amd1"}
 
 
 def test_devices_lists_both_vendors(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
