@@ -35,6 +35,7 @@ class ExporterSettings(BaseModel):
     basic_auth_password_hash: SecretStr | None = Field(None, description="bcrypt/argon2 hash, web-config style")
     proc_root: Path = Field(Path("/proc"), description="/proc of the host (a DaemonSet mounts the host's)")
     node_name: str | None = Field(None, description="hostname label (default: this host's name)")
+    amd_pcie_throughput: bool = Field(False, description="AMD: read PCIe throughput (amdsmi samples ~1 s per GPU)")
 
 
 class InfluxSettings(BaseModel):

@@ -26,21 +26,25 @@ def nvml_source(collectors: list[str] | None, node: str | None, proc_root: Path,
     return NvmlSource(collectors=collectors, node=node, proc_root=proc_root, nvml=nvml)
 
 
-def amd_source(collectors: list[str] | None, node: str | None, proc_root: Path, amdsmi: Any = None) -> Source:
+def amd_source(collectors: list[str] | None, node: str | None, proc_root: Path, amdsmi: Any = None,
+               pcie_throughput: bool = False) -> Source:
     from exporter.sources.amd import AmdSource
 
-    return AmdSource(collectors=collectors, node=node, proc_root=proc_root, amdsmi=amdsmi)
+    return AmdSource(collectors=collectors, node=node, proc_root=proc_root, amdsmi=amdsmi,
+                     pcie_throughput=pcie_throughput)
 
 
 def open_source(kind: str, *, collectors: list[str] | None = None, node: str | None = None,
-                proc_root: Path = Path("/proc"), nvml: Any = None, amdsmi: Any = None) -> Source:
+                proc_root: Path = Path("/proc"), nvml: Any = None, amdsmi: Any = None,
+                amd_pcie_throughput: bool = False) -> Source:
     """Build and open the device source for ``kind`` (auto, nvml or amd). Raises SourceUnavailable.
 
     ``nvml`` / ``amdsmi``: library modules to use instead of importing the real ones (tests).
+    ``amd_pcie_throughput``: also read AMD PCIe throughput (amdsmi samples about a second per GPU).
     """
     builders: dict[str, Callable[[], Source]] = {
         "nvml": lambda: nvml_source(collectors, node, proc_root, nvml),
-        "amd": lambda: amd_source(collectors, node, proc_root, amdsmi),
+        "amd": lambda: amd_source(collectors, node, proc_root, amdsmi, amd_pcie_throughput),
     }
     if kind in builders:
         src = builders[kind]()

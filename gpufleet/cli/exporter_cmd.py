@@ -33,7 +33,8 @@ def _open_source(settings: Settings, collectors: list[str] | None) -> Any:
     except ImportError:
         auto = None  # type: ignore[assignment]
     if auto is not None:
-        return auto.open_source(kind, collectors=collectors, node=ex.node_name, proc_root=ex.proc_root)
+        return auto.open_source(kind, collectors=collectors, node=ex.node_name, proc_root=ex.proc_root,
+                                amd_pcie_throughput=ex.amd_pcie_throughput)
     if kind not in ("nvml", "auto"):
         raise SourceUnavailable(f"source {kind!r} is not available in this build; use --source nvml or twin")
     from exporter.sources.nvml import NvmlSource

@@ -60,6 +60,16 @@ def test_auto_with_one_vendor_runs_that_source_alone() -> None:
         src.close()
 
 
+def test_amd_pcie_throughput_is_opt_in() -> None:
+    for wanted in (False, True):
+        src = open_source("amd", amdsmi=amd().module, amd_pcie_throughput=wanted)
+        try:
+            snap = src.collect(1.0)
+        finally:
+            src.close()
+        assert (snap.value("amd-mi300", "pcie_tx") == 256_000) if wanted else snap.value("amd-mi300", "pcie_tx") is None
+
+
 def test_auto_with_neither_is_one_line_pointing_at_the_twin() -> None:
     with pytest.raises(SourceUnavailable) as exc:
         open_source("auto", nvml=FakeNvml([], library_missing=True).module,
