@@ -39,8 +39,8 @@ def build(q: Q) -> g.Dashboard:
         timeseries("Hardware vs application XIDs",
                    f"Hardware-critical codes ({', '.join(map(str, HARDWARE_XIDS))}) page; application codes "
                    f"({', '.join(map(str, APPLICATION_XIDS))}) do not.",
-                   [target(f"sum(increase({hw}[10m]))", "hardware (pages)", ref="A"),
-                    target(f"sum(increase({app}[10m]))", "application", ref="B")], "short"),
+                   [target(f"sum(increase({hw}[10m])) or vector(0)", "hardware (pages)", ref="A"),
+                    target(f"sum(increase({app}[10m])) or vector(0)", "application", ref="B")], "short"),
     ])
 
     def incr(field: str, window: str = "1h") -> str:

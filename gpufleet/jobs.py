@@ -18,7 +18,7 @@ from allocator.state import FULL, Health
 from exporter.errors import Conflict, InputError, NotFound
 from exporter.schema import Snapshot
 
-_PRIORITY = {"low": "low", "normal": "normal", "high": "high", "critical": "critical"}
+_PRIORITY = {"batch": "batch", "normal": "normal", "high": "high", "critical": "critical"}
 _HEALTH = {"ok": Health.OK, "cordoned": Health.CORDONED, "draining": Health.DRAINING}
 
 

@@ -114,7 +114,7 @@ class JobCreate(BaseModel):
     gpus: float = Field(1, gt=0, le=10_000, description="GPU count, or a fraction (0 < x < 1) of one GPU")
     gpu_memory_bytes: int | None = Field(None, ge=0)
     gpu_types: list[str] | None = Field(None, max_length=32)
-    priority: Literal["low", "normal", "high", "critical"] = "normal"
+    priority: Literal["batch", "normal", "high", "critical"] = "normal"
     gang: bool = True
     preemptible: bool = False
     checkpoint_interval_s: float | None = Field(None, gt=0)
