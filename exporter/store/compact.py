@@ -50,6 +50,8 @@ def merge(segs: list[Segment], path: Path, compression: str, fsync: bool = True)
             fields.append(pa.field("uuid", pa.dictionary(pa.int32(), pa.string())))
         else:
             fields.append(next(sch.field(n) for sch in schemas if n in sch.names))
+    fields = [f.with_nullable(not all(f.name in sch.names and not sch.field(f.name).nullable for sch in schemas))
+              for f in fields]
     schema = pa.schema(fields)
     tmp = path.with_name(f".{path.name}.tmp")
     with pq.ParquetWriter(tmp, schema, compression=compression, write_statistics=["ts", "uuid"]) as w:
