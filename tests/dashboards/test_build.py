@@ -91,3 +91,16 @@ def test_docs_are_current() -> None:
 
     doc = Path(__file__).resolve().parents[2] / "docs" / "dashboards.md"
     assert doc.read_text() == render(), "regenerate: python -m dashboards.docs > docs/dashboards.md"
+
+
+def test_thresholds_match_the_alert_pack() -> None:
+    from alerting.rules import load_rules
+    from dashboards import health
+    from dashboards.panels import FAILURE_RISK_WARN, TEMPERATURE_WARN_C
+
+    rules = {r.name: r for r in load_rules([], include_pack=True).rules}
+    assert rules["GpuTemperatureHigh"].threshold == TEMPERATURE_WARN_C
+    assert rules["GpuFailureRiskHigh"].threshold == FAILURE_RISK_WARN
+    pack_hw = {int(v) for r in load_rules([], include_pack=True).rules if r.name == "GpuXidHardwareCritical"
+               for k, vs in r.match if k == "xid" for v in vs}
+    assert pack_hw == set(health.HARDWARE_XIDS)
