@@ -11,6 +11,7 @@ Run: python benchmarks/forecast_helios.py [--freq 1h,10min] [--jobs 2] [--models
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 import time
 from pathlib import Path
@@ -23,6 +24,12 @@ from analytics.forecast import demand_from_helios  # noqa: E402
 from models.forecast_base import steps_per  # noqa: E402
 
 
+def _cpu() -> float:
+    """User + system CPU seconds of this process and its finished children (the worker processes)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dir", default=str(ROOT.parent / "shared" / "data" / "helios-earth-vc"))
@@ -33,13 +40,15 @@ def main() -> None:
     models = tuple(args.models.split(","))
     for freq in args.freq.split(","):
         t0 = time.perf_counter()
+        c0 = _cpu()
         frame = demand_from_helios(args.dir, freq)
         h = steps_per("1d", freq)
         summary, _ = evaluate(frame, freq, h, h, models, n_test=7, n_val=7, n_jobs=args.jobs)
         wall = time.perf_counter() - t0
+        cpu = _cpu() - c0
         d = summary["default"]
         print(f"\n== Helios {freq}: {frame.shape[1]} series, {len(models)} models, wall {wall:.1f} s "
-              f"(load + backtest, {args.jobs} processes)")
+              f"(load + backtest, {args.jobs} processes), CPU {cpu:.1f} s (this process + workers)")
         print(f"{'model':24s} {'MASE med':>8s} {'relMAE med':>10s} {'pinball':>8s} {'cov80':>6s} {'cov95':>6s} | "
               f"{'total MASE':>10s} {'total relMAE':>12s} {'total pinball':>13s} {'total cov80':>11s}")
         for m, a in sorted(summary["models"].items(), key=lambda kv: kv[1]["mase"]):
