@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import compress
 
-from alerting.rules import Rule, RuleSet
+from alerting.rules import REASON_BITS, Rule, RuleSet
 from exporter.schema import Device, Labels, Snapshot
 
 SeriesKey = tuple[str, str, Labels]
@@ -58,6 +58,7 @@ class SeriesStore:
         self.history: dict[tuple[str, SeriesKey], deque[tuple[float, float]]] = {}
         self.first_seen: dict[tuple[str, SeriesKey], float] = {}
         self._pruned = 0.0
+        self._mask_sources: dict[str, bool] = {}
         self.recent: dict[str, dict[SeriesKey, float]] = {}  # field -> series -> last time its value changed
         self.last_seen: dict[tuple[str, str], tuple[float, int]] = {}  # (field, node) -> (ts, series)
         self.set_rules(rules)
@@ -74,6 +75,16 @@ class SeriesStore:
                 self.counter_windows[r.metric.field] = max(self.counter_windows.get(r.metric.field, 0.0), r.window)
             if r.kind == "absent":
                 self.absent_fields.add(r.metric.field)
+        # clock_event_active{reason} is one bit of clock_event_reasons: from a source that sends the
+        # bitmask, read one sample per GPU instead of one per reason.
+        self.reason_bits: dict[str, int] = {}
+        for r in rules.rules:
+            if r.metric.field == "clock_event_active":
+                reasons = dict(r.match).get("reason") or tuple(REASON_BITS)
+                self.reason_bits.update({x: REASON_BITS[x] for x in reasons if x in REASON_BITS})
+        self.fields_masked = self.fields - {"clock_event_active"}
+        if self.reason_bits:
+            self.fields_masked = self.fields_masked | {"clock_event_reasons"}
 
     # ------------------------------------------------------------------ ingest
     def observe(self, snap: Snapshot) -> None:
@@ -83,7 +94,8 @@ class SeriesStore:
         twin as one source) is split by each device's node, so alerts carry the GPU's own node, as the
         exporter's ``node`` label does.
         """
-        wanted = self.fields
+        masked = self.reason_bits and self._mask_sources.get(snap.node, False)
+        wanted = self.fields_masked if masked else self.fields | ({"clock_event_reasons"} if self.reason_bits else set())
         samples = snap.samples
         kept = list(compress(samples, map(wanted.__contains__, map(_FIELD, samples))))
         node_of = {d.uuid: d.node for d in snap.devices}
@@ -109,6 +121,8 @@ class SeriesStore:
             devs.setdefault(d.node, {})[d.uuid] = d
         for n in (*devs, default):
             per_node.setdefault(n, {})
+        if self.reason_bits:
+            self._mask_sources[default] = self._from_mask(per_node)
         if "up" in wanted:
             for uuid, v in snap.up.items():
                 per_node[node_of.get(uuid, default)].setdefault("up", {}).setdefault((), {})[uuid] = float(v)
@@ -129,6 +143,20 @@ class SeriesStore:
                 horizon = snap.ts - self.counter_windows.get(f, 0.0) - self.stale_after
                 for key in [k for k, t in recent.items() if t < horizon]:
                     del recent[key]
+
+    def _from_mask(self, per_node: dict[str, dict[str, dict[Labels, dict[str, float]]]]) -> bool:
+        """Derive clock_event_active{reason} from the bitmask; True when the snapshot carried it."""
+        seen = False
+        for series in per_node.values():
+            take = series.get if "clock_event_reasons" in self.fields else series.pop
+            masks = take("clock_event_reasons", {}).get(())
+            if not masks:
+                continue
+            seen = True
+            series["clock_event_active"] = {
+                (("reason", reason),): {u: 1.0 if int(m) & bit else 0.0 for u, m in masks.items()}
+                for reason, bit in self.reason_bits.items()}
+        return seen
 
     def _store(self, node: str, ts: float, devices: dict[str, Device],
                series: dict[str, dict[Labels, dict[str, float]]]) -> None:

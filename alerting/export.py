@@ -23,17 +23,11 @@ from typing import Any
 import yaml
 
 from alerting.engine import DEFAULT_GROUP_BY
-from alerting.rules import Rule, RuleSet, format_duration
+from alerting.rules import REASON_BITS, Rule, RuleSet, format_duration
 from exporter.catalogue import Metric
 
 NAMINGS = ("native", "dcgm")
 DCGM_LABEL = {"node": "Hostname", "uuid": "UUID", "model": "modelName"}
-# NVML clock event (throttle) reason bits, as DCGM_FI_DEV_CLOCKS_EVENT_REASONS reports them.
-REASON_BITS = {
-    "gpu_idle": 0x1, "applications_clocks_setting": 0x2, "sw_power_cap": 0x4, "hw_slowdown": 0x8,
-    "sync_boost": 0x10, "sw_thermal_slowdown": 0x20, "hw_thermal_slowdown": 0x40,
-    "hw_power_brake_slowdown": 0x80, "display_clock_setting": 0x100,
-}
 RULE_FILE = {"native": "gpufleet-rules.yml", "dcgm": "gpufleet-rules-dcgm.yml"}
 
 

@@ -52,6 +52,13 @@ VARIANT_KEYS = {"match", "labels", "annotations", "severity", "threshold", "clea
 OVERRIDE_KEYS = {"threshold", "clear", "for", "window", "severity"}
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+# NVML clock event (throttle) reason bits: the bitmask gpufleet_gpu_clock_event_reasons /
+# DCGM_FI_DEV_CLOCKS_EVENT_REASONS carries; gpufleet_gpu_clock_event_active{reason} is one bit of it.
+REASON_BITS = {
+    "gpu_idle": 0x1, "applications_clocks_setting": 0x2, "sw_power_cap": 0x4, "hw_slowdown": 0x8,
+    "sync_boost": 0x10, "sw_thermal_slowdown": 0x20, "hw_thermal_slowdown": 0x40,
+    "hw_power_brake_slowdown": 0x80, "display_clock_setting": 0x100,
+}
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 

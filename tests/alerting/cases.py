@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from alerting.engine import AlertEngine, EngineConfig
-from alerting.export import REASON_BITS, _Naming, prometheus_rule
-from alerting.rules import Rule, RuleSet
+from alerting.export import _Naming, prometheus_rule
+from alerting.rules import REASON_BITS, Rule, RuleSet
 from alerting.templating import render
 from exporter.catalogue import Metric, catalogue
 from exporter.schema import Device, Sample, Snapshot

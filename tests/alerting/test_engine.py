@@ -183,3 +183,30 @@ def test_restart_keeps_a_fleet_alert_until_its_metric_reports(tmp_path: Path) ->
     assert sent2 == [] and e2.firing()[0].rule == "QueueBacklog"
     e2.step(queue(110, 60), now=110)
     assert [n.status for n in sent2] == ["resolved"]
+
+
+def test_clock_reasons_from_the_bitmask_match_the_per_reason_series() -> None:
+    from exporter.schema import Sample
+
+    def snap(t: float, with_mask: bool) -> object:
+        s = snapshot(t, gpus=3)
+        masks = {0: 0x40, 1: 0x4 | 0x1, 2: 0x0}  # GPU 0 hw thermal, GPU 1 power cap + idle, GPU 2 none
+        for i, m in masks.items():
+            uuid = gpu_uuid("n1", i)
+            for reason, bit in (("hw_thermal_slowdown", 0x40), ("sw_power_cap", 0x4), ("gpu_idle", 0x1)):
+                s.samples.append(Sample(uuid, "clock_event_active", 1.0 if m & bit else 0.0, t,
+                                        (("reason", reason),)))
+            if with_mask:
+                s.samples.append(Sample(uuid, "clock_event_reasons", float(m), t))
+        return s
+
+    over = {"GpuThermalThrottling": {"for": "0s"}, "GpuPowerThrottling": {"for": "0s"}}
+    results = []
+    for with_mask in (False, True):
+        e = AlertEngine(load_rules(overrides=over), config=EngineConfig(group_interval=0))
+        for t in (0, 10, 20):
+            e.step(snap(t, with_mask), now=t)  # type: ignore[arg-type]
+        results.append(sorted((a.rule, a.labels["uuid"], a.labels["reason"]) for a in e.firing()))
+    assert results[0] == results[1] == [
+        ("GpuPowerThrottling", gpu_uuid("n1", 1), "sw_power_cap"),
+        ("GpuThermalThrottling", gpu_uuid("n1", 0), "hw_thermal_slowdown")]
