@@ -266,3 +266,119 @@ class Postgres:
     def stop(self) -> None:
         self.server.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Slurm:
+    """A single-host Slurm cluster (slurmctld + slurmd) with ``gpus`` fake GPUs, for integration tests.
+
+    The GPUs are device nodes made with ``mknod ... c 1 3`` (Slurm drops GRES without device files);
+    ``AuthType=auth/none`` / ``CredType=cred/none`` (no munged); free loopback ports; daemons stopped by pid.
+    Needs root (mknod, SlurmUser=root). Clients reach it with ``SLURM_CONF=<self.conf>``.
+    """
+
+    NODE = "gpunode1"
+
+    def __init__(self, gpus: int = 8, cpus: int = 16) -> None:
+        for b in ("slurmctld", "slurmd", "sinfo", "squeue", "scontrol", "sbatch", "scancel"):
+            require_binary(b)
+        if os.geteuid() != 0:
+            skip_or_fail("the Slurm fixture needs root (mknod for fake GPU devices, SlurmUser=root)")
+        import tempfile
+
+        self.dir = Path(tempfile.mkdtemp(prefix="gf-slurm-"))  # short: slurmd puts unix sockets under it
+        for sub in ("dev", "state", "spool", "log"):
+            (self.dir / sub).mkdir()
+        try:
+            for i in range(gpus):
+                subprocess.run(["mknod", str(self.dir / "dev" / f"nvidia{i}"), "c", "1", "3"], check=True,
+                               capture_output=True)
+        except (subprocess.CalledProcessError, OSError) as exc:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            skip_or_fail(f"cannot make fake GPU device nodes: {exc}")
+        self.gpus = gpus
+        d = self.dir
+        self.conf = d / "slurm.conf"
+        self.conf.write_text("\n".join([
+            "ClusterName=gpufleettest", "SlurmctldHost=localhost(127.0.0.1)",
+            f"SlurmctldPort={free_port()}", f"SlurmdPort={free_port()}",
+            "SlurmUser=root", "SlurmdUser=root", "AuthType=auth/none", "CredType=cred/none",
+            f"StateSaveLocation={d}/state", f"SlurmdSpoolDir={d}/spool/%n",
+            f"SlurmctldPidFile={d}/slurmctld.pid", f"SlurmdPidFile={d}/slurmd.pid",
+            f"SlurmctldLogFile={d}/log/slurmctld.log", f"SlurmdLogFile={d}/log/slurmd.log",
+            "ProctrackType=proctrack/pgid", "TaskPlugin=task/none", "JobAcctGatherType=jobacct_gather/none",
+            "AccountingStorageType=accounting_storage/none", "JobCompType=jobcomp/none", "MpiDefault=none",
+            "SwitchType=switch/none", "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core",
+            "GresTypes=gpu", "ReturnToService=2", "SlurmdParameters=config_overrides",
+            "KillWait=2", "MinJobAge=2", "MessageTimeout=5", "SchedulerType=sched/builtin",
+            f"NodeName={self.NODE} NodeHostname=localhost NodeAddr=127.0.0.1 CPUs={cpus} RealMemory=4000 "
+            f"Gres=gpu:{gpus} State=UNKNOWN",
+            f"PartitionName=gpu Nodes={self.NODE} Default=YES MaxTime=INFINITE State=UP", ""]))
+        (d / "gres.conf").write_text(
+            f"AutoDetect=off\nNodeName={self.NODE} Name=gpu File={d}/dev/nvidia[0-{gpus - 1}]\n")
+        self.env = {"SLURM_CONF": str(self.conf)}
+        self.ctld = ServerProcess(["slurmctld", "-D", "-i"], d / "log" / "slurmctld.out", env=self.env)
+        self.slurmd = ServerProcess(["slurmd", "-D", "-N", self.NODE], d / "log" / "slurmd.out", env=self.env)
+
+        def ready() -> bool:
+            for p in (self.ctld, self.slurmd):
+                if not p.alive():
+                    raise RuntimeError(f"{p.args[0]} exited early:\n{p.log()}\n{self.logs()}")
+            out = self.cli("sinfo", "-h", "-o", "%T", check=False)
+            return out.strip() == "idle"
+        try:
+            wait_until(ready, 45, "Slurm node idle", interval=0.3)
+        except Exception:
+            self.stop()
+            raise
+
+    def logs(self) -> str:
+        return "".join((self.dir / "log" / n).read_text(errors="replace")[-3000:]
+                       for n in ("slurmctld.log", "slurmd.log") if (self.dir / "log" / n).exists())
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 10.0) -> str:
+        try:
+            p = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout,
+                               env={**os.environ, **self.env}, check=False)
+        except subprocess.TimeoutExpired:
+            if check:
+                raise
+            return ""
+        if check and p.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)}: {p.stderr.strip()}")
+        return p.stdout
+
+    def clear_queue(self, timeout: float = 20.0) -> None:
+        """Cancel every job and wait until the queue is empty (completed jobs leave after MinJobAge)."""
+        ids = self.cli("squeue", "-h", "-o", "%i", check=False).split()
+        if ids:
+            self.cli("scancel", *ids, check=False)
+        self.cli("scontrol", "update", f"NodeName={self.NODE}", "State=RESUME", check=False)
+        wait_until(lambda: not self.cli("squeue", "-h", "-o", "%i", check=False).strip(), timeout, "empty queue",
+                   interval=0.5)
+
+    def _stepds(self) -> list[int]:
+        """slurmstepd processes of this cluster (they run in their own sessions): by their SLURM_CONF."""
+        mine = f"SLURM_CONF={self.conf}".encode()
+        pids = []
+        for p in Path("/proc").iterdir():
+            if not p.name.isdigit():
+                continue
+            try:
+                if (p / "cmdline").read_bytes().startswith(b"slurmstepd") and mine in (p / "environ").read_bytes().split(b"\0"):
+                    pids.append(int(p.name))
+            except OSError:
+                continue
+        return pids
+
+    def stop(self) -> None:
+        import contextlib
+
+        with contextlib.suppress(Exception):
+            if self.ctld.alive():
+                self.clear_queue()
+        self.slurmd.stop(grace=3.0)  # slurmd ignores SIGTERM while registering: SIGKILL after the grace
+        self.ctld.stop(grace=5.0)
+        for pid in self._stepds():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(self.dir, ignore_errors=True)
