@@ -1,9 +1,10 @@
 """Notifications through apprise: routes by labels to apprise URLs, templated messages, retries.
 
 A :class:`Route` has a name (the ``channel`` label of the notification metrics), label matchers
-(``severity=critical``, ``node=~gpu-0.*``), apprise URLs (``mailto://``, ``slack://``, ``msteams://``,
+(``severity=critical``, ``node=~gpu-0.*``), apprise URLs (``mailto://``, ``slack://``, ``workflows://``,
 ``tgram://``, ``dingtalk://``, ``feishu://`` / ``lark://``, ``wecombot://``, ``json://`` ...) and
-``continue`` (keep matching later routes). Routes are tried in order; a notification goes to the first
+``continue`` (keep matching later routes); Microsoft Teams goes through ``workflows://`` (Teams
+workflow webhooks). URLs are checked when the notifier is built. Routes are tried in order; a notification goes to the first
 route that matches, plus later ones while ``continue`` is set; when none matches it goes to the routes
 without matchers. The ``outbox://DIR`` URL writes each notification as a JSON file (for the demo and
 for tests).
@@ -95,6 +96,9 @@ class Notifier:
         names = [r.name for r in routes]
         if len(set(names)) != len(names):
             raise ConfigError(f"alerting route names must be unique: {names}")
+        for r in routes:
+            for url in r.urls:
+                check_url(url, r.name)
         self.routes = routes
         self.dashboard_url = dashboard_url
         self.retries = max(1, retries)
@@ -171,6 +175,17 @@ class Notifier:
                   self.retries, _mask(url))
         self.failed_total.labels(channel).inc()
         return False
+
+
+def check_url(url: str, channel: str = "") -> None:
+    """Raise ConfigError when apprise cannot use ``url`` (unknown scheme, malformed token...)."""
+    if url.startswith("outbox://"):
+        if not url[len("outbox://"):]:
+            raise ConfigError(f"route {channel!r}: outbox:// needs a folder, e.g. outbox:///var/lib/gpufleet/outbox")
+        return
+    if not apprise.Apprise().add(url):
+        raise ConfigError(f"route {channel!r}: apprise cannot use the URL {_mask(url)} "
+                          "(see https://github.com/caronc/apprise/wiki for each service's URL)")
 
 
 def _mask(url: str) -> str:

@@ -165,3 +165,26 @@ def test_build_engine_from_settings(tmp_path: Path, webhook: WebhookReceiver) ->
     assert webhook.wait(1)[0]["title"] == "[FIRING:1] GpuTemperatureHigh on gpu-01 (warning)"
     assert (tmp_path / "alerting" / "state.json").exists()
     engine.notify.close()
+
+
+@pytest.mark.parametrize("url", [
+    "mailtos://smtp.example.com:587/oncall@example.com?from=gpufleet@example.com&user=u&pass=p",
+    "slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ/#alerts",
+    "workflows://prod-00.westus.logic.azure.com:443/a2b9d8e0123456789abcdef0123456789/abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOP",
+    "tgram://123456789:abcdefg_hijklmnop/12315544",
+    "dingtalk://abcdefghijklmnopqrstuvwxyz0123456789abcdefghijkl/",
+    "feishu://abcdefghijklmnopqrstuvwxyz0123456789",
+    "lark://abcdefghijklmnopqrstuvwxyz0123456789",
+    "wecombot://abcdefghijklmnopqrstuvwxyz0123456789",
+    "json://alerts.example.com/hook",
+])
+def test_channel_urls_are_accepted(url: str) -> None:
+    notifier = Notifier([Route("channel", [url])])
+    assert notifier.routes[0].urls == [url]
+
+
+def test_unusable_url_is_a_config_error() -> None:
+    from exporter.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="route 'pager': apprise cannot use the URL nosuchservice://"):
+        Notifier([Route("pager", ["nosuchservice://secret-token"])])
