@@ -106,8 +106,9 @@ class Service:
         self.data_dir = Path(settings.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.fleet = FleetState(settings=masked(settings))
-        self.source = source or wiring.build_source(settings)
-        self.source.open()
+        if source is not None:
+            source.open()
+        self.source = source or wiring.open_source(settings)
         try:
             self.sinks = wiring.build_sinks(settings, default_store=self.data_dir / "history")
             self.store_path = wiring.store_path(settings, self.data_dir)

@@ -10,34 +10,31 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from exporter.errors import ConfigError, SourceUnavailable
+from exporter.errors import ConfigError
 from exporter.schema import Device
 from gpufleet.settings import Settings
 
 
-def build_source(settings: Settings, collectors: list[str] | None = None) -> Any:
-    """The configured source (not opened): NVML, AMD, both (auto) or the digital twin."""
-    kind = settings.exporter.source
-    if kind == "twin":
+def open_source(settings: Settings, collectors: list[str] | None = None) -> Any:
+    """Build and open the configured source: the digital twin, or NVML / AMD SMI / both (auto).
+
+    No driver or library: SourceUnavailable names the reason and points at ``--source twin``.
+    """
+    ex = settings.exporter
+    if ex.source == "twin":
         from simulator.twin import TwinConfig, TwinSource
 
         tw = settings.twin
         config = TwinConfig(nodes=tw.nodes, gpus_per_node=tw.gpus_per_node, seed=tw.seed,
                             inventory=tw.inventory, failures=tw.failures)
         config.validate()
-        return TwinSource(config, speed=tw.speed)
-    if kind in ("nvml", "auto"):
-        from exporter.sources.nvml import NvmlSource
+        src: Any = TwinSource(config, speed=tw.speed)
+        src.open()
+        return src
+    from exporter.sources import auto
 
-        return NvmlSource(collectors=collectors, node=settings.exporter.node_name,
-                          proc_root=settings.exporter.proc_root)
-    if kind == "amd":
-        try:
-            from exporter.sources.amd import AmdSource  # type: ignore[import-not-found,unused-ignore]
-        except ImportError:
-            raise SourceUnavailable("the AMD source is not available in this build; use --source twin") from None
-        return AmdSource(node=settings.exporter.node_name)
-    raise SourceUnavailable(f"unknown source {kind!r}; use nvml, amd, auto or twin")
+    return auto.open_source(ex.source, collectors=collectors, node=ex.node_name, proc_root=ex.proc_root,
+                            amd_pcie_throughput=ex.amd_pcie_throughput)
 
 
 def web_config(settings: Settings, path: Path | None) -> Any:

@@ -6,60 +6,11 @@ import contextlib
 import signal
 import threading
 from pathlib import Path
-from typing import Any
 
 import typer
 
-from exporter.errors import ConfigError, SourceUnavailable
-from gpufleet.settings import Settings, load_settings
-
-
-def _open_source(settings: Settings, collectors: list[str] | None) -> Any:
-    """Build and open the configured source (SourceUnavailable names the reason and points at the twin)."""
-    kind = settings.exporter.source
-    ex = settings.exporter
-    if kind == "twin":
-        from simulator.twin import TwinConfig, TwinSource
-
-        tw = settings.twin
-        config = TwinConfig(nodes=tw.nodes, gpus_per_node=tw.gpus_per_node, seed=tw.seed,
-                            inventory=tw.inventory, failures=tw.failures)
-        config.validate()
-        src: Any = TwinSource(config, speed=tw.speed)
-        src.open()
-        return src
-    try:  # vendor selection (auto: NVML and/or AMD SMI) where the build has it
-        from exporter.sources import auto
-    except ImportError:
-        auto = None  # type: ignore[assignment]
-    if auto is not None:
-        return auto.open_source(kind, collectors=collectors, node=ex.node_name, proc_root=ex.proc_root,
-                                amd_pcie_throughput=ex.amd_pcie_throughput)
-    if kind not in ("nvml", "auto"):
-        raise SourceUnavailable(f"source {kind!r} is not available in this build; use --source nvml or twin")
-    from exporter.sources.nvml import NvmlSource
-
-    src = NvmlSource(collectors=collectors, node=ex.node_name, proc_root=ex.proc_root)
-    src.open()
-    return src
-
-
-def _web_config(settings: Settings, web_config: Path | None) -> Any:
-    from exporter.sinks.web import WebConfig, load_web_config
-
-    if web_config is not None:
-        return load_web_config(web_config)
-    ex = settings.exporter
-    cfg = WebConfig()
-    if ex.tls_cert or ex.tls_key:
-        if not (ex.tls_cert and ex.tls_key):
-            raise ConfigError("exporter.tls_cert and exporter.tls_key go together")
-        cfg.cert_file, cfg.key_file = ex.tls_cert, ex.tls_key
-    if ex.basic_auth_user:
-        if ex.basic_auth_password_hash is None:
-            raise ConfigError("exporter.basic_auth_user needs exporter.basic_auth_password_hash")
-        cfg.users = {ex.basic_auth_user: ex.basic_auth_password_hash.get_secret_value()}
-    return cfg
+from gpufleet import wiring
+from gpufleet.settings import load_settings
 
 
 def exporter(
@@ -107,26 +58,11 @@ def exporter(
     })
     ex = settings.exporter
     host, port = parse_listen(ex.listen)
-    web = _web_config(settings, web_config)
-    src = _open_source(settings, ex.collectors)  # no driver: one red line pointing at --source twin
+    web = wiring.web_config(settings, web_config)
+    src = wiring.open_source(settings, ex.collectors)  # no driver: one red line pointing at --source twin
     sinks: list[Sink] = []
     try:
-        inf = settings.influx
-        if inf.url:
-            from exporter.sinks.influx import InfluxSink
-
-            sinks.append(InfluxSink(
-                inf.url, inf.buffer_dir or settings.data_dir / "influx-buffer",
-                token=inf.token.get_secret_value() if inf.token else None, org=inf.org, bucket=inf.bucket,
-                batch_size=inf.batch_size, flush_interval=inf.flush_interval,
-                buffer_max_points=inf.buffer_max_points, overflow=inf.overflow))
-        st = settings.store
-        if st.path:
-            from exporter.sinks.store import StoreSink
-
-            sinks.append(StoreSink(st.path, raw_retention_days=st.raw_retention_days,
-                                   minute_retention_days=st.minute_retention_days,
-                                   hour_retention_days=st.hour_retention_days))
+        sinks = wiring.build_sinks(settings)
         loop_filter = ex.collectors if ex.source == "twin" else None  # NVML runs only the chosen collectors
         loop = CollectionLoop(src, interval=ex.interval, sinks=sinks, collectors=loop_filter)
         prom = PrometheusSink(loop, names=ex.names)
