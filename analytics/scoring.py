@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from analytics.datasets import Panel, make_windows
+from analytics.datasets import Panel
 from exporter.schema import Sample
 from models.failure_base import horizon_label
 
@@ -52,11 +52,22 @@ class RiskScores:
 
 def score_panel(model: Any, panel: Panel, *, window: float = 6 * 3600.0, version: str | None = None) -> RiskScores:
     """Score every GPU of a prepared panel on its latest ``window`` (one batch, one model for the fleet)."""
-    panel = align_fields(panel, tuple(model.feature_names_))
-    ws = make_windows(panel, {}, window=window, stride=window, horizons=model.horizons_, last_only=True)
-    proba = model.predict_proba(ws.X, ws.mask).proba if len(ws) else np.zeros((0, len(model.horizons_)))
+    X, mask = latest_windows(align_fields(panel, tuple(model.feature_names_)), window)
+    proba = model.predict_proba(X, mask).proba if len(X) else np.zeros((0, len(model.horizons_)))
     ts = float(panel.times[-1]) if len(panel.times) else 0.0
-    return RiskScores(ws.uuids, tuple(model.horizons_), proba, ts, model.name, version)
+    return RiskScores(list(panel.uuids), tuple(model.horizons_), proba, ts, model.name, version)
+
+
+def latest_windows(panel: Panel, window: float) -> tuple[np.ndarray, np.ndarray]:
+    """(X, mask) of every GPU's last ``window`` seconds; front-padded (masked) when history is shorter."""
+    steps = max(round(window / panel.step), 1)
+    v = panel.values[:, -steps:, :]
+    mask = ~np.isnan(v)
+    X = np.where(mask, v, np.float32(0.0))
+    if v.shape[1] < steps:
+        pad = ((0, 0), (steps - v.shape[1], 0), (0, 0))
+        X, mask = np.pad(X, pad), np.pad(mask, pad)
+    return X, mask.view(np.uint8)
 
 
 def align_fields(panel: Panel, fields: tuple[str, ...]) -> Panel:
@@ -98,9 +109,9 @@ def explain_top(model: Any, panel: Panel, scores: RiskScores, *, n: int = 10, ho
     """Fill ``scores.signals`` for the ``n`` riskiest GPUs."""
     panel = align_fields(panel, tuple(model.feature_names_))
     top = [u for u, _ in scores.top(n, horizon)]
-    ws = make_windows(panel, {}, window=window, stride=window, horizons=model.horizons_, last_only=True)
-    rows = np.array([ws.uuids.index(u) for u in top], dtype=np.int64)
+    X, mask = latest_windows(panel, window)
+    rows = np.array([panel.uuids.index(u) for u in top], dtype=np.int64)
     if len(rows):
-        sig = top_signals(model, ws.X[rows], ws.mask[rows], horizon=horizon, k=k)
+        sig = top_signals(model, X[rows], mask[rows], horizon=horizon, k=k)
         scores.signals = dict(zip(top, sig, strict=True))
     return scores

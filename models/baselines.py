@@ -30,25 +30,22 @@ def window_summary(X: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """
     n, steps, f = X.shape
     m = mask.astype(bool)
-    Xf = np.where(m, X, 0.0).astype(np.float64)
-    cnt = m.sum(axis=1)
+    Xf = np.where(m, X, np.float32(0.0)).astype(np.float32, copy=False)
+    cnt = m.sum(axis=1, dtype=np.float32)
     safe = np.maximum(cnt, 1)
-    total = Xf.sum(axis=1)
+    total = Xf.sum(axis=1, dtype=np.float64).astype(np.float32)
     mean = total / safe
-    var = np.where(m, (Xf - mean[:, None, :]) ** 2, 0.0).sum(axis=1) / safe
-    mx = np.where(m, Xf, -np.inf).max(axis=1)
-    mn = np.where(m, Xf, np.inf).min(axis=1)
+    var = np.maximum(np.einsum("ntf,ntf->nf", Xf, Xf, dtype=np.float64).astype(np.float32) / safe - mean ** 2, 0)
     seen = cnt > 0
-    mx = np.where(seen, mx, 0.0)
-    mn = np.where(seen, mn, 0.0)
+    mx = np.where(seen, np.where(m, Xf, np.float32(-np.inf)).max(axis=1), 0.0)
+    mn = np.where(seen, np.where(m, Xf, np.float32(np.inf)).min(axis=1), 0.0)
     # last observed value: index of the last True along the time axis
     last_idx = steps - 1 - np.argmax(m[:, ::-1, :], axis=1)
-    last = np.take_along_axis(Xf, last_idx[:, None, :], axis=1)[:, 0, :]
-    last = np.where(seen, last, 0.0)
+    last = np.where(seen, np.take_along_axis(Xf, last_idx[:, None, :], axis=1)[:, 0, :], 0.0)
     q = max(steps // 4, 1)
-    head_c = m[:, :q, :].sum(axis=1)
+    head_c = cnt_head = m[:, :q, :].sum(axis=1)
     tail_c = m[:, -q:, :].sum(axis=1)
-    head = Xf[:, :q, :].sum(axis=1) / np.maximum(head_c, 1)
+    head = Xf[:, :q, :].sum(axis=1) / np.maximum(cnt_head, 1)
     tail = Xf[:, -q:, :].sum(axis=1) / np.maximum(tail_c, 1)
     trend = np.where((head_c > 0) & (tail_c > 0), tail - head, 0.0)
     observed = cnt / steps

@@ -4,7 +4,7 @@ Pipeline, all learnt in ``fit`` from the training windows only:
 
 1. per-feature transform: ``asinh`` for spiky non-negative fields (error counters), then z-scores
    from observed values (masked values never enter the statistics);
-2. the window (e.g. 360 one-minute steps) is pooled into ``pool``-step blocks; each block carries the
+2. the window (e.g. 360 one-minute steps) is pooled into ``blocks`` blocks (or ``pool``-step blocks); each carries the
    masked mean, the masked max and the observed fraction of every field, so the network sees
    *missingness* as an input instead of fake zeros;
 3. a one-layer LSTM over the blocks, its last state plus the window's mean block into a linear head
@@ -51,11 +51,12 @@ class LSTMFailure(FailureModel):
 
     name = "lstm_failure"
 
-    def __init__(self, hidden: int = 32, pool: int = 10, epochs: int = 8, batch_size: int = 256,
+    def __init__(self, hidden: int = 32, pool: int | None = None, blocks: int = 12, epochs: int = 15, batch_size: int = 256,
                  lr: float = 3e-3, max_pos_weight: float = 20.0, windows_per_epoch: int | None = None,
                  calibration_fraction: float = 0.2, threads: int | None = 1, seed: int = 0) -> None:
         self.hidden = hidden
         self.pool = pool
+        self.blocks = blocks
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -87,10 +88,14 @@ class LSTMFailure(FailureModel):
     def _inputs(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float32)
         m = np.asarray(mask) > 0
-        Z = np.where(self.asinh_[None, None, :], np.arcsinh(X), X)
-        Z = (Z - self.mean_) / self.std_
-        Z = np.where(m, np.clip(Z, -10, 10), 0.0).astype(np.float32)
-        return _pool(Z, m, self.pool)
+        Z = X.copy()
+        if self.asinh_.any():
+            Z[:, :, self.asinh_] = np.arcsinh(Z[:, :, self.asinh_])
+        Z -= self.mean_
+        Z /= self.std_
+        np.clip(Z, -10, 10, out=Z)
+        Z[~m] = 0.0
+        return _pool(Z, m, self.pool_)
 
     # ---- network ---------------------------------------------------------------------------------
     def _build(self, n_in: int, n_out: int) -> Any:
@@ -139,6 +144,8 @@ class LSTMFailure(FailureModel):
         torch.manual_seed(self.seed)
         gen = torch.Generator().manual_seed(self.seed)
         fit_rows, cal_rows = calibration_split(X.shape[0], self.calibration_fraction)
+        # pooling: ``pool`` steps per block, or as many as make ``blocks`` blocks of the window
+        self.pool_ = self.pool or max(-(-X.shape[1] // self.blocks), 1)
         self._fit_transform_stats(X, mask, fit_rows, rng)
         n_in = 3 * X.shape[2]
         self.net_ = self._build(n_in, y.shape[1])
@@ -150,6 +157,10 @@ class LSTMFailure(FailureModel):
         loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
         opt = torch.optim.Adam(self.net_.parameters(), lr=self.lr)
         best: tuple[float, dict[str, Any]] | None = None
+        # early stopping looks at (a seeded sample of) the calibration slice
+        stop_rows = cal_rows
+        if self.windows_per_epoch and len(cal_rows) > self.windows_per_epoch // 2:
+            stop_rows = np.sort(rng.choice(cal_rows, self.windows_per_epoch // 2, replace=False))
         self.history_: list[dict[str, float]] = []
         for epoch in range(self.epochs):
             self.net_.train()
@@ -169,8 +180,8 @@ class LSTMFailure(FailureModel):
             rec = {"epoch": float(epoch), "train_loss": total / max(len(order), 1), "windows": float(len(order))}
             if len(cal_rows):
                 with torch.inference_mode():
-                    val_logits = torch.from_numpy(self._logits(X, mask, cal_rows))
-                    rec["val_loss"] = float(loss_fn(val_logits, torch.from_numpy(yt[cal_rows])))
+                    val_logits = torch.from_numpy(self._logits(X, mask, stop_rows))
+                    rec["val_loss"] = float(loss_fn(val_logits, torch.from_numpy(yt[stop_rows])))
                 if best is None or rec["val_loss"] < best[0]:
                     best = (rec["val_loss"], {k: v.clone() for k, v in self.net_.state_dict().items()})
             self.history_.append(rec)
