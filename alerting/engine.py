@@ -251,8 +251,9 @@ class AlertEngine:
                     a = self.alerts[k] = Alert(k, rule.name, labels, {}, "pending", hit.value, hit.threshold, now,
                                                rid=rid, series=[node, uuid, [list(kv) for kv in extra]])
                     self._dirty = True
+                if not a.annotations or hit.value != a.value:
+                    a.annotations = {n: render(t, a.labels, hit.value) for n, t in rule.annotations}
                 a.value, a.threshold, a.last_eval = hit.value, hit.threshold, now
-                a.annotations = {n: render(t, a.labels, hit.value) for n, t in rule.annotations}
                 if a.state == "pending" and now - a.active_since >= rule.for_s:
                     a.state, a.fired_at = "firing", now
                     self._dirty = True

@@ -83,3 +83,18 @@ def test_promtool_hysteresis(exported: Path) -> None:
     path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
     r = _run(promtool, "test", "rules", str(path))
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_exported_rules_name_only_catalogue_metrics(exported: Path) -> None:
+    import re
+
+    from exporter.catalogue import catalogue
+
+    names = catalogue().names("both")
+    for f in ("gpufleet-rules.yml", "gpufleet-rules-dcgm.yml"):
+        doc = yaml.safe_load((exported / f).read_text())
+        exprs = [r["expr"] for g in doc["groups"] for r in g["rules"]]
+        used = {m for e in exprs for m in re.findall(r"\b(gpufleet_[a-z0-9_]+|DCGM_[A-Z0-9_]+)\b", e)}
+        assert used and used <= names, used - names
+        assert not any("increase(gpufleet_gpu_last_xid" in e or "increase(DCGM_FI_DEV_XID_ERRORS" in e
+                       for e in exprs)
