@@ -29,7 +29,7 @@ class ServiceMetrics:
         fleet = self.service.fleet
         out = [Sample(uuid, "failure_risk", p, ts, (("horizon", h),))
                for uuid, horizons in fleet.risk.items() for h, p in horizons.items()]
-        window = self.service.settings.serve.idle_window
+        window = self.service.settings.allocator.idle_window_s
         out += [Sample(uuid, "gpu_allocated_idle", 1.0 if ts - since >= window else 0.0, ts)
                 for uuid, since in self.idle.items()]
         return out
@@ -55,7 +55,7 @@ class ServiceMetrics:
     def update_idle(self, snapshot: Snapshot) -> None:
         """Track how long each allocated GPU has been under the idle utilization threshold."""
         allocated = {a["uuid"] for a in self.service.jobs.allocations()}
-        threshold = self.service.settings.serve.idle_utilization
+        threshold = self.service.settings.allocator.idle_threshold
         util = {s.uuid: s.value for s in snapshot.samples if s.field == "util_gpu" and not s.labels}
         for uuid in list(self.idle):
             if uuid not in allocated or util.get(uuid, 0.0) >= threshold:

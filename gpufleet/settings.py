@@ -132,14 +132,11 @@ class AllocatorSettings(BaseModel):
 class ServeSettings(BaseModel):
     """What `gpufleet serve` schedules beside collection."""
 
-    policy: str = Field("default", description="allocator placement policy (see `gpufleet allocator replay --help`)")
     score_interval: float = Field(300.0, ge=10, description="seconds between failure-risk scorings of every GPU")
     forecast_interval: float = Field(3600.0, ge=60, description="seconds between demand forecasts")
     retrain_interval: float = Field(86400.0, ge=600, description="seconds between model retrainings")
     retrain_window_days: float = Field(30.0, gt=0, description="history the sliding-window retraining uses")
     risk_horizon: str = Field("24h", description="failure-risk horizon the allocator and alerts use")
-    idle_utilization: float = Field(0.05, ge=0, le=1, description="allocated GPUs under this are idle")
-    idle_window: float = Field(1800.0, ge=60, description="seconds under the threshold before a GPU counts idle")
 
 
 class Settings(BaseSettings):

@@ -157,9 +157,11 @@ def build_job_service(settings: Settings, devices: list[Device], data_dir: Path,
     from allocator.queue import JobQueue
     from gpufleet.jobs import QueueJobService
 
+    al = settings.allocator
     state = cluster_from_devices(devices)
-    policy = make_policy(settings.serve.policy, seed=0)
-    queue = JobQueue.load(data_dir / "queue.json", state, policy)
+    policy = make_policy(al.policy, seed=0, **({"risk_weight": al.risk_weight} if al.policy in ("risk_aware", "default") else {}))
+    queue = JobQueue.load(al.queue_path or data_dir / "allocator" / "queue.json", state, policy,
+                          aging_per_hour=al.aging_per_hour)
     return QueueJobService(queue, clock=clock)
 
 

@@ -122,7 +122,7 @@ def test_sigterm_is_graceful_and_state_survives(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, out
-    queue = json.loads((data / "queue.json").read_text())
+    queue = json.loads((data / "allocator" / "queue.json").read_text())
     assert [j["spec"]["name"].split("-", 1)[1] for j in queue["jobs"]] == ["keep-me"]
     assert (data / "alerting").is_dir()
     assert "stopped" in out
