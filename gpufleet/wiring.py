@@ -159,7 +159,8 @@ def build_job_service(settings: Settings, devices: list[Device], data_dir: Path,
 
     al = settings.allocator
     state = cluster_from_devices(devices)
-    policy = make_policy(al.policy, seed=0, **({"risk_weight": al.risk_weight} if al.policy in ("risk_aware", "default") else {}))
+    kwargs: dict[str, Any] = {"risk_weight": al.risk_weight} if al.policy == "default" else {}
+    policy = make_policy(al.policy, seed=0, **kwargs)
     queue = JobQueue.load(al.queue_path or data_dir / "allocator" / "queue.json", state, policy,
                           aging_per_hour=al.aging_per_hour)
     return QueueJobService(queue, clock=clock)
