@@ -81,7 +81,8 @@ class Action:
     ts: float
     manager: str
     kind: str
-    """``hold`` (drain / taint), ``release`` (resume / untaint) or ``skip`` (wanted, refused by the limit)."""
+    """``hold`` (drain / taint), ``release`` (resume / untaint), ``skip`` (wanted, refused by the limit) or
+    ``label`` (risk band, Kubernetes)."""
     node: str
     risk: float | None
     horizon: str
@@ -171,8 +172,31 @@ class Remediator:
             if outcome in ("done", "dry-run"):
                 out_now += 1
             self._emit(actions, Action(now, mgr, "hold", n.name, r, p.horizon, self.reason(r), outcome))
+        self._label_bands(risk, now, actions)
         self.last = actions
         return actions
+
+    def band(self, risk: float) -> str:
+        p = self.policy
+        return "high" if risk >= p.threshold else "medium" if risk >= p.resume_below else "low"
+
+    def _label_bands(self, risk: Mapping[str, float], now: float, actions: list[Action]) -> None:
+        """Managers that label nodes (Kubernetes) get ``low`` / ``medium`` / ``high`` where it changed."""
+        get, put = getattr(self.manager, "bands", None), getattr(self.manager, "set_band", None)
+        if get is None or put is None or not risk:
+            return
+        try:
+            current = get()
+        except GpufleetError as exc:
+            self._emit(actions, Action(now, self.manager.name, "label", "*", None, self.policy.horizon,
+                                       "read risk bands", f"error: {exc}"))
+            return
+        for node, r in sorted(risk.items()):
+            b = self.band(r)
+            if node in current and current[node] != b:
+                outcome = self._do(lambda node=node, b=b: put(node, b))  # type: ignore[misc]
+                self._emit(actions, Action(now, self.manager.name, "label", node, r, self.policy.horizon,
+                                           f"{REASON_PREFIX} risk band {b}", outcome))
 
     def release(self, node: str, *, operator: str, now: float) -> Action:
         """An operator brings a node gpufleet holds back; gpufleet leaves it alone for a while."""
