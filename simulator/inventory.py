@@ -64,6 +64,11 @@ class GpuSpec:
         return self.arch == "hopper"
 
     @property
+    def nvenc(self) -> bool:
+        """A100 / A800 / H100 / H800 / H200 have video decoders but no NVENC encoder."""
+        return not (self.hbm and self.arch in ("ampere", "hopper"))
+
+    @property
     def pcie_bytes_s(self) -> float:
         per_lane = {3: 0.985e9, 4: 1.969e9, 5: 3.938e9}.get(self.pcie_gen, 1.969e9)
         return per_lane * self.pcie_width

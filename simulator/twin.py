@@ -317,7 +317,7 @@ class _Emitter:
         add("pstate", lambda: np.where(ph.util > 0, 0.0, 8.0))
         add("util_gpu", lambda: np.round(ph.util, 2))
         add("util_memory", lambda: np.round(ph.mem_util, 2))
-        add("util_encoder", lambda: np.zeros(ph.n))
+        add("util_encoder", lambda: np.zeros(ph.n), lambda s: s.nvenc)
         add("util_decoder", lambda: np.zeros(ph.n))
         add("fb_total", lambda: ph.mem_total - ph.fb_reserved)
         add("fb_used", lambda: ph.fb_used)

@@ -44,6 +44,7 @@ def test_unsupported_fields_are_absent() -> None:
     assert "temperature_memory" in a100 and "temperature_memory" not in l40s
     assert "nvlink_up" in a100 and "nvlink_up" not in l40s
     assert "remapped_rows_correctable" in a100 and "retired_pages_sbe" not in a100
+    assert "util_encoder" not in a100 and "util_encoder" not in h100 and "util_encoder" in l40s
     assert not any("fan_speed" in f for f in a100 | h100 | l40s)  # passively cooled boards
     assert {"power_usage", "temperature_gpu", "util_gpu", "energy", "fb_used"} <= a100 & h100 & l40s
 
