@@ -85,6 +85,9 @@ def run(
         modes[m] = modes.get(m, 0) + 1
     typer.echo(f"wrote {n_samples:,} samples from {twin.n} GPUs over {days:g} days ({n_steps:,} steps) to {out}")
     typer.echo(f"failure labels: {len(twin.labels)} " + (str(modes) if modes else "") + f"; jobs: {len(twin.jobs):,}")
+    if not twin.labels and not no_failures:
+        typer.echo("no hardware failure at the calibrated rate (~5 % per GPU-year); use --failure-rate 100 "
+                   "or more to generate training labels")
     typer.echo(f"took {took:.1f} s wall, {cpu:.1f} s CPU ({n_samples / max(took, 1e-9):,.0f} samples/s)")
 
 
