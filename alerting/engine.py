@@ -144,7 +144,7 @@ class AlertEngine:
         self.alerts: dict[str, Alert] = {}
         self.groups: dict[str, float] = {}  # group key -> last notification time
         self.sent: list[Notification] = []
-        self.started = clock()
+        self.started: float | None = None  # the first evaluation time (the engine's own clock)
         self._clock = clock
         self._dirty = False
         self._rule_stamps = self._stamps()
@@ -231,6 +231,8 @@ class AlertEngine:
 
     def evaluate(self, now: float) -> None:
         """Advance every alert's state to ``now``."""
+        if self.started is None:
+            self.started = now
         active_by_rule: dict[str, set[SeriesKey]] = {}
         for a in self.alerts.values():
             if a.state != "resolved" and a.series:
@@ -277,7 +279,7 @@ class AlertEngine:
     def _can_resolve(self, a: Alert, now: float) -> bool:
         """Resolve only on evidence: right after a restart, wait until the alert's node (or, for a fleet
         alert, its metric) has been seen again, so a restart never resolves and re-pages."""
-        if now - self.started >= self.config.startup_grace:
+        if self.started is None or now - self.started >= self.config.startup_grace:
             return True
         node = a.labels.get("node")
         if node is not None:
