@@ -1,4 +1,5 @@
-"""End to end: the twin feeds the exporter; a real Prometheus scrapes it and evaluates the exported rules;
+"""End to end: the twin feeds the exporter (native + dcgm names); a real Prometheus scrapes it and evaluates
+the exported rules (both files);
 a real Alertmanager routes to a webhook receiver on loopback. The same snapshots feed gpufleet's own
 engine. A GPU overheats then cools, another falls off the bus: both sides raise the same alerts."""
 
@@ -50,7 +51,7 @@ def test_twin_prometheus_alertmanager_and_engine_agree(tmp_path: Path) -> None:
     require_binary("prometheus-alertmanager")
     rules = load_rules(overrides=SHORT)
     receiver = WebhookReceiver()
-    export(rules, tmp_path / "rules", "native", webhook_url=f"{receiver.url}/am", group_wait=1.0,
+    export(rules, tmp_path / "rules", "both", webhook_url=f"{receiver.url}/am", group_wait=1.0,
            group_interval=1.0, repeat_interval=3600.0)
     sent: list[Notification] = []
     engine = AlertEngine(rules, config=EngineConfig(group_interval=1.0, stale_after=10.0), notify=sent.append)
@@ -60,12 +61,14 @@ def test_twin_prometheus_alertmanager_and_engine_agree(tmp_path: Path) -> None:
     am = prom = None
     try:
         am = Alertmanager(tmp_path / "am", tmp_path / "rules" / "alertmanager.yml")
-        with run_exporter(source, names="native", interval=1.0, sinks=[EngineSink(engine)]) as exp:
+        with run_exporter(source, names="both", interval=1.0, sinks=[EngineSink(engine)]) as exp:
             now_sim = source.sim_time(time.time())
             source.twin.inject_fault(hot.uuid, "overheat", now_sim + 10, 600)
             source.twin.inject_fault(lost.uuid, "fall_off_bus", now_sim + 60)
-            prom = Prometheus(tmp_path / "prom", [exp.host_port], rule_files=[tmp_path / "rules" / "gpufleet-rules.yml"],
-                              alertmanager=f"127.0.0.1:{am.port}")
+            # both rule files: the native one and the dcgm-named one (on the exporter's dcgm series)
+            prom = Prometheus(tmp_path / "prom", [exp.host_port], rule_files=[
+                tmp_path / "rules" / "gpufleet-rules.yml", tmp_path / "rules" / "gpufleet-rules-dcgm.yml"],
+                alertmanager=f"127.0.0.1:{am.port}")
 
             def am_seen() -> dict[tuple[str, str], set[str]]:
                 seen: dict[tuple[str, str], set[str]] = {}
@@ -87,9 +90,15 @@ def test_twin_prometheus_alertmanager_and_engine_agree(tmp_path: Path) -> None:
                         ("GpuLost", lost.uuid): {"firing"},
                         ("NodeGpuCountBelowInventory", lost.node): {"firing"}}
 
+            def dcgm_temp() -> set[str]:  # GpuTemperatureHigh from the dcgm-named rule (it has UUID)
+                return {a["status"] for b in list(receiver.bodies) for a in b["alerts"]
+                        if a["labels"]["alertname"] == "GpuTemperatureHigh" and a["labels"].get("UUID") == hot.uuid
+                        and a["labels"].get("node") == hot.node and a["labels"].get("uuid") == hot.uuid}
+
             def both_done() -> bool:
                 a, e = am_seen(), engine_seen()
-                return all(v <= a.get(k, set()) and v <= e.get(k, set()) for k, v in expected.items())
+                return all(v <= a.get(k, set()) and v <= e.get(k, set()) for k, v in expected.items()) \
+                    and dcgm_temp() == {"firing", "resolved"}
 
             wait_until(both_done, 90, "the scenario's alerts on both sides", interval=0.5)
         on_ours = {k for k in engine_seen() if k[1] in (hot.uuid, lost.uuid, lost.node)}
