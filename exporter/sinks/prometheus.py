@@ -20,6 +20,7 @@ for processes that merge registries. The HTTP server lives in :mod:`exporter.sin
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -235,6 +236,162 @@ def render_text(families: list[Family], stale: frozenset[str] = frozenset()) -> 
     return "".join(parts)
 
 
+class SnapshotRenderer:
+    """Renders a snapshot to exactly the text of ``render_text(build_families(snapshot, names))``, fast.
+
+    Each series (device, field, labels) gets its line prefix (``name{identity,labels} ``) built once and
+    kept while the inventory is unchanged, so a cycle costs one dictionary look-up, one float formatting
+    and one string concatenation per series and target name. Values are never cached.
+    """
+
+    def __init__(self, names: str, cat: Catalogue) -> None:
+        self.native = names in ("native", "both")
+        self.dcgm = names in ("dcgm", "both")
+        self.cat = cat
+        self._slots: dict[str, int] = {}
+        self._heads: list[str] = []
+        self._names: list[str] = []
+        # field -> ((slot, scale, summed labels or None, dcgm identity?), ...) in emission order (native first)
+        self._routes: dict[str, tuple[tuple[int, float, frozenset[str] | None, bool], ...]] = {}
+        for m in cat.metrics:
+            if m.scope not in ("device", "process"):
+                continue
+            route: list[tuple[int, float, frozenset[str] | None, bool]] = []
+            if self.native:
+                route.append((self._slot(m.name, "gauge" if m.type == "info" else m.type, m.help), 1.0, None, False))
+            if self.dcgm and m.dcgm_name:
+                slot = self._slot(m.dcgm_name, m.type, _dcgm_help(m.help, m.unit, m.dcgm_scale))
+                summed = frozenset(m.dcgm_sum_labels) if m.dcgm_sum_labels else None
+                route.append((slot, m.dcgm_scale, summed, True))
+            self._routes[m.field] = tuple(route)
+        if self.native:
+            up, info = cat.field("up"), cat.field("info")
+            self._up = self._slot(up.name, up.type, up.help)
+            self._info = self._slot(info.name, "gauge", info.help)
+        self._devices: list[Device] | None = None
+        self._node = ""
+        self._nid: dict[str, str] = {}
+        self._did: dict[str, str] = {}
+        self._series: dict[tuple[str, str, LabelPairs], tuple[tuple[int, str, float, bool], ...]] = {}
+
+    def _slot(self, name: str, mtype: str, help_: str) -> int:
+        slot = self._slots.get(name)
+        if slot is None:
+            slot = self._slots[name] = len(self._heads)
+            self._names.append(name)
+            h = help_.replace("\\", "\\\\").replace("\n", "\\n")
+            self._heads.append(f"# HELP {name} {h}\n# TYPE {name} {mtype}\n")
+        return slot
+
+    def _inventory(self, snapshot: Snapshot) -> None:
+        if snapshot.devices == self._devices and snapshot.node == self._node:
+            return
+        devices = {d.uuid: d for d in snapshot.devices}
+        self._nid = {d.uuid: _pairs(_native_identity(d)) for d in snapshot.devices}
+        self._did = {d.uuid: _pairs(_dcgm_identity(d, devices.get(d.mig_parent_uuid or "")))
+                     for d in snapshot.devices}
+        self._devices, self._node = list(snapshot.devices), snapshot.node
+        self._series = {}
+
+    def _ident(self, uuid: str, dcgm: bool) -> str:
+        got = (self._did if dcgm else self._nid).get(uuid)
+        return _pairs(_unknown_identity(uuid, self._node, dcgm)) if got is None else got
+
+    def _targets(self, uuid: str, field_id: str, labels: LabelPairs) -> tuple[tuple[int, str, float, bool], ...]:
+        out = []
+        for slot, scale, summed, dcgm in self._routes[field_id]:
+            extra = labels if summed is None else tuple(kv for kv in labels if kv[0] not in summed)
+            out.append((slot, _prefix(self._names[slot], self._ident(uuid, dcgm), extra), scale, summed is not None))
+        got = tuple(out)
+        if len(self._series) > 1_000_000:  # bounded: per-process series come and go
+            self._series.clear()
+        self._series[(uuid, field_id, labels)] = got
+        return got
+
+    def render(self, snapshot: Snapshot, stale: frozenset[str] = frozenset()) -> bytes:
+        self._inventory(snapshot)
+        lines: list[list[str]] = [[] for _ in self._heads]
+        order: list[int] = []
+        touched = bytearray(len(self._heads))
+        sums: dict[int, dict[tuple[str, str], float]] = {}
+        info_uuids: set[str] = set()
+        if self.native:
+            order += [self._up, self._info]
+            touched[self._up] = touched[self._info] = 1
+            up_lines = lines[self._up]
+            for uuid, value in snapshot.up.items():
+                if uuid not in stale:
+                    up_lines.append(f"{_prefix(self._names[self._up], self._ident(uuid, False), ())}"
+                                    f"{_fmt(float(value))}\n")
+        series = self._series
+        up_map = snapshot.up
+        for s in snapshot.samples:
+            uuid = s.uuid
+            field_id = s.field
+            labels = s.labels
+            targets = series.get((uuid, field_id, labels))
+            if targets is None:
+                if field_id not in self._routes:
+                    continue
+                targets = self._targets(uuid, field_id, labels)
+            if field_id == "up" and uuid in up_map:
+                continue
+            if field_id == "info":
+                info_uuids.add(uuid)
+            if stale and uuid in stale:  # left out, but its families keep their place in the text
+                for slot, *_ in targets:
+                    if not touched[slot]:
+                        touched[slot] = 1
+                        order.append(slot)
+                continue
+            for slot, prefix, scale, summed in targets:
+                if not touched[slot]:
+                    touched[slot] = 1
+                    order.append(slot)
+                v = s.value * scale if scale != 1.0 else s.value
+                if summed:
+                    acc = sums.setdefault(slot, {})
+                    key = (uuid, prefix)
+                    acc[key] = acc.get(key, 0.0) + v
+                    continue
+                r = repr(v)
+                if r[-2:] == ".0":
+                    r = r[:-2]
+                elif r[-1] in "fn":
+                    r = _SPECIAL.get(r, r)
+                lines[slot].append(f"{prefix}{r}\n")
+        for slot, acc in sums.items():
+            lines[slot].extend(f"{prefix}{_fmt(v)}\n" for (_u, prefix), v in acc.items())
+        if self.native:
+            name = self._names[self._info]
+            synth = []
+            for d in snapshot.devices:
+                if d.uuid in info_uuids or d.uuid in stale:
+                    continue
+                extra = tuple((k, v) for k, v in (
+                    ("driver_version", d.driver_version), ("cuda_version", d.cuda_version),
+                    ("vbios_version", d.vbios_version), ("serial", d.serial), ("virtualization", d.virtualization),
+                ) if v is not None)
+                synth.append(f"{_prefix(name, self._nid[d.uuid], extra)}1\n")
+            lines[self._info][:0] = synth
+        parts: list[str] = []
+        for slot in order:
+            got = lines[slot]
+            if got:
+                parts.append(self._heads[slot])
+                parts += got
+        return "".join(parts).encode()
+
+
+def _prefix(name: str, ident: str, extra: LabelPairs) -> str:
+    """``name{identity,labels} `` (the text before a sample's value)."""
+    if extra:
+        return f"{name}{{{ident}{',' if ident else ''}{_pairs(extra)}}} "
+    if ident:
+        return f"{name}{{{ident}}} "
+    return f"{name} "
+
+
 class SnapshotCollector(Collector):
     """A prometheus-client custom collector over a :class:`PrometheusSink` (fresh families each collect)."""
 
@@ -280,9 +437,12 @@ class PrometheusSink(Sink):
         self.names = names
         self.cat = cat or catalogue()
         self.loop = loop
-        # (snapshot, families, (id(snapshot), stale set), body), swapped as one tuple (thread safe)
-        self._state: tuple[Snapshot | None, list[Family], tuple[int, frozenset[str]] | None, bytes] = (
-            None, [], None, b"")
+        self._renderer = SnapshotRenderer(names, self.cat)
+        self._render_lock = threading.Lock()  # the renderer's caches: collection thread vs a stale re-render
+        # (snapshot, (id(snapshot), stale set), body): one immutable tuple, swapped by one assignment, so a
+        # scrape reads it without a lock and never waits for the collection thread
+        self._state: tuple[Snapshot | None, tuple[int, frozenset[str]] | None, bytes] = (None, None, b"")
+        self._families: tuple[int, list[Family]] = (0, [])
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(SnapshotCollector(self))
         if loop is not None:
@@ -292,26 +452,37 @@ class PrometheusSink(Sink):
                 self.write(snap)
 
     def write(self, snapshot: Snapshot) -> None:
-        fams = build_families(snapshot, self.names, self.cat)
-        self._state = (snapshot, fams, (id(snapshot), frozenset()), render_text(fams).encode())
+        with self._render_lock:
+            body = self._renderer.render(snapshot)
+            self._state = (snapshot, (id(snapshot), frozenset()), body)
 
     def families(self) -> list[Family]:
-        return self._state[1]
+        """The latest snapshot as families (for the prometheus-client registry; built on request)."""
+        snap = self._state[0]
+        if snap is None:
+            return []
+        key, fams = self._families
+        if key != id(snap):
+            fams = build_families(snap, self.names, self.cat)
+            self._families = (id(snap), fams)
+        return fams
 
     def render_chunks(self, now: float | None = None) -> list[bytes]:
         """The exposition for a scrape at ``now`` as chunks (the big one is rendered once per snapshot):
         stale devices left out, self-metrics current."""
         if self.loop is None:
-            return [self._state[3]]
+            return [self._state[2]]
         view = self.loop.view(now)
         if view.snapshot is not None and self._state[0] is None:
             self.write(view.snapshot)  # the loop collected before this sink was attached
         # A newer snapshot than the rendered one is being rendered by the collection thread right now;
         # until it is done the previous body is served (its devices were current one cycle ago).
-        snap, fams, key, body = self._state
-        if key != (id(snap), view.stale):
-            body = render_text(fams, view.stale).encode()
-            self._state = (snap, fams, (id(snap), view.stale), body)
+        snap, key, body = self._state
+        if snap is not None and key != (id(snap), view.stale):
+            with self._render_lock:
+                body = self._renderer.render(snap, view.stale)
+                if self._state[0] is snap:
+                    self._state = (snap, (id(snap), view.stale), body)
         return [body, render_text(self_families(view, self.cat)).encode()]
 
     def render(self, now: float | None = None) -> bytes:

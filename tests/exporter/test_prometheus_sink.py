@@ -149,3 +149,31 @@ def test_values_render_exactly() -> None:
     assert "u2" not in text
     assert 'gpufleet_gpu_power_usage_watts{uuid="u3"} +Inf\n' in text
     assert 'gpufleet_gpu_power_usage_watts{uuid="a\\"b\\\\"} 3\n' in text
+
+
+@pytest.mark.parametrize("names", ["native", "dcgm", "both"])
+def test_fast_renderer_gives_the_reference_text(names: str) -> None:
+    """SnapshotRenderer (cached line prefixes) renders byte for byte what build_families + render_text
+    give, over the synthetic fleet (MIG, processes, summed links, an unknown device) and the fake-NVML
+    fleet, with and without stale devices, over consecutive snapshots (values change, prefixes are kept)."""
+    from exporter.sinks.prometheus import SnapshotRenderer, build_families, render_text
+    from exporter.sources.nvml import NvmlSource
+    from tests.exporter.fake_pynvml import FakeGpu, FakeMig, FakeNvml
+
+    fake = FakeNvml([FakeGpu("GPU-a", processes=[(11, 2**30)]), FakeGpu("GPU-b", model="Tesla T4"),
+                     FakeGpu("GPU-c", model="NVIDIA A100-SXM4-40GB",
+                             mig=[FakeMig("MIG-c1", 1, 0, "3g.20gb", 20 * 2**30)])])
+    nvml = NvmlSource(nvml=fake.module, node="n1", xid_wait_ms=50)
+    nvml.open()
+    try:
+        for source in (SyntheticSource(3), nvml):
+            renderer = SnapshotRenderer(names, catalogue())
+            for now in (1000.0, 1001.0):
+                snap = source.collect(now)
+                snap.samples.append(type(snap.samples[0])("GPU-unknown", "power_usage", 5.0, now))
+                fams = build_families(snap, names)
+                assert renderer.render(snap).decode() == render_text(fams)
+                stale = frozenset({snap.devices[0].uuid})
+                assert renderer.render(snap, stale).decode() == render_text(fams, stale)
+    finally:
+        nvml.close()
