@@ -82,11 +82,12 @@ class ReadResult:
             df = pd.DataFrame(block.T, columns=names, copy=False)
         else:
             df = pd.DataFrame(dict(self.columns), copy=False) if names else pd.DataFrame(index=range(len(self)))
-        ts = pd.Series(np.asarray(self.ts_ms, np.int64).view("datetime64[ms]"), copy=False).dt.tz_localize("UTC")
-        df.insert(0, "ts", ts.array)  # type: ignore[arg-type]
+        # one copy for the UTC timestamps; inserting Series (not arrays) avoids a second one
+        ts = pd.DatetimeIndex(np.asarray(self.ts_ms, np.int64).view("datetime64[ms]"), copy=False).tz_localize("UTC")
+        df.insert(0, "ts", pd.Series(ts.array, copy=False))
         uuid: Any = (pd.Categorical.from_codes(self.codes, dtype=pd.CategoricalDtype(pd.Index(self.uuids)),
                                                validate=False) if self.uuids else pd.Categorical([]))
-        df.insert(1, "uuid", uuid)
+        df.insert(1, "uuid", pd.Series(uuid, copy=False))
         return df
 
     def _block(self) -> np.ndarray | None:
