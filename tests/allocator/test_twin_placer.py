@@ -43,3 +43,17 @@ def test_twin_runs_with_an_allocator_policy() -> None:
     assert 0.0 < out["allocation_mean"] <= 1.0
     assert out["gpu_hours_done"] > 0
     assert (twin.cluster.used <= 1.0 + 1e-9).all()
+
+
+@pytest.mark.slow
+def test_risk_aware_lowers_expected_failure_loss_in_the_twin() -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from allocator_risk_twin import run_arm
+
+    blind = run_arm(seed=2, risk_weight=0.0, days=1.0, nodes=4, rate=300.0)
+    aware = run_arm(seed=2, risk_weight=1000.0, days=1.0, nodes=4, rate=300.0)
+    assert aware["expected_gpu_hours_lost"] < blind["expected_gpu_hours_lost"]
+    assert abs(aware["allocation_mean"] - blind["allocation_mean"]) < 0.05  # at (nearly) equal allocation
