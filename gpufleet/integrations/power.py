@@ -58,8 +58,10 @@ class PowerAdvisor:
     _nodes: deque[int] = field(default_factory=deque, init=False)
 
     def observe(self, pending_gpus: float, idle_gpus: float, powered_nodes: int) -> None:
-        for q, v in ((self._pending, pending_gpus), (self._idle, idle_gpus), (self._nodes, powered_nodes)):
-            q.append(v)  # type: ignore[attr-defined]
+        self._pending.append(float(pending_gpus))
+        self._idle.append(float(idle_gpus))
+        self._nodes.append(int(powered_nodes))
+        for q in (self._pending, self._idle, self._nodes):
             while len(q) > self.history:
                 q.popleft()
 
