@@ -28,21 +28,24 @@ from models.base import register
 from models.failure_base import Calibrator, FailureModel, FailureProba, calibration_split
 
 
-def _pool(X: np.ndarray, mask: np.ndarray, pool: int) -> np.ndarray:
-    """(n, steps, f) -> (n, blocks, 3f): masked mean, masked max, observed fraction per block."""
-    n, steps, f = X.shape
+def _pool(Z: np.ndarray, mf: np.ndarray, pool: int) -> np.ndarray:
+    """(n, steps, f) -> (n, blocks, 3f): masked mean, masked max, observed fraction per block.
+
+    ``Z`` is already 0 where ``mf`` (the float mask) is 0.
+    """
+    n, steps, f = Z.shape
     blocks = -(-steps // pool)
     pad = blocks * pool - steps
     if pad:
-        X = np.concatenate([np.zeros((n, pad, f), X.dtype), X], axis=1)
-        mask = np.concatenate([np.zeros((n, pad, f), mask.dtype), mask], axis=1)
-    Xb = X.reshape(n, blocks, pool, f)
-    Mb = mask.reshape(n, blocks, pool, f).astype(np.float32)
+        Z = np.concatenate([np.zeros((n, pad, f), Z.dtype), Z], axis=1)
+        mf = np.concatenate([np.zeros((n, pad, f), mf.dtype), mf], axis=1)
+    Zb = Z.reshape(n, blocks, pool, f)
+    Mb = mf.reshape(n, blocks, pool, f)
     cnt = Mb.sum(axis=2)
-    mean = (Xb * Mb).sum(axis=2) / np.maximum(cnt, 1.0)
-    mx = np.where(Mb > 0, Xb, -np.inf).max(axis=2)
-    mx = np.where(cnt > 0, mx, 0.0)
-    return np.concatenate([mean, mx, cnt / pool], axis=2).astype(np.float32)
+    mean = Zb.sum(axis=2) / np.maximum(cnt, 1.0)
+    mx = np.where(Mb > 0, Zb, np.float32(-np.inf)).max(axis=2)
+    mx = np.where(cnt > 0, mx, np.float32(0.0))
+    return np.concatenate([mean, mx, cnt / np.float32(pool)], axis=2).astype(np.float32, copy=False)
 
 
 @register
@@ -87,15 +90,14 @@ class LSTMFailure(FailureModel):
 
     def _inputs(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float32)
-        m = np.asarray(mask) > 0
-        Z = X.copy()
-        if self.asinh_.any():
-            Z[:, :, self.asinh_] = np.arcsinh(Z[:, :, self.asinh_])
-        Z -= self.mean_
+        mf = (np.asarray(mask) > 0).astype(np.float32)
+        Z = X - self.mean_
+        for j in np.flatnonzero(self.asinh_):
+            Z[:, :, j] = np.arcsinh(X[:, :, j]) - self.mean_[j]
         Z /= self.std_
         np.clip(Z, -10, 10, out=Z)
-        Z[~m] = 0.0
-        return _pool(Z, m, self.pool_)
+        Z *= mf  # masked steps carry 0, whatever value sat under the mask
+        return _pool(Z, mf, self.pool_)
 
     # ---- network ---------------------------------------------------------------------------------
     def _build(self, n_in: int, n_out: int) -> Any:
