@@ -129,21 +129,40 @@ class NvmlQuery:
         try:
             return func(*args, **kwargs)
         except self.nvml.NVMLError as exc:
-            code = getattr(exc, "value", None)
-            if code in self._lost_codes:
-                raise GpuLost(uuid, f"{fn}: {exc}") from None
-            if code in self._absent_codes:
-                self.mark_unsupported(uuid, field, type(exc).__name__.removeprefix("NVMLError_"))
-                return NA
-            if code == self.nvml.NVML_ERROR_FUNCTION_NOT_FOUND:
-                self._function_missing(fn_key)
-                return NA
-            if code in set(empty):
-                return NA
-            with self._lock:
-                (self.errors if errors is None else errors).append(f"{uuid} {field} {fn}: {exc}")
-            log.debug("%s: %s failed: %s", uuid, fn, exc)
+            return self._failed(uuid, field, fn, fn_key, exc, empty, errors)
+
+    def read(self, uuid: str, field: str, fn: str, *args: Any) -> Any:
+        """:meth:`call` without keywords: the collectors' hot path (same rules, less work per call)."""
+        if (uuid, field) in self.unsupported or fn in self.missing_functions:
             return NA
+        func = getattr(self.nvml, fn, None)
+        if func is None:
+            self._function_missing(fn)
+            return NA
+        self.calls += 1
+        try:
+            return func(*args)
+        except self.nvml.NVMLError as exc:
+            return self._failed(uuid, field, fn, fn, exc, (), None)
+
+    def _failed(self, uuid: str, field: str, fn: str, fn_key: str, exc: Any, empty: Iterable[int],
+                errors: list[str] | None) -> Any:
+        """What an NVML error means for one call (see the module doc); raises GpuLost or returns NA."""
+        code = getattr(exc, "value", None)
+        if code in self._lost_codes:
+            raise GpuLost(uuid, f"{fn}: {exc}") from None
+        if code in self._absent_codes:
+            self.mark_unsupported(uuid, field, type(exc).__name__.removeprefix("NVMLError_"))
+            return NA
+        if code == self.nvml.NVML_ERROR_FUNCTION_NOT_FOUND:
+            self._function_missing(fn_key)
+            return NA
+        if code in set(empty):
+            return NA
+        with self._lock:
+            (self.errors if errors is None else errors).append(f"{uuid} {field} {fn}: {exc}")
+        log.debug("%s: %s failed: %s", uuid, fn, exc)
+        return NA
 
     def system(self, fn: str, *args: Any) -> Any:
         """A call that is not about one device (driver version...); NA on any NVML error."""

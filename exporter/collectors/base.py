@@ -19,14 +19,32 @@ class NvmlDevice:
     lost: bool = False
     mig_enabled: bool = False
     """A physical GPU in MIG mode: per-instance data (processes, memory) comes from its MIG devices."""
+    uuid: str = field(init=False)
+    """``device.uuid`` (a plain attribute: the collectors read it for every sample)."""
 
-    @property
-    def uuid(self) -> str:
-        return self.device.uuid
+    def __post_init__(self) -> None:
+        self.uuid = self.device.uuid
 
     @property
     def is_mig(self) -> bool:
         return self.parent is not None
+
+
+_new = object.__new__
+_SET = tuple(getattr(Sample, name).__set__ for name in ("uuid", "field", "value", "ts", "labels"))
+
+
+def make_sample(uuid: str, field_id: str, value: float, ts: float, labels: Labels) -> Sample:
+    """``Sample(uuid, field_id, value, ts, labels)`` without the frozen dataclass's per-field
+    ``object.__setattr__`` round trips (the same object; a cycle makes ~200 per GPU)."""
+    s = _new(Sample)
+    set_uuid, set_field, set_value, set_ts, set_labels = _SET
+    set_uuid(s, uuid)
+    set_field(s, field_id)
+    set_value(s, value)
+    set_ts(s, ts)
+    set_labels(s, labels)
+    return s
 
 
 @dataclass(slots=True)
@@ -46,11 +64,17 @@ class Emitter:
         """
         if value is NA or value is None:
             return
-        if isinstance(labels, dict):
-            lab: Labels = tuple(sorted(labels.items()))
+        if labels is None:
+            lab: Labels = ()
+        elif isinstance(labels, dict):
+            lab = tuple(sorted(labels.items()))
         else:
-            lab = labels or ()
-        self.samples.append(Sample(uuid, field_id, float(value) * scale, self.now, lab))
+            lab = labels
+        self.samples.append(make_sample(uuid, field_id, float(value) * scale, self.now, lab))
+
+    @staticmethod
+    def labels(labels: dict[str, str] | Labels) -> Labels:
+        return tuple(sorted(labels.items())) if isinstance(labels, dict) else labels
 
     def event(self, event: Event) -> None:
         self.events.append(event)
@@ -97,11 +121,29 @@ class Collector:
     # helpers ---------------------------------------------------------------------------------
     def get(self, dev: NvmlDevice, field_id: str, fn: str, *args: Any, **kwargs: Any) -> Any:
         """``query.call`` on this device's handle (the handle is the first argument)."""
-        return self.query.call(dev.uuid, field_id, fn, dev.handle, *args, **kwargs)
+        q = self.q
+        assert q is not None, "collector used before start()"
+        if kwargs:
+            return q.call(dev.uuid, field_id, fn, dev.handle, *args, **kwargs)
+        return q.read(dev.uuid, field_id, fn, dev.handle, *args)
 
     def emit(self, dev: NvmlDevice, out: Emitter, field_id: str, fn: str, *args: Any,
              scale: float = 1.0, labels: dict[str, str] | Labels | None = None) -> Any:
         """Read one scalar field and emit it; returns the raw value (or NA)."""
-        value = self.get(dev, field_id, fn, *args)
-        out.sample(dev.uuid, field_id, value, labels, scale)
+        q = self.q
+        assert q is not None, "collector used before start()"
+        value = q.read(dev.uuid, field_id, fn, dev.handle, *args)
+        if value is not NA and value is not None:
+            out.samples.append(make_sample(dev.uuid, field_id, float(value) * scale, out.now,
+                                           () if labels is None else out.labels(labels)))
         return value
+
+    def emit_all(self, dev: NvmlDevice, out: Emitter, plan: tuple[tuple[str, str, tuple[Any, ...], float], ...]) -> None:
+        """Read and emit scalar fields ``(field_id, fn, extra args, scale)`` (no labels), in order."""
+        q = self.q
+        assert q is not None, "collector used before start()"
+        read, uuid, handle, now, append = q.read, dev.uuid, dev.handle, out.now, out.samples.append
+        for field_id, fn, args, scale in plan:
+            value = read(uuid, field_id, fn, handle, *args)
+            if value is not NA and value is not None:
+                append(make_sample(uuid, field_id, float(value) * scale, now, ()))
