@@ -132,9 +132,11 @@ class CollectionLoop:
         # simulated time), so a sample's lag behind its snapshot is what counts.
         shift = now - snap.ts
         newest: dict[str, float] = {}
+        get, never = newest.get, float("-inf")
         for s in snap.samples:
-            if s.ts > newest.get(s.uuid, float("-inf")):
-                newest[s.uuid] = s.ts
+            ts = s.ts
+            if ts > get(s.uuid, never):
+                newest[s.uuid] = ts
         newest = {u: ts + shift for u, ts in newest.items()}
         for uuid in snap.up:
             newest.setdefault(uuid, now)

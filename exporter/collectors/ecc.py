@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from exporter.collectors.base import Collector, Emitter, NvmlDevice
 from exporter.nvml_query import NA
 
@@ -15,6 +17,11 @@ LOCATIONS = (("l1_cache", "NVML_MEMORY_LOCATION_L1_CACHE"), ("l2_cache", "NVML_M
 
 class EccCollector(Collector):
     name = "ecc"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._plan: tuple[tuple[tuple[str, str, tuple[Any, ...], float], ...],
+                          tuple[tuple[str, str, tuple[Any, ...], tuple[tuple[str, str], ...]], ...]] | None = None
 
     def collect_device(self, dev: NvmlDevice, out: Emitter) -> None:
         mode = self.get(dev, "ecc_enabled", "nvmlDeviceGetEccMode")
@@ -33,21 +40,24 @@ class EccCollector(Collector):
             out.sample(dev.uuid, "row_remap_failure", 1 if failure else 0)
 
     def _counters(self, dev: NvmlDevice, out: Emitter) -> None:
-        n = self.nvml
-        corr, unc = n.NVML_MEMORY_ERROR_TYPE_CORRECTED, n.NVML_MEMORY_ERROR_TYPE_UNCORRECTED
-        for field_id, etype, ctype in (("ecc_corrected_volatile", corr, n.NVML_VOLATILE_ECC),
-                                       ("ecc_uncorrected_volatile", unc, n.NVML_VOLATILE_ECC),
-                                       ("ecc_corrected_aggregate", corr, n.NVML_AGGREGATE_ECC),
-                                       ("ecc_uncorrected_aggregate", unc, n.NVML_AGGREGATE_ECC)):
-            self.emit(dev, out, field_id, "nvmlDeviceGetTotalEccErrors", etype, ctype)
-        for field_id, etype in (("ecc_corrected_location", corr), ("ecc_uncorrected_location", unc)):
-            for label, const in LOCATIONS:
-                loc = getattr(n, const, None)
-                if loc is None:
-                    continue
-                value = self.query.call(dev.uuid, f"{field_id}:{label}", "nvmlDeviceGetMemoryErrorCounter",
-                                        dev.handle, etype, n.NVML_AGGREGATE_ECC, loc)
-                out.sample(dev.uuid, field_id, value, (("location", label),))
+        if self._plan is None:
+            n = self.nvml
+            corr, unc = n.NVML_MEMORY_ERROR_TYPE_CORRECTED, n.NVML_MEMORY_ERROR_TYPE_UNCORRECTED
+            totals = tuple((field_id, "nvmlDeviceGetTotalEccErrors", (etype, ctype), 1.0) for field_id, etype, ctype in (
+                ("ecc_corrected_volatile", corr, n.NVML_VOLATILE_ECC),
+                ("ecc_uncorrected_volatile", unc, n.NVML_VOLATILE_ECC),
+                ("ecc_corrected_aggregate", corr, n.NVML_AGGREGATE_ECC),
+                ("ecc_uncorrected_aggregate", unc, n.NVML_AGGREGATE_ECC)))
+            by_location: tuple[tuple[str, str, tuple[Any, ...], tuple[tuple[str, str], ...]], ...] = tuple((field_id, f"{field_id}:{label}", (etype, n.NVML_AGGREGATE_ECC, loc), (("location", label),))
+                                for field_id, etype in (("ecc_corrected_location", corr), ("ecc_uncorrected_location", unc))
+                                for label, const in LOCATIONS if (loc := getattr(n, const, None)) is not None)
+            self._plan = (totals, by_location)
+        totals, by_location = self._plan
+        self.emit_all(dev, out, totals)
+        read, uuid, handle = self.query.read, dev.uuid, dev.handle
+        for field_id, key, args, labels in by_location:
+            value = read(uuid, key, "nvmlDeviceGetMemoryErrorCounter", handle, *args)
+            out.sample(uuid, field_id, value, labels)
 
     def _retired(self, dev: NvmlDevice, out: Emitter) -> None:
         n = self.nvml

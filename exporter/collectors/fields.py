@@ -10,11 +10,14 @@ from exporter.nvml_query import NA, NvmlQuery
 _UNION = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
 
 
+_get = object.__getattribute__  # the binding's structs decode bytes in __getattribute__; these are numbers
+
+
 def decode(fv: Any) -> float | None:
     """The value of one c_nvmlFieldValue_t, or None when its own return code is not success."""
-    if int(fv.nvmlReturn) != 0:
+    if int(_get(fv, "nvmlReturn")) != 0:
         return None
-    return float(getattr(fv.value, _UNION.get(int(fv.valueType), "ullVal")))
+    return float(_get(_get(fv, "value"), _UNION.get(int(_get(fv, "valueType")), "ullVal")))
 
 
 def field_values(query: NvmlQuery, dev: NvmlDevice, field: str, ids: list[Any]) -> list[float | None] | None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from exporter.collectors.base import Collector, Emitter, NvmlDevice
+from typing import Any
+
+from exporter.collectors.base import Collector, Emitter, NvmlDevice, make_sample
 from exporter.nvml_query import NA
 
 REASONS = (("gpu_idle", "nvmlClocksEventReasonGpuIdle"),
@@ -28,22 +30,30 @@ NS = 1e-9
 class ThrottleCollector(Collector):
     name = "throttle"
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._plan: tuple[tuple[tuple[int, tuple[tuple[str, str], ...]], ...], tuple[tuple[str, Any], ...]] | None = None
+
     def collect_device(self, dev: NvmlDevice, out: Emitter) -> None:
-        n = self.nvml
+        if self._plan is None:
+            n = self.nvml
+            reasons: tuple[tuple[int, tuple[tuple[str, str], ...]], ...] = tuple((bit, (("reason", label),)) for label, const in REASONS
+                            if (bit := getattr(n, const, None)) is not None)
+            policies = tuple((field_id, policy) for field_id, const in POLICIES
+                             if (policy := getattr(n, const, None)) is not None)
+            self._plan = (reasons, policies)
+        reasons, policies = self._plan
         mask = self.get(dev, "clock_event_reasons", "nvmlDeviceGetCurrentClocksEventReasons")
         if mask is NA:  # drivers before the rename only have the "throttle" spelling
             mask = self.get(dev, "clock_event_reasons", "nvmlDeviceGetCurrentClocksThrottleReasons")
+        uuid, now, append = dev.uuid, out.now, out.samples.append
         if mask is not NA:
             mask = int(mask)
-            out.sample(dev.uuid, "clock_event_reasons", mask)
-            for label, const in REASONS:
-                bit = getattr(n, const, None)
-                if bit is not None:
-                    out.sample(dev.uuid, "clock_event_active", 1 if mask & bit else 0, (("reason", label),))
-        for field_id, const in POLICIES:
-            policy = getattr(n, const, None)
-            if policy is None:
-                continue
-            got = self.get(dev, field_id, "nvmlDeviceGetViolationStatus", policy)
+            append(make_sample(uuid, "clock_event_reasons", float(mask), now, ()))
+            for bit, labels in reasons:
+                append(make_sample(uuid, "clock_event_active", 1.0 if mask & bit else 0.0, now, labels))
+        read, handle = self.query.read, dev.handle
+        for field_id, policy in policies:
+            got = read(uuid, field_id, "nvmlDeviceGetViolationStatus", handle, policy)
             if got is not NA:
-                out.sample(dev.uuid, field_id, got.violationTime, scale=NS)
+                out.sample(uuid, field_id, got.violationTime, scale=NS)
