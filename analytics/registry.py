@@ -127,6 +127,14 @@ class Registry:
         p = self.root / "champion.json"
         return str(json.loads(p.read_text())["version"]) if p.exists() else None
 
+    def retraining_due(self, as_of: float, every_s: float = 7 * 86400.0) -> bool:
+        """True when there is no champion or it was trained on data older than ``every_s`` before ``as_of``
+        (``serve`` calls this on its schedule and retrains on the latest sliding window when due)."""
+        current = self.champion()
+        if current is None:
+            return True
+        return float(self.meta(current).get("as_of", 0.0)) + every_s <= as_of
+
     def _set_champion(self, version: str, as_of: float) -> None:
         tmp = self.root / ".champion.json.tmp"
         tmp.write_text(json.dumps({"version": version, "since": as_of}))

@@ -50,6 +50,7 @@ def test_shuffled_labels_score_no_better_than_chance() -> None:
 def test_registry_champion_challenger_and_drift(tmp_path: Path) -> None:
     X, mask, y = windows(seed=2, n=400)
     reg = Registry(tmp_path / "reg")
+    assert reg.retraining_due(T0)
     good = LogisticFailure().fit(X[:300], mask[:300], y[:300], feature_names=FEATURES, horizons=HORIZONS)
     shuffled = y[:300][np.random.default_rng(0).permutation(300)]
     bad = LogisticFailure().fit(X[:300], mask[:300], shuffled, feature_names=FEATURES, horizons=HORIZONS)
@@ -65,6 +66,7 @@ def test_registry_champion_challenger_and_drift(tmp_path: Path) -> None:
     meta = reg.meta(v1)
     assert meta["features"] == list(FEATURES) and meta["seed"] == 0 and meta["horizons"] == list(HORIZONS)
     assert json.loads((tmp_path / "reg" / "champion.json").read_text())["version"] == v2
+    assert not reg.retraining_due(T0 + 86400, every_s=7 * 86400) and reg.retraining_due(T0 + 8 * 86400)
     ref = meta["score_reference"]
     same = drift(ref, bad.predict_proba(X[300:], mask[300:]).column("24h"))
     moved = drift(ref, np.full(100, 0.99))
