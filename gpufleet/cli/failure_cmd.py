@@ -117,8 +117,9 @@ def evaluate(
             typer.echo(f"report: {md}")
     if as_json:
         pub = failure.public(result)
-        typer.echo(json.dumps({"dataset": pub["dataset"], "models": pub["models"], "meta": pub.get("meta", {})},
-                              indent=2))
+        source = "twin: designed precursors, flattering" if dataset == "twin" else "real records"
+        typer.echo(json.dumps({"dataset": pub["dataset"], "source": source, "models": pub["models"],
+                               "meta": pub.get("meta", {})}, indent=2))
     else:
         _print_table(result)
 

@@ -18,7 +18,7 @@ def test_evaluate_infinitehbd_json(shared_data: Path, tmp_path: Path) -> None:
                                    "--data", str(shared_data / "infinitehbd-faults"), "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
-    assert out["dataset"] == "infinitehbd"
+    assert out["dataset"] == "infinitehbd" and out["source"] == "real records"
     assert set(out["models"]) == {"events_rate", "events_logistic"}
     assert {"pr_auc", "roc_auc"} <= set(out["models"]["events_rate"]["24h"])
     report = (tmp_path / "report.md").read_text()
