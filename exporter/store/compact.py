@@ -26,8 +26,12 @@ COMPRESSION = {"raw": "zstd", "1m": "lz4", "1h": "lz4", "events": "zstd"}
 def _conform(t: pa.Table, schema: pa.Schema) -> pa.Table:
     cols = []
     for f in schema:
-        if f.name in t.column_names:
-            c = t[f.name]
+        base, _, agg = f.name.rpartition(":")
+        name = f.name
+        if name not in t.column_names and base and agg != "mean" and f"{base}:mean" in t.column_names:
+            name = f"{base}:mean"  # a one-sample-per-bucket table: min = max = last = mean
+        if name in t.column_names:
+            c = t[name]
             cols.append(c.cast(f.type) if c.type != f.type else c)
         else:
             cols.append(pa.nulls(t.num_rows, f.type))

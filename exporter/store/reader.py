@@ -369,8 +369,16 @@ class _Piece:
 def _columns(names: list[str], fields: list[str], res: int, agg: str) -> list[str]:
     if res == 0:
         return ["ts", "uuid"] + [c for c in names if c not in ("ts", "uuid") and _matches(c, fields)]
-    suffix = ":" + agg
-    return ["ts", "uuid", "n"] + [c for c in names if c.endswith(suffix) and _matches(c[:-len(suffix)], fields)]
+    have = set(names)
+    out = ["ts", "uuid", "n"]
+    for c in names:
+        base, _, a = c.rpartition(":")
+        if not base or not _matches(base, fields):
+            continue
+        # the asked aggregate, or the mean where a file keeps only the mean (one sample per bucket)
+        if a == agg or (a == "mean" and f"{base}:{agg}" not in have):
+            out.append(c)
+    return out
 
 
 def _filters(tmin: int, tmax: int, lo: int | None, hi: int | None) -> list[tuple[str, str, int]] | None:

@@ -2,7 +2,8 @@
 
 Wide tables have one row per (ts, uuid), sorted by ts then uuid, and one float64 column per
 series (absent values are nulls). Rollup tables have ``<series>:min``, ``:mean``, ``:max`` and
-``:last`` columns plus ``n`` (raw rows in the bucket), ``ts`` being the bucket start.
+``:last`` columns plus ``n`` (raw rows in the bucket), ``ts`` being the bucket start; a table
+whose buckets all hold one raw row keeps only ``:mean`` (the other three equal it).
 """
 
 from __future__ import annotations
@@ -111,13 +112,19 @@ def rollup_table(long: Long, res_ms: int) -> pa.Table:
         "n": pa.array(n.astype(np.int32)),
     }
     sidx = gkey % ns
+    # One sample per bucket (sampling no faster than the bucket): min = mean = max = last, so only
+    # the mean is kept; readers and compaction use it for the other aggregates.
+    single = bool(n.max() <= 1)
+    aggs = ("mean",) if single else ROLLUP_AGGS
     for agg, vals in zip(ROLLUP_AGGS, (mins, means, maxs, lasts), strict=True):
+        if agg not in aggs:
+            continue
         mat = np.full(nr * ns, np.nan)
         mat[sidx * nr + inv] = vals
         for j, name in enumerate(snames):
             cols[f"{name}:{agg}"] = _float_column(mat[j * nr:(j + 1) * nr])
     # group columns by series for readability: series:min, series:mean, ...
-    ordered = ["ts", "uuid", "n"] + [f"{name}:{agg}" for name in snames for agg in ROLLUP_AGGS]
+    ordered = ["ts", "uuid", "n"] + [f"{name}:{agg}" for name in snames for agg in aggs]
     return pa.table({k: cols[k] for k in ordered})
 
 

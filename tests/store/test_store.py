@@ -203,3 +203,28 @@ def test_info_and_per_process_series_are_not_columns(tmp_path: Path) -> None:
         s.write(snap)
         assert not [f for f in s.fields() if f.startswith(("info", "process_"))]
         assert "temperature_gpu" in s.fields()
+
+
+def test_one_sample_per_minute_keeps_only_the_mean_and_reads_every_agg(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    devs = devices()
+    s = HistoryStore(tmp_path / "h", fsync=False)
+    for k in range(24 * 60 + 90):  # a day and a half at 60 s, then 10 s: a mixed day to compact
+        s.write(snapshot(k, devs, 60.0))
+    for k in range(3000):  # past the next midnight, so the mixed day is compacted
+        s.write(snapshot(k, devs, 10.0, t0=T0 + (24 * 60 + 90) * 60))
+    s.close()
+    names = pq.read_schema(list_segments(tmp_path / "h" / "1m")[0].path).names
+    assert "power_usage:mean" in names and "power_usage:max" not in names
+    r = HistoryStore(tmp_path / "h")
+    until = (T0 + 24 * 3600) // 60 * 60  # minute-aligned: the same samples in both tiers
+    raw = r.read(["power_usage"], resolution="raw", until=until)
+    for agg in ("min", "max", "last", "mean"):
+        m = r.read(["power_usage"], resolution="1m", agg=agg, until=until)
+        np.testing.assert_array_equal(m.columns["power_usage"], raw.columns["power_usage"])
+    assert sum(g.tmax - g.tmin > 8 * 3_600_000 for g in list_segments(tmp_path / "h" / "1m")) == 2  # 2 days merged
+    mixed = (until, until + 10 * 3600)  # 60 s then 10 s samples, compacted into one file
+    raw = r.read(["power_usage"], resolution="raw", since=mixed[0], until=mixed[1], step=60, agg="max")
+    m = r.read(["power_usage"], resolution="1m", agg="max", since=mixed[0], until=mixed[1], step=60)
+    np.testing.assert_array_equal(m.columns["power_usage"], raw.columns["power_usage"])
