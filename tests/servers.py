@@ -355,6 +355,9 @@ class Slurm:
         self.cli("scontrol", "update", f"NodeName={self.NODE}", "State=RESUME", check=False)
         wait_until(lambda: not self.cli("squeue", "-h", "-o", "%i", check=False).strip(), timeout, "empty queue",
                    interval=0.5)
+        # after a resume slurmctld pings the node; "idle*" (not responding) until slurmd answers
+        wait_until(lambda: self.cli("sinfo", "-h", "-o", "%T", check=False).strip() == "idle", timeout,
+                   "node idle and responding", interval=0.3)
 
     def _stepds(self) -> list[int]:
         """slurmstepd processes of this cluster (they run in their own sessions): by their SLURM_CONF."""

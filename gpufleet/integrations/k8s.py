@@ -88,7 +88,10 @@ class KubeNodeManager:
     def _patch(self, node: str, body: dict[str, Any]) -> None:
         # JSON merge patch (RFC 7386): maps merge, null deletes, lists (taints) are replaced whole. Said
         # explicitly: the client's default for PATCH is json-patch+json, which a dict body does not fit.
-        self._call(self.api.patch_node, node, body, _content_type="application/merge-patch+json")
+        try:
+            self._call(self.api.patch_node, node, body, _content_type="application/merge-patch+json")
+        except TypeError:  # clients before the v7 generator have no _content_type; they merge dicts already
+            self._call(self.api.patch_node, node, body)
 
     def _nodes(self) -> list[Any]:
         kw = {"label_selector": self.label_selector} if self.label_selector else {}

@@ -107,15 +107,18 @@ def test_risk_crossing_drains_then_resume_brings_node_back(client: SlurmClient, 
     assert [a.kind for a in audit] == ["hold", "release"]
 
 
-def test_operator_resume_sticks(client: SlurmClient) -> None:
+def test_operator_resume_sticks(client: SlurmClient, slurm: Slurm) -> None:
     rem = Remediator(SlurmNodeManager(client), RemediationPolicy(max_share=1.0))
     rem.step(_risk(NODE, 0, 0.9), now=10.0)
     assert client.nodes()[0].drained
     act = rem.release(NODE, operator="alice", now=11.0)
     assert (act.outcome, act.actor) == ("done", "alice")
+    slurm.clear_queue()  # waits until the node answers again (idle, not "idle*")
+    assert client.nodes()[0].schedulable
+    assert rem.step(_risk(NODE, 0, 0.9), now=12.0) == []  # the operator's word holds
     assert not client.nodes()[0].drained
-    assert rem.step(_risk(NODE, 0, 0.9), now=12.0) == []
-    assert not client.nodes()[0].drained
+    fresh = Remediator(SlurmNodeManager(client), RemediationPolicy(max_share=1.0, dry_run=True))
+    assert [a.kind for a in fresh.step(_risk(NODE, 0, 0.9), now=12.0)] == ["hold"]  # without it: would drain
 
 
 def test_share_limit_and_dry_run_change_nothing(client: SlurmClient) -> None:
