@@ -1,6 +1,6 @@
 """Compaction: merge the segments of a closed period into one file (fewer files, faster reads).
 
-Periods: one UTC day for raw and 1-minute segments and events, 30 days for hourly ones. A period is compacted
+Periods: one UTC day for raw and 1-minute segments and events; hourly ones by day, then by 30 days. A period is compacted
 once the newest data is past its end and it holds more than one segment whose time ranges do not
 overlap (overlapping ones, left by a writer restarted mid-window, are left as they are: readers
 merge them). The merged file is streamed segment by segment (one window in memory at a time),
@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from exporter.store.layout import Segment, fsync_dir, list_segments, segment_name
 
 DAY_MS = 86_400_000
-PERIOD_MS = {"raw": DAY_MS, "1m": DAY_MS, "1h": 30 * DAY_MS, "events": DAY_MS}
+PERIOD_MS = {"raw": (DAY_MS,), "1m": (DAY_MS,), "1h": (DAY_MS, 30 * DAY_MS), "events": (DAY_MS,)}
 COMPRESSION = {"raw": "zstd", "1m": "lz4", "1h": "lz4", "events": "zstd"}
 
 
@@ -73,7 +73,10 @@ def merge(segs: list[Segment], path: Path, compression: str, fsync: bool = True)
 
 def compact(folder: Path, tier: str, now_ms: int, fsync: bool = True) -> int:
     """Compact every closed period of a tier folder; returns the number of files merged away."""
-    period = PERIOD_MS[tier]
+    return sum(_compact(folder, tier, period, now_ms, fsync) for period in PERIOD_MS[tier])
+
+
+def _compact(folder: Path, tier: str, period: int, now_ms: int, fsync: bool) -> int:
     merged = 0
     segs = list_segments(folder)
     for p0, group_it in itertools.groupby(segs, key=lambda s: s.tmin // period):
