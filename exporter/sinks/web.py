@@ -130,12 +130,31 @@ class _Auth:
         return False
 
 
+def accepts_gzip(header: str) -> bool:
+    """Whether an Accept-Encoding header allows gzip (``gzip``, ``*``; not with ``q=0``)."""
+    for part in header.split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip().lower() in ("gzip", "*"):
+            q = params.strip().lower()
+            return not (q.startswith("q=") and q[2:].strip() in ("0", "0.", "0.0", "0.00", "0.000"))
+    return False
+
+
 class MetricsServer:
-    """Serves ``render()`` (bytes, or a list of byte chunks) on ``GET /metrics`` in a background thread."""
+    """Serves ``render()`` (bytes, or a list of byte chunks) on ``GET /metrics`` in a background thread.
+
+    ``render_gzip`` gives the same exposition gzip-encoded, served when the scraper accepts gzip (as
+    Prometheus does). By default it is the ``render_gzip_chunks`` of the object ``render`` is bound to
+    (a :class:`~exporter.sinks.prometheus.PrometheusSink`), when it has one.
+    """
 
     def __init__(self, render: Callable[[], bytes | list[bytes]], host: str = "127.0.0.1", port: int = 9835,
-                 web: WebConfig | None = None) -> None:
+                 web: WebConfig | None = None,
+                 render_gzip: Callable[[], bytes | list[bytes]] | None = None) -> None:
         self.render = render
+        if render_gzip is None:
+            render_gzip = getattr(getattr(render, "__self__", None), "render_gzip_chunks", None)
+        self.render_gzip = render_gzip
         self.web = web or WebConfig()
         auth = _Auth(self.web.users)
         outer = self
@@ -160,13 +179,14 @@ class MetricsServer:
                     return
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
+                    gz = outer.render_gzip is not None and accepts_gzip(self.headers.get("Accept-Encoding", ""))
                     try:
-                        body = outer.render()
+                        body = outer.render_gzip() if gz and outer.render_gzip else outer.render()
                     except Exception as exc:  # never let a rendering bug kill the server
                         log.exception("rendering /metrics failed")
                         self._send(500, f"error: {exc}\n".encode(), "text/plain; charset=utf-8")
                         return
-                    self._send(200, body, CONTENT_TYPE)
+                    self._send(200, body, CONTENT_TYPE, {"Content-Encoding": "gzip"} if gz else None)
                 elif path == "/":
                     self._send(200, b"<html><body><h1>gpufleet exporter</h1>"
                                b"<a href='/metrics'>metrics</a></body></html>\n", "text/html; charset=utf-8")

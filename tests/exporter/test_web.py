@@ -75,3 +75,38 @@ def test_prometheus_scrapes_over_tls_with_basic_auth(tmp_path: Path) -> None:
             assert result[0]["value"][1] == "1"
         finally:
             prom.stop()
+
+
+def test_gzip_scrape_is_the_same_exposition() -> None:
+    """A scraper that accepts gzip (Prometheus does) gets one gzip stream that decodes to exactly the
+    identity body; one that does not (or refuses it with q=0) gets the plain text."""
+    import gzip
+    import http.client
+
+    from exporter.loop import CollectionLoop
+    from exporter.sinks.prometheus import PrometheusSink
+    from exporter.sinks.web import MetricsServer, accepts_gzip
+
+    assert accepts_gzip("gzip") and accepts_gzip("deflate, gzip;q=0.5") and accepts_gzip("*")
+    assert not accepts_gzip("") and not accepts_gzip("identity") and not accepts_gzip("gzip;q=0")
+    loop = CollectionLoop(SyntheticSource(3), interval=1, clock=lambda: 1000.0)
+    sink = PrometheusSink(loop)
+    server = MetricsServer(sink.render_chunks, "127.0.0.1", 0).start()
+    try:
+        bodies = {}
+        for cycle in range(2):  # a new snapshot: the compressed body follows it
+            loop.collect_once(now=1000.0 + cycle)
+            for accept in ("gzip", "identity", "gzip;q=0"):
+                conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+                conn.request("GET", "/metrics", headers={"Accept-Encoding": accept})
+                resp = conn.getresponse()
+                raw = resp.read()
+                assert resp.status == 200
+                encoding = resp.getheader("Content-Encoding")
+                assert encoding == ("gzip" if accept == "gzip" else None)
+                bodies[accept] = gzip.decompress(raw) if encoding else raw
+                conn.close()
+            assert bodies["gzip"] == bodies["identity"] == bodies["gzip;q=0"] == sink.render()
+            assert b"gpufleet_gpu_up" in bodies["gzip"]
+    finally:
+        server.stop()
