@@ -33,6 +33,7 @@ from exporter.store.wal import WalContents, WalWriter, encode_record, read_wal
 log = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
+SKIP = -2  # series code of samples that are not stored
 
 
 def event_to_dict(e: Event) -> dict[str, Any]:
@@ -87,6 +88,7 @@ class HistoryStore:
         self.compaction = compaction
         self.reader = StoreReader(self.path)
         self._skip = _unstored_fields()
+        self._has_skip = False
         self._lock_fd = -1
         self._closed = False
 
@@ -253,7 +255,8 @@ class HistoryStore:
             self._window_end = (ts_ms // self.segment_ms + 1) * self.segment_ms
 
     def _codes(self, keys: list[Any], table: dict[Any, int], names: list[str], new: dict[int, str],
-               render: Any) -> np.ndarray:
+               render: Any, skip: frozenset[str] = frozenset()) -> np.ndarray:
+        """Codes of ``keys``, registering new ones; keys of fields in ``skip`` get SKIP."""
         get = table.get
         out = [get(k, -1) for k in keys]
         if -1 in out:
@@ -261,9 +264,13 @@ class HistoryStore:
                 if out[i] == -1:
                     c = table.get(k)
                     if c is None:
-                        c = table[k] = len(names)
-                        names.append(render(k))
-                        new[c] = names[c]
+                        if (k if isinstance(k, str) else k[0]) in skip:
+                            c = table[k] = SKIP
+                            self._has_skip = True
+                        else:
+                            c = table[k] = len(names)
+                            names.append(render(k))
+                            new[c] = names[c]
                     out[i] = c
         return np.fromiter(out, np.int32, len(out))
 
@@ -276,9 +283,6 @@ class HistoryStore:
         ts_ms = round(snapshot.ts * 1000)
         self._before_write(ts_ms)
         samples = snapshot.samples
-        skip = self._skip
-        if any(s.labels and s.field in skip for s in samples):
-            samples = [s for s in samples if not (s.labels and s.field in skip)]
         ukeys = [s.uuid for s in samples]
         skeys = [(s.field, s.labels) if s.labels else s.field for s in samples]
         vals = [s.value for s in samples]
@@ -290,8 +294,11 @@ class HistoryStore:
         new_s: dict[int, str] = {}
         uc = self._codes(ukeys, self._ucodes, self._unames, new_u, str)
         sc = self._codes(skeys, self._scodes, self._snames, new_s,
-                         lambda k: k if isinstance(k, str) else layout.series_name(k[0], k[1]))
+                         lambda k: k if isinstance(k, str) else layout.series_name(k[0], k[1]), self._skip)
         values = np.fromiter(vals, np.float64, len(vals))
+        if self._has_skip and (sc == SKIP).any():
+            keep = sc != SKIP
+            uc, sc, values = uc[keep], sc[keep], values[keep]
         meta: dict[str, Any] = {}
         if new_u:
             meta["u"] = new_u
