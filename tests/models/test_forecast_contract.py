@@ -10,7 +10,7 @@ import pytest
 from models.base import NotFittedError
 from models.forecast_base import DEFAULT_QUANTILES, Forecast, Forecaster, fill_missing, forecasters, steps_per
 
-TINY: dict[str, dict[str, Any]] = {"lstm": {"epochs": 3, "hidden": 8}}
+TINY: dict[str, dict[str, Any]] = {"lstm": {"epochs": 2, "hidden": 4, "max_windows": 32}}
 
 
 def _series(days: int = 16, noise: float = 3.0, seed: int = 0) -> np.ndarray:
