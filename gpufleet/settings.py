@@ -129,6 +129,28 @@ class AllocatorSettings(BaseModel):
     price_basis: str = Field("on_demand", description="price book column for cost: on_demand, spot or a reserved option")
 
 
+class ClusterSettings(BaseModel):
+    """Cluster managers: Slurm and Kubernetes read-out, risk remediation, scheduling advice."""
+
+    slurm_enabled: bool = Field(False, description="read nodes / jobs from Slurm (sinfo, squeue) and act on it")
+    slurm_conf: Path | None = Field(None, description="SLURM_CONF for the Slurm commands (default: Slurm's own)")
+    slurm_bin_dir: Path | None = Field(None, description="folder of sinfo / squeue / scontrol (default: PATH)")
+    slurm_timeout: float = Field(10.0, gt=0, le=300, description="seconds per Slurm command")
+    poll_interval: float = Field(60.0, ge=5, description="seconds between reads of the cluster manager")
+    kubernetes_enabled: bool = Field(False, description="taint / cordon and label Kubernetes GPU nodes")
+    kubernetes_mode: Literal["taint", "cordon"] = Field("taint", description="how a risky node is held")
+    kubernetes_kubeconfig: Path | None = Field(None, description="kubeconfig file (default: in-cluster config)")
+    kubernetes_label_selector: str = Field("nvidia.com/gpu.present=true", description="GPU nodes to manage")
+    kubernetes_timeout: float = Field(10.0, gt=0, le=300, description="seconds per Kubernetes API call")
+    remediation_threshold: float = Field(0.5, ge=0, le=1, description="hold a node when a GPU's risk reaches this")
+    remediation_resume_below: float = Field(0.25, ge=0, le=1, description="release it when risk falls below this")
+    remediation_horizon: str = Field("24h", description="failure-risk horizon remediation uses")
+    remediation_max_share: float = Field(0.1, ge=0, le=1, description="most nodes out of scheduling at once (share)")
+    remediation_dry_run: bool = Field(True, description="only report (and audit) what would be done")
+    operator_override_s: float = Field(86400.0, ge=0, description="after an operator's resume, leave the node alone")
+    extender_enabled: bool = Field(False, description="serve the kube-scheduler extender (/scheduler/filter, /prioritize)")
+
+
 class ServeSettings(BaseModel):
     """What `gpufleet serve` schedules beside collection."""
 
@@ -155,6 +177,7 @@ class Settings(BaseSettings):
     alerting: AlertingSettings = AlertingSettings()
     serve: ServeSettings = ServeSettings()
     allocator: AllocatorSettings = AllocatorSettings()
+    cluster: ClusterSettings = ClusterSettings()
 
     @field_validator("data_dir")
     @classmethod

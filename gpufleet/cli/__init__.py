@@ -16,6 +16,7 @@ from gpufleet.cli import (
     alerting_cmd,
     allocator_cmd,
     audit_cmd,
+    cluster_cmd,
     config_cmd,
     dashboards_cmd,
     devices_cmd,
@@ -58,7 +59,7 @@ def _root(
 
 
 for module in (devices_cmd, exporter_cmd, config_cmd, twin_cmd, history_cmd, failure_cmd, forecast_cmd, allocator_cmd,
-               alerting_cmd, dashboards_cmd, report_cmd, serve_cmd, audit_cmd):
+               alerting_cmd, dashboards_cmd, report_cmd, serve_cmd, audit_cmd, cluster_cmd):
     module.register(app)
 
 EXIT_CODES: list[tuple[type[GpufleetError], int]] = [

@@ -145,3 +145,30 @@ def test_controller_down_times_out(slurm: Slurm, tmp_path) -> None:  # type: ign
     conf.write_text(text)
     with pytest.raises(BackendUnavailable, match="slurm"):
         SlurmClient(conf=str(conf), timeout=3.0).nodes()
+
+
+def test_cli_status_and_remediate(client: SlurmClient, slurm: Slurm, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from typer.testing import CliRunner
+
+    from gpufleet.cli import app
+
+    cfg = tmp_path / "gpufleet.toml"
+    cfg.write_text(f'[cluster]\nslurm_conf = "{slurm.conf}"\nremediation_max_share = 1.0\n')
+    j = client.submit("sleep 60", gpus_per_node=2, output=f"{slurm.dir}/%j.out")
+    _wait_state(client, j, "RUNNING")
+    runner = CliRunner()
+    r = runner.invoke(app, ["cluster", "slurm", "--json", "--config", str(cfg)])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    assert doc["nodes"][0]["gpus"] == 8, doc
+    [mine] = [x for x in doc["jobs"] if x["job_id"] == j]
+    assert len(mine["gpu_indices"][NODE]) == 2, doc
+    risk = tmp_path / "risk.json"
+    risk.write_text(json.dumps(_risk(NODE, 5, 0.95)))
+    r = runner.invoke(app, ["cluster", "remediate", "--risk", str(risk), "--config", str(cfg)])
+    assert r.exit_code == 0 and "dry-run" in r.output and not client.nodes()[0].drained
+    r = runner.invoke(app, ["cluster", "remediate", "--risk", str(risk), "--config", str(cfg), "--apply"])
+    assert r.exit_code == 0, r.output
+    assert client.nodes()[0].reason.startswith("gpufleet: failure risk 0.95")
