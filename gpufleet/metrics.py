@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from allocator.idle import IdleDetector
 from exporter.catalogue import Catalogue, catalogue
 from exporter.schema import Sample, Snapshot
 from exporter.sinks.prometheus import Family, build_families, render_text
@@ -19,7 +20,9 @@ class ServiceMetrics:
     def __init__(self, service: Service, cat: Catalogue | None = None) -> None:
         self.service = service
         self.cat = cat or catalogue()
-        self.idle: dict[str, float] = {}  # uuid -> since when allocated and under the idle threshold
+        al = service.settings.allocator
+        self.idle = IdleDetector(threshold=al.idle_threshold, window_s=al.idle_window_s)
+        self._idle_samples: list[Sample] = []
         self.training_runs: dict[tuple[str, str], int] = {}
         self.drift: dict[str, float] = {}
         self.autoscale: dict[str, float] = {}
@@ -29,10 +32,7 @@ class ServiceMetrics:
         fleet = self.service.fleet
         out = [Sample(uuid, "failure_risk", p, ts, (("horizon", h),))
                for uuid, horizons in fleet.risk.items() for h, p in horizons.items()]
-        window = self.service.settings.allocator.idle_window_s
-        out += [Sample(uuid, "gpu_allocated_idle", 1.0 if ts - since >= window else 0.0, ts)
-                for uuid, since in self.idle.items()]
-        return out
+        return out + self._idle_samples
 
     def fleet_samples(self, ts: float) -> list[Sample]:
         """Fleet-scope values as samples with an empty uuid (for the alert engine)."""
@@ -53,16 +53,10 @@ class ServiceMetrics:
                         up=snapshot.up)
 
     def update_idle(self, snapshot: Snapshot) -> None:
-        """Track how long each allocated GPU has been under the idle utilization threshold."""
-        allocated = {a["uuid"] for a in self.service.jobs.allocations()}
-        threshold = self.service.settings.allocator.idle_threshold
-        util = {s.uuid: s.value for s in snapshot.samples if s.field == "util_gpu" and not s.labels}
-        for uuid in list(self.idle):
-            if uuid not in allocated or util.get(uuid, 0.0) >= threshold:
-                del self.idle[uuid]
-        for uuid in allocated:
-            if uuid in util and util[uuid] < threshold and uuid not in self.idle:
-                self.idle[uuid] = snapshot.ts
+        """Feed the allocator's idle detector and keep this cycle's ``gpu_allocated_idle`` samples."""
+        self.idle.observe_snapshot(snapshot)
+        allocated = {a["uuid"]: a["job_id"] for a in self.service.jobs.allocations()}
+        self._idle_samples = self.idle.samples(allocated, snapshot.ts)
 
     # -- exposition ------------------------------------------------------------------------------
     def render(self) -> bytes:
@@ -151,4 +145,4 @@ class ServiceMetrics:
         self.training_runs[(model, outcome)] = self.training_runs.get((model, outcome), 0) + 1
 
     def summary(self) -> dict[str, Any]:
-        return {"idle_gpus": sum(1 for _ in self.idle), "training_runs": dict(self.training_runs)}
+        return {"idle_gpus": sum(1 for s in self._idle_samples if s.value), "training_runs": dict(self.training_runs)}
