@@ -61,7 +61,8 @@ def main() -> None:
             for k in tot:
                 tot[k] += float(r[k])
     print("\nautoscaling replay (8 GPUs/node, scale-out window 300 s, scale-in window 1800 s, 300 s provisioning):")
-    for r in [*rows[:1], {"series": "sum of 16 VCs", **tot}]:
+    summed: dict[str, float | int | str] = {"series": "sum of 16 VCs", **tot}
+    for r in [*rows[:1], summed]:
         print(f"{r['series']!s:14s} stabilised: idle {float(r['idle_gpu_hours']):9,.0f} GPU-h, pending "
               f"{float(r['pending_gpu_hours']):7,.0f} GPU-h, {int(r['scale_events']):6d} changes | reactive: idle "
               f"{float(r['reactive_idle_gpu_hours']):9,.0f}, pending {float(r['reactive_pending_gpu_hours']):7,.0f},"
