@@ -14,7 +14,14 @@ collecting in the background (8 devices: every 1 s, so scrapes race re-renders; 
 10 s, the default, with the scrapes spread over more than one interval). The fake NVML is the scripted module of the tests (Python functions, H100s with
 18 NVLinks), so the collection figure is an upper bound of gpufleet's own cost.
 
-Usage: python benchmarks/exporter_overhead.py [--window 30] [--source nvml|synthetic]
+The fake NVML is not free (a Python call per NVML function, ctypes structs for field values): its own
+time is measured by replaying the NVML calls of one recorded cycle straight into the fake, and is shown
+beside the CPU per device, with gpufleet's own share (the total minus the fake's) next to it.
+
+``--baseline REV`` measures the same figures for git revision REV (its exporter and its fake NVML, from
+``git archive`` into a temporary folder) in the same run and prints the ratios.
+
+Usage: python benchmarks/exporter_overhead.py [--window 30] [--source nvml|synthetic] [--baseline REV]
 """
 
 from __future__ import annotations
@@ -29,8 +36,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(os.environ.get("GPUFLEET_BENCH_ROOT") or Path(__file__).resolve().parents[1])
+sys.path.insert(0, str(ROOT))  # the tree measured: this checkout, or a baseline revision
 
 HEAVY = ("torch", "pandas", "statsmodels", "sklearn")
 
@@ -85,10 +92,14 @@ def child(kind: str, n: int, interval: float, window: float) -> None:
                       "heavy": [m for m in HEAVY if m in sys.modules]}), flush=True)
 
 
+ENV: dict[str, str] = dict(os.environ)
+"""The environment of the child processes (GPUFLEET_BENCH_ROOT picks the tree they measure)."""
+
+
 class Exporter:
     def __init__(self, kind: str, n: int, interval: float) -> None:
         self.proc = subprocess.Popen([sys.executable, __file__, "--child", kind, str(n), str(interval)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=ENV)
         assert self.proc.stdout is not None
         self.port = json.loads(self.proc.stdout.readline())["port"]
         self.url = f"http://127.0.0.1:{self.port}/metrics"
@@ -103,8 +114,48 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, round(q * (len(s) - 1)))]
 
 
-def cycle_cost(kind: str, n: int, cycles: int) -> tuple[float, float]:
-    """In-process: CPU ms per device per cycle for the source alone and for collect + render."""
+def _fake_nvml_ms(src, n: int, cycles: int) -> float:  # type: ignore[no-untyped-def]
+    """CPU ms per device per cycle spent inside the fake NVML: one cycle's calls are recorded, then
+    replayed straight into the fake ``cycles`` times (minus the replay loop's own cost)."""
+    mod = src.query.nvml
+    calls: list[tuple[object, tuple, dict]] = []  # type: ignore[type-arg]
+    originals = {}
+    for name in dir(mod):
+        func = getattr(mod, name)
+        if name.startswith("nvml") and callable(func) and name != "nvmlEventSetWait":
+            originals[name] = func
+
+            def record(*a, _f=func, **k):  # type: ignore[no-untyped-def]
+                calls.append((_f, a, k))
+                return _f(*a, **k)
+            setattr(mod, name, record)
+    try:
+        src.collect(time.time())
+    finally:
+        for name, func in originals.items():
+            setattr(mod, name, func)
+    err = mod.NVMLError
+
+    def replay(items: list[tuple[object, tuple, dict]]) -> float:  # type: ignore[type-arg]
+        t = time.process_time()
+        for _ in range(cycles):
+            for f, a, k in items:
+                try:  # noqa: SIM105 (a plain try is the cheaper loop, which is what is timed)
+                    f(*a, **k)  # type: ignore[operator]
+                except err:
+                    pass
+        return time.process_time() - t
+
+    def noop(*a: object, **k: object) -> None:
+        return None
+
+    spent = replay(calls) - replay([(noop, a, k) for _f, a, k in calls])
+    return max(0.0, spent) / cycles * 1000 / n
+
+
+def cycle_cost(kind: str, n: int, cycles: int) -> dict[str, float]:
+    """In-process: CPU ms per device per cycle for the source alone, for collect + render, and (fake
+    NVML) the part of the source's time spent inside the fake library."""
     from exporter.loop import CollectionLoop
     from exporter.sinks.prometheus import PrometheusSink
 
@@ -122,15 +173,18 @@ def cycle_cost(kind: str, n: int, cycles: int) -> tuple[float, float]:
         for _ in range(cycles):
             loop.collect_once()
         full = (time.process_time() - t) / cycles
+        fake = _fake_nvml_ms(src, n, max(3, cycles)) if kind == "nvml" else 0.0
     finally:
         src.close()
-    return source_only * 1000 / n, full * 1000 / n
+    return {"source": source_only * 1000 / n, "full": full * 1000 / n, "fake": fake}
 
 
-def _get(sock: socket.socket, buf: bytearray) -> int:
+def _get(sock: socket.socket, buf: bytearray, gzip: bool = False) -> int:
     """One GET /metrics on a kept-alive connection; reads the body into ``buf`` (a lean client, like
-    Prometheus's Go one, so the figure is the exporter's latency, not Python's HTTP parsing)."""
-    sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: bench\r\n\r\n")
+    Prometheus's Go one, so the figure is the exporter's latency, not Python's HTTP parsing). ``gzip``:
+    send ``Accept-Encoding: gzip`` as Prometheus does (the time includes no decompression)."""
+    accept = b"Accept-Encoding: gzip\r\n" if gzip else b""
+    sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: bench\r\n" + accept + b"\r\n")
     view = memoryview(buf)
     got = 0
     while True:
@@ -147,7 +201,8 @@ def _get(sock: socket.socket, buf: bytearray) -> int:
     return length
 
 
-def scrape_latency(kind: str, n: int, interval: float, scrapes: int, spacing: float) -> tuple[float, float, int]:
+def scrape_latency(kind: str, n: int, interval: float, scrapes: int, spacing: float,
+                   gzip: bool = False) -> tuple[float, float, int]:
     """GET /metrics ``scrapes`` times over one kept-alive connection, ``spacing`` s apart, while the
     exporter collects every ``interval`` s; returns p50 and p99 in ms and the body size."""
     exp = Exporter(kind, n, interval)
@@ -159,7 +214,7 @@ def scrape_latency(kind: str, n: int, interval: float, scrapes: int, spacing: fl
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             for i in range(scrapes + 3):
                 t = time.perf_counter()
-                size = _get(sock, buf)
+                size = _get(sock, buf, gzip)
                 dt = time.perf_counter() - t
                 if i >= 3:
                     lat.append(dt * 1000)
@@ -169,50 +224,111 @@ def scrape_latency(kind: str, n: int, interval: float, scrapes: int, spacing: fl
     return statistics.median(lat), pct(lat, 0.99), size
 
 
+def _cycle_child(kind: str, n: int, cycles: int) -> dict[str, float]:
+    out = subprocess.run([sys.executable, __file__, "--cycle", kind, str(n), str(cycles)], env=ENV,
+                         capture_output=True, text=True, check=True, timeout=1800)
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+Row = tuple[str, float, float | None, str]
+
+
+def measure(kind: str, window: float) -> tuple[list[Row], list[str]]:
+    """Every figure for the tree ENV points at: (name, value, target, unit) rows and notes."""
+    import httpx
+
+    rows: list[Row] = []
+    notes: list[str] = []
+    for n, cycles in ((8, 50), (1000, 3)):
+        got = _cycle_child(kind, n, cycles)
+        rows.append((f"CPU per device per cycle, {n} devices (collect + render)", got["full"], 0.5, "ms"))
+        rows.append((f"  of which the NVML source, {n} devices", got["source"], None, "ms"))
+        if kind == "nvml":
+            rows.append((f"  of which inside the fake NVML, {n} devices", got["fake"], None, "ms"))
+            rows.append((f"CPU per device per cycle, {n} devices, gpufleet's own (total - fake NVML)",
+                         got["full"] - got["fake"], 0.5, "ms"))
+    p50, p99, size = scrape_latency(kind, 8, 1.0, 300, 0.01)  # collects every 1 s: scrapes race re-renders
+    rows.append(("scrape p50, 8 devices", p50, None, "ms"))
+    rows.append(("scrape p99, 8 devices", p99, 5.0, "ms"))
+    notes.append(f"8-device body {size / 1e3:.0f} kB")
+    p50, p99, size = scrape_latency(kind, 1000, 10.0, 60, 0.25)  # default interval; spans a collection
+    rows.append(("scrape p50, 1,000 devices", p50, None, "ms"))
+    rows.append(("scrape p99, 1,000 devices", p99, 100.0, "ms"))
+    notes.append(f"1,000-device body {size / 1e6:.1f} MB")
+    p50, p99, gz_size = scrape_latency(kind, 1000, 10.0, 60, 0.25, gzip=True)
+    rows.append(("scrape p50, 1,000 devices, Accept-Encoding: gzip", p50, None, "ms"))
+    rows.append(("scrape p99, 1,000 devices, Accept-Encoding: gzip", p99, 100.0, "ms"))
+    notes.append(f"1,000-device body asked with gzip {gz_size / 1e6:.2f} MB"
+                 + (" (served uncompressed: this tree has no gzip)" if gz_size == size else ""))
+
+    exp = Exporter(kind, 8, 10.0)
+    with httpx.Client(timeout=30) as client:
+        t_end = time.monotonic() + window
+        while time.monotonic() < t_end:
+            client.get(exp.url).raise_for_status()  # one scrape per collection interval
+            time.sleep(min(10.0, max(0.0, t_end - time.monotonic())))
+    stats = exp.finish()
+    rows.append((f"CPU share of a core, 8 GPUs, 10 s interval ({stats['wall_s']:.0f} s window)",
+                 100 * stats["cpu_s"] / stats["wall_s"], 1.0, "%"))
+    rows.append(("exporter RSS, 8 GPUs (peak)", stats["hwm_kb"] / 1024, 80.0, "MB"))
+    notes.append(f"heavy modules imported by the exporter process: {stats['heavy'] or 'none'}")
+    return rows, notes
+
+
+def _baseline_tree(rev: str, into: Path) -> Path:
+    """``git archive rev`` of this checkout unpacked into ``into`` (read-only use of the repository)."""
+    here = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(["git", "-C", str(here), "archive", rev], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--source", choices=["nvml", "synthetic"], default="nvml")
     ap.add_argument("--window", type=float, default=30.0, help="seconds of the CPU-share run (10 s interval)")
+    ap.add_argument("--baseline", metavar="REV", help="also measure git revision REV and print ratios")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--cycle", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         kind, n, interval = args.child
         child(kind, int(n), float(interval), 0)
         return
-    import httpx
+    if args.cycle:
+        kind, n, cycles = args.cycle
+        print(json.dumps(cycle_cost(kind, int(n), int(cycles))), flush=True)
+        return
+    import tempfile
 
     kind = args.source
     print(f"gpufleet exporter overhead (source: {'fake NVML' if kind == 'nvml' else 'synthetic'}, "
-          f"{os.cpu_count()} CPUs)")
-    rows: list[tuple[str, float, float | None, str]] = []
-    for n, cycles in ((8, 50), (1000, 3)):
-        src_ms, full_ms = cycle_cost(kind, n, cycles)
-        rows.append((f"CPU per device per cycle, {n} devices (source only {src_ms:.3f} ms)", full_ms, 0.5, "ms"))
-    p50, p99, size = scrape_latency(kind, 8, 1.0, 300, 0.01)  # collects every 1 s: scrapes race re-renders
-    rows.append((f"scrape p50, 8 devices ({size / 1e3:.0f} kB)", p50, None, "ms"))
-    rows.append(("scrape p99, 8 devices", p99, 5.0, "ms"))
-    p50, p99, size = scrape_latency(kind, 1000, 10.0, 60, 0.25)  # default interval; spans a collection
-    rows.append((f"scrape p50, 1,000 devices ({size / 1e6:.1f} MB)", p50, None, "ms"))
-    rows.append(("scrape p99, 1,000 devices", p99, 100.0, "ms"))
-
-    exp = Exporter(kind, 8, 10.0)
-    with httpx.Client(timeout=30) as client:
-        t_end = time.monotonic() + args.window
-        while time.monotonic() < t_end:
-            client.get(exp.url).raise_for_status()  # one scrape per collection interval
-            time.sleep(min(10.0, max(0.0, t_end - time.monotonic())))
-    stats = exp.finish()
-    share = 100 * stats["cpu_s"] / stats["wall_s"]
-    rows.append((f"CPU share of a core, 8 GPUs, 10 s interval ({stats['wall_s']:.0f} s window)", share, 1.0, "%"))
-    rows.append(("exporter RSS, 8 GPUs (peak)", stats["hwm_kb"] / 1024, 80.0, "MB"))
-
+          f"{os.cpu_count()} CPUs, load average {' '.join(f'{x:.1f}' for x in os.getloadavg())})")
+    base: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="gpufleet-baseline-") as tmp:
+        if args.baseline:
+            ENV["GPUFLEET_BENCH_ROOT"] = str(_baseline_tree(args.baseline, Path(tmp)))
+            rows, notes = measure(kind, args.window)
+            base = {name: value for name, value, _t, _u in rows}
+            for note in notes:
+                print(f"baseline {args.baseline}: {note}")
+        ENV["GPUFLEET_BENCH_ROOT"] = str(Path(__file__).resolve().parents[1])
+        rows, notes = measure(kind, args.window)
+    for note in notes:
+        print(f"this tree: {note}")
     width = max(len(r[0]) for r in rows)
-    print(f"{'figure':<{width}}  {'measured':>10}  {'target':>10}  ok")
+    head = f"{'figure':<{width}}  {'measured':>10}"
+    if base:
+        head += f"  {'baseline':>10}  {'ratio':>6}"
+    print(f"{head}  {'target':>10}  ok")
     for name, value, target, unit in rows:
+        line = f"{name:<{width}}  {value:>7.3f} {unit:<2}"
+        if base:
+            b = base.get(name)
+            line += f"  {b:>7.3f} {unit:<2}  {value / b:>6.2f}" if b else f"  {'':>10}  {'':>6}"
         tgt = f"<= {target:g} {unit}" if target is not None else ""
         ok = "" if target is None else ("yes" if value <= target else "NO")
-        print(f"{name:<{width}}  {value:>7.3f} {unit:<2}  {tgt:>10}  {ok}")
-    print(f"heavy modules imported by the exporter process: {stats['heavy'] or 'none'}")
+        print(f"{line}  {tgt:>10}  {ok}")
 
 
 if __name__ == "__main__":

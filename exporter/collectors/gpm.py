@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporter.collectors.base import Collector, Emitter, NvmlDevice
+from exporter.collectors.base import Collector, Emitter, NvmlDevice, make_sample
 from exporter.nvml_query import NA
 
 PCT = 0.01
+_get, _set = object.__getattribute__, object.__setattr__  # plain ctypes fields, past the binding's str coercion
+_NOT_WRITTEN = 0xFFFF  # not an NVML return code
 MIB = 1024.0 * 1024.0
 METRICS = (("prof_gr_engine_active", "NVML_GPM_METRIC_GRAPHICS_UTIL", PCT),
            ("prof_sm_active", "NVML_GPM_METRIC_SM_UTIL", PCT),
@@ -39,6 +41,7 @@ class GpmCollector(Collector):
         self._supported: dict[str, bool] = {}
         self._samples: dict[str, list[Any]] = {}  # uuid -> [previous, current]
         self._have_prev: set[str] = set()
+        self._requests: dict[str, tuple[Any, list[tuple[str, float, Any]]]] = {}
 
     def _is_supported(self, dev: NvmlDevice) -> bool:
         phys = dev.parent or dev
@@ -74,25 +77,36 @@ class GpmCollector(Collector):
         pair.reverse()  # the current sample is the next cycle's previous one
         self._have_prev.add(dev.uuid)
 
+    def _request(self, uuid: str) -> tuple[Any, list[tuple[str, float, Any]]]:
+        """This device's nvmlGpmMetricsGet request (built once; NVML rewrites every result per call)."""
+        got = self._requests.get(uuid)
+        if got is None:
+            n = self.nvml
+            wanted = [(f, getattr(n, c), s) for f, c, s in METRICS if hasattr(n, c)]
+            mg = n.c_nvmlGpmMetricsGet_t()
+            mg.version = n.NVML_GPM_METRICS_GET_VERSION
+            mg.numMetrics = len(wanted)
+            for i, (_f, metric_id, _s) in enumerate(wanted):
+                mg.metrics[i].metricId = metric_id
+            got = self._requests[uuid] = (mg, [(f, s, mg.metrics[i]) for i, (f, _m, s) in enumerate(wanted)])
+        return got
+
     def _metrics(self, dev: NvmlDevice, prev: Any, cur: Any, out: Emitter) -> None:
-        n = self.nvml
-        wanted = [(f, getattr(n, c), s) for f, c, s in METRICS if hasattr(n, c)]
-        mg = n.c_nvmlGpmMetricsGet_t()
-        mg.version = n.NVML_GPM_METRICS_GET_VERSION
-        mg.numMetrics = len(wanted)
+        mg, results = self._request(dev.uuid)
+        for _f, _s, metric in results:
+            _set(metric, "nvmlReturn", _NOT_WRITTEN)  # a result NVML did not write is not read as current
         mg.sample1 = prev
         mg.sample2 = cur
-        for i, (_f, metric_id, _s) in enumerate(wanted):
-            mg.metrics[i].metricId = metric_id
         got = self.query.call(dev.uuid, "gpm", "nvmlGpmMetricsGet", mg)
         if got is NA:
             return
-        for i, (field_id, _m, scale) in enumerate(wanted):
-            metric = got.metrics[i]
-            if int(metric.nvmlReturn) == 0:
-                out.sample(dev.uuid, field_id, metric.value, scale=scale)
+        uuid, now, append = dev.uuid, out.now, out.samples.append
+        for field_id, scale, metric in results:
+            ret = int(_get(metric, "nvmlReturn"))
+            if ret == 0:
+                append(make_sample(uuid, field_id, float(_get(metric, "value")) * scale, now, ()))
             else:
-                self.query.mark_unsupported(dev.uuid, field_id, f"GPM return {int(metric.nvmlReturn)}")
+                self.query.mark_unsupported(uuid, field_id, f"GPM return {ret}")
 
     def stop(self) -> None:
         if self.q is not None:
@@ -101,3 +115,4 @@ class GpmCollector(Collector):
                     self.q.call(uuid, "gpm", "nvmlGpmSampleFree", sample)
         self._samples.clear()
         self._have_prev.clear()
+        self._requests.clear()
