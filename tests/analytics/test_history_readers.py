@@ -89,6 +89,9 @@ class Feed:
                 labels = {"uuid": s.uuid, "node": snap.node, **dict(s.labels)}
                 lab = ",".join(f'{k}="{v}"' for k, v in labels.items())
                 lines.append(f"{m.name}{{{lab}}} {s.value!r} {round(s.ts * 1000)}")
+                if m.dcgm_name and not s.labels:  # dcgm-exporter naming, units and uuid label too
+                    lines.append(f'{m.dcgm_name}{{UUID="{s.uuid}",Hostname="{snap.node}"}} '
+                                 f"{s.value * m.dcgm_scale!r} {round(s.ts * 1000)}")
             self.text = "\n".join(lines) + "\n"
         return self.text
 
@@ -168,3 +171,16 @@ def test_prometheus_chunks_and_uuid_filter(fed: dict[str, Any]) -> None:
         got = small.read(["power_usage"], fed["since"], fed["until"], step=step, uuids=one)
         assert set(got["uuid"].astype(str)) == set(one)
         _same(want, got, 1e-12)
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_prometheus_dcgm_names_read_back_in_base_units(fed: dict[str, Any]) -> None:
+    dcgm = PrometheusReader(fed["prom_url"], names="dcgm")
+    fields = ["temperature_gpu", "power_usage", "energy", "util_gpu"]  # all have dcgm names and scales
+    for step in (None, STEP):
+        want = fed["store"].read(fields, fed["since"], fed["until"], step=step)
+        _same(want, dcgm.read(fields, fed["since"], fed["until"], step=step), 1e-12)
+    # a field dcgm-exporter does not have is absent, not zero
+    assert "clock_event_active{reason=hw_slowdown}" not in dcgm.read(["clock_event_active"], fed["since"],
+                                                                      fed["until"]).columns
