@@ -91,6 +91,22 @@ def gpu_count(tres: str) -> tuple[int, str]:
     return total, kind
 
 
+def count_array_tasks(spec: str) -> int:
+    """Tasks in a job-array index spec (``8-199``, ``1,3,5-7``, ``0-15:2``, ``0-99%10``); 1 when empty."""
+    spec = (spec or "").split("%")[0].strip()
+    if not spec or spec.upper() == "N/A":
+        return 1
+    n = 0
+    for piece in spec.split(","):
+        rng, _, step = piece.partition(":")
+        lo, _, hi = rng.partition("-")
+        try:
+            n += len(range(int(lo), int(hi or lo) + 1, int(step or 1)))
+        except ValueError:
+            n += 1
+    return max(1, n)
+
+
 @dataclass(frozen=True, slots=True)
 class SlurmNode:
     name: str
@@ -136,6 +152,8 @@ class SlurmJob:
     """Per node, the GPU indices (Slurm's GRES index) the job holds."""
     submit_time: float = 0.0
     start_time: float = 0.0
+    tasks: int = 1
+    """Array tasks this record stands for (squeue shows a pending array's tasks as one record)."""
 
     @property
     def pending(self) -> bool:
@@ -189,7 +207,8 @@ def parse_job(d: Mapping[str, Any]) -> SlurmJob:
                     description=str(d.get("state_description") or ""), nodes=tuple(names),
                     node_count=node_count, gpus=total, gpu_type=kind or kind2 or kind3,
                     gpu_indices={k: v for k, v in indices.items() if v},
-                    submit_time=float(_num(d.get("submit_time"))), start_time=float(_num(d.get("start_time"))))
+                    submit_time=float(_num(d.get("submit_time"))), start_time=float(_num(d.get("start_time"))),
+                    tasks=count_array_tasks(str(d.get("array_task_string") or "")))
 
 
 def _errors(doc: Mapping[str, Any]) -> str:

@@ -56,8 +56,10 @@ def is_demand(job: SlurmJob) -> bool:
 
 
 def pending_gpus(jobs: Iterable[SlurmJob], *, partition: str | None = None) -> float:
-    """GPUs requested by jobs waiting to run now (held / never-satisfiable jobs are not demand)."""
-    return float(sum(j.gpus for j in jobs if is_demand(j) and (partition is None or j.partition == partition)))
+    """GPUs requested by jobs waiting to run now (held / never-satisfiable jobs are not demand; a pending
+    job array counts every task it still has)."""
+    return float(sum(j.gpus * j.tasks for j in jobs
+                     if is_demand(j) and (partition is None or j.partition == partition)))
 
 
 def pending_by_partition(jobs: Iterable[SlurmJob]) -> list[tuple[tuple[tuple[str, str], ...], float]]:
@@ -65,7 +67,7 @@ def pending_by_partition(jobs: Iterable[SlurmJob]) -> list[tuple[tuple[tuple[str
     by: dict[str, float] = {}
     for j in jobs:
         if is_demand(j):
-            by[j.partition] = by.get(j.partition, 0.0) + j.gpus
+            by[j.partition] = by.get(j.partition, 0.0) + j.gpus * j.tasks
     return [((("partition", p),), v) for p, v in sorted(by.items())]
 
 

@@ -8,6 +8,7 @@ from exporter.errors import BackendUnavailable, ConfigError
 from gpufleet.integrations.remediation import RemediationPolicy
 from gpufleet.integrations.slurm import (
     SlurmClient,
+    count_array_tasks,
     expand_hostlist,
     gpu_count,
     gpu_indices,
@@ -62,3 +63,10 @@ def test_missing_binary_and_bad_policy_are_typed_errors(tmp_path) -> None:  # ty
         SlurmClient(bin_dir=str(tmp_path)).nodes()
     with pytest.raises(ConfigError):
         RemediationPolicy(threshold=0.2, resume_below=0.5)
+
+
+def test_pending_job_array_counts_every_task() -> None:
+    assert [count_array_tasks(s) for s in ("", "8-199", "1,3,5-7", "0-15:2", "0-99%10")] == [1, 192, 5, 8, 100]
+    arr = parse_job({"job_id": 7, "job_state": "PENDING", "state_reason": "Resources", "tres_per_node": "gres:gpu:2",
+                     "node_count": 1, "partition": "gpu", "nodes": "", "array_task_string": "0-9%2"})
+    assert (arr.tasks, pending_gpus([arr])) == (10, 20.0)
