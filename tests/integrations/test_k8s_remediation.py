@@ -90,3 +90,26 @@ def test_api_errors_are_reported(api: KubeAPI) -> None:
     api.stop()
     with pytest.raises(BackendUnavailable, match="kubernetes"):
         KubeNodeManager(api.core_v1(), timeout=2.0).managed_nodes()
+
+
+def test_operator_release_route(api: KubeAPI) -> None:
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from gpufleet.integrations.remediation_api import PERMISSIONS, remediation_router
+
+    audit: list[Action] = []
+    rem = Remediator(KubeNodeManager(api.core_v1()), RemediationPolicy(max_share=1.0), audit=audit.append,
+                     node_of=_node_of)
+    rem.step(_risk(g1=0.9), now=1.0)
+    app = FastAPI()
+    app.include_router(remediation_router(lambda: [rem]))
+    http = TestClient(app)
+    assert http.get("/integrations/remediation").json()["kubernetes"]["held"] == ["g1"]
+    r = http.post("/integrations/remediation/kubernetes/nodes/g1/release")
+    assert r.status_code == 200 and r.json()["outcome"] == "done"
+    assert _taints(api, "g1") == [NVIDIA_TAINT]
+    assert audit_fields(audit[-1])["role"] == "operator"
+    assert [a for a in rem.step(_risk(g1=0.9), now=2.0) if a.kind != "label"] == []  # the operator's word holds
+    routes = {(m.upper(), p) for p, ops in app.openapi()["paths"].items() for m in ops}
+    assert routes == set(PERMISSIONS)
