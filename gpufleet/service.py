@@ -127,9 +127,11 @@ class Service:
             self.fleet.silences = wiring.SilenceAdapter(self.engine)
             self.fleet.alert_source = wiring.AlertAdapter(self.engine)
             self.loop.add_sink(CycleHook(self))
-            from gpufleet.tasks import analytics_tasks
+            from gpufleet.tasks import Analytics, analytics_tasks
 
+            self.analytics: Analytics
             self.scheduler = Scheduler(analytics_tasks(self))
+            self.store_sink = next((s for s in self.sinks if getattr(s, "name", "") == "store"), None)
             self.api = wiring.build_api(settings, self.fleet, self.render_metrics) if with_api else None
         except BaseException:
             self.source.close()
@@ -140,6 +142,11 @@ class Service:
     def on_snapshot(self, snapshot: Snapshot) -> None:
         self.fleet.update_snapshots([snapshot])
         now = snapshot.ts
+        if self.store_sink is not None:  # demand and risk history beside the telemetry
+            try:
+                self.store_sink.write(self.analytics.cycle_samples(snapshot))
+            except GpufleetError:
+                log.exception("writing analytics samples to the history store failed")
         try:
             self.jobs.observe(snapshot, now)
         except GpufleetError:
