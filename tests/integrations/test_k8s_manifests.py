@@ -12,9 +12,18 @@ import yaml
 
 from gpufleet.integrations.k8s import BAND_LABEL, TAINT_KEY
 from gpufleet.integrations.k8s_extender import PERMISSIONS
-from tests.servers import ROOT
+from tests.servers import ROOT, skip_or_fail
 
-kv = pytest.importorskip("kubernetes_validate")
+try:
+    import kubernetes_validate as kv
+except ImportError:  # a test extra: skipped on a bare checkout, a failure under CI=true
+    kv = None
+
+
+@pytest.fixture(autouse=True)
+def _validator() -> None:
+    if kv is None:
+        skip_or_fail("kubernetes-validate is not installed (pip install -e '.[test]')")
 DIR = ROOT / "deploy" / "kubernetes"
 CORE_GROUPS = ("v1", "apps/v1", "rbac.authorization.k8s.io/v1")
 
@@ -27,7 +36,7 @@ def _find(kind: str, name: str) -> dict[str, Any]:
     return next(d for _, d in _docs() if d["kind"] == kind and d["metadata"]["name"] == name)
 
 
-@pytest.mark.parametrize("version", ["1.29.0", kv.latest_version()])
+@pytest.mark.parametrize("version", ["1.29.0", kv.latest_version() if kv else "latest"])
 def test_core_objects_pass_the_openapi_schema(version: str) -> None:
     checked = 0
     for _path, doc in _docs():
