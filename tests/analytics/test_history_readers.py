@@ -44,6 +44,7 @@ class Feed:
         self.source = TwinSource(TwinConfig(nodes=1, gpus_per_node=2, seed=3, warmup_s=0))
         self.source.open()
         self.generating = True
+        self.lock = threading.Lock()
         self.text = ""
         self.vm = httpx.Client(timeout=10)
         feed = self
@@ -73,7 +74,15 @@ class Feed:
         # millisecond in VictoriaMetrics (it keeps milliseconds); some land on bucket edges
         return self.source.collect(math.floor(time.time() * 4) / 4)
 
+    def stop_generating(self) -> None:
+        with self.lock:  # a scrape in progress finishes its writes first
+            self.generating = False
+
     def scrape(self) -> str:
+        with self.lock:
+            return self._scrape()
+
+    def _scrape(self) -> str:
         if self.generating:
             snap = self.snapshot()
             self.k += 1
@@ -111,7 +120,7 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     prom = Prometheus(tmp / "prom", [feed.target], interval="1s")
     try:
         wait_until(lambda: feed.k >= 9, 40, "nine scrapes", interval=0.2)
-        feed.generating = False
+        feed.stop_generating()
         store.flush()
         vm.flush()
         first, last = store.span()
@@ -124,7 +133,13 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         n = len(reader.read(FIELDS, since, until))
         promr = PrometheusReader(prom.url)
         wait_until(lambda: len(promr.read(FIELDS, since, until)) == n, 20, "Prometheus holds every sample")
-        yield {"store": reader, "prometheus": promr, "victoria": VictoriaReader(vm.url), "since": since,
+        vmr = VictoriaReader(vm.url)
+
+        def vm_complete() -> bool:
+            vm.flush()
+            return len(vmr.read(FIELDS, since, until)) == n
+        wait_until(vm_complete, 20, "VictoriaMetrics holds every sample")
+        yield {"store": reader, "prometheus": promr, "victoria": vmr, "since": since,
                "until": until, "prom_url": prom.url}
     finally:
         prom.stop()
