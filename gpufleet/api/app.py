@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gpufleet import __version__
 from gpufleet.api import errors
@@ -45,18 +46,37 @@ def create_app(ctx: AppContext, *, cors_origins: list[str] | None = None,
         app.add_middleware(CORSMiddleware, allow_origins=cors_origins, allow_methods=["*"],
                            allow_headers=["Authorization", "Content-Type"])
 
-    @app.middleware("http")
-    async def _audit(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.monotonic()
-        response = await call_next(request)
-        if request.method in AUDITED_METHODS:
-            _record(ctx, request, response.status_code)
-        log.info("request", extra={"method": request.method, "path": request.url.path,
-                                   "status": response.status_code,
-                                   "ms": round((time.monotonic() - started) * 1000, 2)})
-        return response
-
+    app.add_middleware(AuditMiddleware, ctx=ctx)
     return app
+
+
+class AuditMiddleware:
+    """Pure ASGI middleware (no per-request task or body copying): records every state-changing call
+    after its response has gone out, with the status it got."""
+
+    def __init__(self, app: ASGIApp, ctx: AppContext) -> None:
+        self.app = app
+        self.ctx = ctx
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in AUDITED_METHODS:
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        started = time.monotonic()
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            _record(self.ctx, Request(scope), status)
+            log.info("request", extra={"method": scope["method"], "path": scope["path"], "status": status,
+                                       "ms": round((time.monotonic() - started) * 1000, 2)})
 
 
 def _record(ctx: AppContext, request: Request, status: int) -> None:

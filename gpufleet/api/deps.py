@@ -29,7 +29,7 @@ class AppContext:
     settings: dict[str, Any]
 
 
-def get_ctx(request: Request) -> AppContext:
+async def get_ctx(request: Request) -> AppContext:
     ctx: AppContext = request.app.state.ctx
     return ctx
 
@@ -38,8 +38,8 @@ Ctx = Annotated[AppContext, Depends(get_ctx)]
 _bearer = HTTPBearer(auto_error=False, description="JWT access token from /auth/login")
 
 
-def authorize(request: Request, ctx: Ctx,
-              creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal | None:
+async def authorize(request: Request, ctx: Ctx,
+                    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal | None:
     """Router-level check: look the route up in the permission matrix and enforce it."""
     route = request.scope.get("route")
     path = getattr(route, "path", request.url.path)
@@ -57,7 +57,7 @@ def authorize(request: Request, ctx: Ctx,
     return principal
 
 
-def current_principal(request: Request) -> Principal:
+async def current_principal(request: Request) -> Principal:
     principal: Principal | None = getattr(request.state, "principal", None)
     if principal is None:
         raise AuthError("authentication required")

@@ -106,9 +106,14 @@ class Auth:
     """Issues, verifies and revokes tokens; throttles logins."""
 
     def __init__(self, db: Database, key: bytes, access_ttl_s: int = 900, refresh_ttl_s: int = 7 * 86400,
-                 max_failures: int = 5, failure_window_s: int = 900, hasher: PasswordHasher | None = None) -> None:
+                 max_failures: int = 5, failure_window_s: int = 900, hasher: PasswordHasher | None = None,
+                 cache_ttl_s: float = 2.0) -> None:
         self.db = db
         self.hasher = hasher or _hasher
+        # verified access tokens, so a busy client costs one signature check and no database round trip;
+        # this process's revocations drop entries at once, another process's take effect within the TTL
+        self.cache_ttl_s = cache_ttl_s
+        self._cache: dict[str, tuple[Principal, float]] = {}
         self.key = key
         self.access_ttl_s = access_ttl_s
         self.refresh_ttl_s = refresh_ttl_s
@@ -147,6 +152,22 @@ class Auth:
         return claims
 
     def authenticate(self, token: str) -> Principal:
+        hit = self._cache.get(token)
+        now = time.monotonic()
+        if hit is not None and hit[1] > now and hit[0].exp > time.time():
+            return hit[0]
+        principal = self._authenticate(token)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[token] = (principal, now + self.cache_ttl_s)
+        return principal
+
+    def _forget(self, *, jti: str | None = None, user_id: int | None = None) -> None:
+        for tok, (p, _) in list(self._cache.items()):
+            if p.jti == jti or p.user_id == user_id:
+                self._cache.pop(tok, None)
+
+    def _authenticate(self, token: str) -> Principal:
         claims = self._decode(token, "access")
         with self.db.session() as s:
             if s.get(RevokedAccessToken, claims["jti"]) is not None:
@@ -172,6 +193,7 @@ class Auth:
 
     def revoke(self, principal: Principal, refresh_token: str | None = None) -> None:
         """Logout: revoke this access token and (if given) its refresh token."""
+        self._forget(jti=principal.jti)
         with self.db.session() as s:
             s.merge(RevokedAccessToken(jti=principal.jti,
                                        expires_at=dt.datetime.fromtimestamp(principal.exp, dt.UTC)))
@@ -187,6 +209,7 @@ class Auth:
 
     def revoke_all(self, user_id: int) -> None:
         """Password change / disable: every token of the user stops working."""
+        self._forget(user_id=user_id)
         with self.db.session() as s:
             user = s.get(User, user_id)
             if user is not None:

@@ -11,7 +11,7 @@ router = APIRouter(prefix="/gpus", tags=["gpus"])
 
 
 @router.get("", response_model=Page[GpuPublic])
-def list_gpus(ctx: Ctx, node: str | None = None, limit: int = Query(100, ge=1, le=10_000),
+async def list_gpus(ctx: Ctx, node: str | None = None, limit: int = Query(100, ge=1, le=10_000),
               offset: int = Query(0, ge=0, le=2**31 - 1)) -> Page[GpuPublic]:
     """Every GPU with its live state, failure risk and processes (filter by node)."""
     gpus = [g for g in ctx.fleet.gpus() if node is None or g["node"] == node]
@@ -20,7 +20,7 @@ def list_gpus(ctx: Ctx, node: str | None = None, limit: int = Query(100, ge=1, l
 
 
 @router.get("/{uuid}", response_model=GpuPublic)
-def get_gpu(uuid: str, ctx: Ctx) -> GpuPublic:
+async def get_gpu(uuid: str, ctx: Ctx) -> GpuPublic:
     """One GPU by uuid."""
     return GpuPublic(**ctx.fleet.gpu(uuid))
 

@@ -93,3 +93,4 @@ def delete_user(user_id: UserId, request: Request, ctx: Ctx, me: CurrentUser) ->
         if user is None:
             raise NotFound(f"no user with id {user_id}")
         s.delete(user)
+    ctx.auth.revoke_all(user_id)
