@@ -154,13 +154,15 @@ def _fake_nvml_ms(src, n: int, cycles: int) -> float:  # type: ignore[no-untyped
 
 
 def cycle_cost(kind: str, n: int, cycles: int) -> dict[str, float]:
-    """In-process: CPU ms per device per cycle for the source alone, for collect + render, and (fake
-    NVML) the part of the source's time spent inside the fake library."""
-    from exporter.loop import CollectionLoop
+    """In a process of its own: CPU ms per device per cycle for the source alone, for collect + render,
+    and (fake NVML) the part of the source's time spent inside the fake library."""
+    from exporter.loop import CollectionLoop, tune_process
     from exporter.sinks.prometheus import PrometheusSink
 
     src = make_source(kind, n)
     src.open()
+    if os.environ.get("GPUFLEET_BENCH_NO_TUNE") != "1":
+        tune_process()  # GC and GIL settings of the exporter process, as `gpufleet exporter` does
     try:
         loop = CollectionLoop(src, interval=1)
         PrometheusSink(loop)

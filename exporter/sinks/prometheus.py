@@ -253,7 +253,7 @@ class SnapshotRenderer:
         self.dcgm = names in ("dcgm", "both")
         self.cat = cat
         self._slots: dict[str, int] = {}
-        self._heads: list[str] = []
+        self._heads: list[bytes] = []
         self._names: list[str] = []
         # field -> ((slot, scale, summed labels or None, dcgm identity?), ...) in emission order (native first)
         self._routes: dict[str, tuple[tuple[int, float, frozenset[str] | None, bool], ...]] = {}
@@ -276,7 +276,8 @@ class SnapshotRenderer:
         self._node = ""
         self._nid: dict[str, str] = {}
         self._did: dict[str, str] = {}
-        self._series: dict[tuple[str, str, LabelPairs], tuple[tuple[int, str, float, bool], ...]] = {}
+        self._series: dict[tuple[str, str, LabelPairs], tuple[tuple[int, bytes, float, bool], ...]] = {}
+        self._texts: dict[float, bytes] = {}
 
     def _slot(self, name: str, mtype: str, help_: str) -> int:
         slot = self._slots.get(name)
@@ -284,7 +285,7 @@ class SnapshotRenderer:
             slot = self._slots[name] = len(self._heads)
             self._names.append(name)
             h = help_.replace("\\", "\\\\").replace("\n", "\\n")
-            self._heads.append(f"# HELP {name} {h}\n# TYPE {name} {mtype}\n")
+            self._heads.append(f"# HELP {name} {h}\n# TYPE {name} {mtype}\n".encode())
         return slot
 
     def _inventory(self, snapshot: Snapshot) -> None:
@@ -301,11 +302,12 @@ class SnapshotRenderer:
         got = (self._did if dcgm else self._nid).get(uuid)
         return _pairs(_unknown_identity(uuid, self._node, dcgm)) if got is None else got
 
-    def _targets(self, uuid: str, field_id: str, labels: LabelPairs) -> tuple[tuple[int, str, float, bool], ...]:
+    def _targets(self, uuid: str, field_id: str, labels: LabelPairs) -> tuple[tuple[int, bytes, float, bool], ...]:
         out = []
         for slot, scale, summed, dcgm in self._routes[field_id]:
             extra = labels if summed is None else tuple(kv for kv in labels if kv[0] not in summed)
-            out.append((slot, _prefix(self._names[slot], self._ident(uuid, dcgm), extra), scale, summed is not None))
+            prefix = _prefix(self._names[slot], self._ident(uuid, dcgm), extra).encode()
+            out.append((slot, prefix, scale, summed is not None))
         got = tuple(out)
         if len(self._series) > 1_000_000:  # bounded: per-process series come and go
             self._series.clear()
@@ -314,10 +316,11 @@ class SnapshotRenderer:
 
     def render(self, snapshot: Snapshot, stale: frozenset[str] = frozenset()) -> bytes:
         self._inventory(snapshot)
-        lines: list[list[str]] = [[] for _ in self._heads]
+        # per family: alternating line prefix and value text, all bytes, joined once at the end
+        lines: list[list[bytes]] = [[] for _ in self._heads]
         order: list[int] = []
         touched = bytearray(len(self._heads))
-        sums: dict[int, dict[tuple[str, str], float]] = {}
+        sums: dict[int, dict[tuple[str, bytes], float]] = {}
         info_uuids: set[str] = set()
         if self.native:
             order += [self._up, self._info]
@@ -325,10 +328,13 @@ class SnapshotRenderer:
             up_lines = lines[self._up]
             for uuid, value in snapshot.up.items():
                 if uuid not in stale:
-                    up_lines.append(f"{_prefix(self._names[self._up], self._ident(uuid, False), ())}"
-                                    f"{_fmt(float(value))}\n")
+                    up_lines += [_prefix(self._names[self._up], self._ident(uuid, False), ()).encode(),
+                                 _value(float(value))]
         series = self._series
         up_map = snapshot.up
+        texts = self._texts
+        if len(texts) > 100_000:
+            texts.clear()
         for s in snapshot.samples:
             uuid = s.uuid
             field_id = s.field
@@ -358,17 +364,22 @@ class SnapshotRenderer:
                     key = (uuid, prefix)
                     acc[key] = acc.get(key, 0.0) + v
                     continue
-                r = repr(v)
-                if r[-2:] == ".0":
-                    r = r[:-2]
-                elif r[-1] in "fn":
-                    r = _SPECIAL.get(r, r)
-                lines[slot].append(f"{prefix}{r}\n")
+                # the text of a value, remembered by value (not by series: nothing is served stale);
+                # zeros are formatted each time, as 0.0 and -0.0 are equal keys with different texts
+                text = texts.get(v) if v and type(v) is float else None
+                if text is None:
+                    text = _value(v)
+                    if v and type(v) is float:
+                        texts[v] = text
+                got = lines[slot]
+                got.append(prefix)
+                got.append(text)
         for slot, acc in sums.items():
-            lines[slot].extend(f"{prefix}{_fmt(v)}\n" for (_u, prefix), v in acc.items())
+            for (_u, prefix), v in acc.items():
+                lines[slot] += [prefix, _value(v)]
         if self.native:
             name = self._names[self._info]
-            synth = []
+            synth: list[bytes] = []
             for d in snapshot.devices:
                 if d.uuid in info_uuids or d.uuid in stale:
                     continue
@@ -376,15 +387,20 @@ class SnapshotRenderer:
                     ("driver_version", d.driver_version), ("cuda_version", d.cuda_version),
                     ("vbios_version", d.vbios_version), ("serial", d.serial), ("virtualization", d.virtualization),
                 ) if v is not None)
-                synth.append(f"{_prefix(name, self._nid[d.uuid], extra)}1\n")
+                synth += [_prefix(name, self._nid[d.uuid], extra).encode(), b"1\n"]
             lines[self._info][:0] = synth
-        parts: list[str] = []
+        parts: list[bytes] = []
         for slot in order:
             got = lines[slot]
             if got:
                 parts.append(self._heads[slot])
                 parts += got
-        return "".join(parts).encode()
+        return b"".join(parts)
+
+
+def _value(v: float) -> bytes:
+    """A sample's value and its line end, as the exposition writes it (see :func:`_fmt`)."""
+    return (_fmt(v) + "\n").encode()
 
 
 def _prefix(name: str, ident: str, extra: LabelPairs) -> str:

@@ -19,6 +19,7 @@ import hmac
 import logging
 import socket
 import ssl
+import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -130,6 +131,10 @@ class _Auth:
         return False
 
 
+BLOCKING_WRITE_BYTES = 1 << 20
+"""Bodies larger than this are written with one blocking send (plain HTTP)."""
+
+
 def accepts_gzip(header: str) -> bool:
     """Whether an Accept-Encoding header allows gzip (``gzip``, ``*``; not with ``q=0``)."""
     for part in header.split(","):
@@ -171,6 +176,10 @@ class MetricsServer:
                 super().setup()
                 # headers and body go out in separate writes: without this, Nagle + delayed ACK add 40 ms
                 self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if not isinstance(self.request, ssl.SSLSocket):
+                    # the kernel's own send timeout bounds a blocking body write (see _send)
+                    self.request.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                                            struct.pack("ll", int(self.timeout), 0))
 
             def do_GET(self) -> None:
                 if not auth.check(self.headers.get("Authorization")):
@@ -202,8 +211,18 @@ class MetricsServer:
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
                 self.end_headers()
-                for c in chunks:
-                    self.wfile.write(c)
+                big = sum(len(c) for c in chunks) > BLOCKING_WRITE_BYTES and not isinstance(self.request, ssl.SSLSocket)
+                if big:
+                    # A socket with a Python timeout sends in pieces of the socket buffer, taking the GIL
+                    # back after each; while a collection cycle runs every hand-back waits a switch interval.
+                    # Blocking, the kernel takes the whole body in one call (bounded by SO_SNDTIMEO).
+                    self.request.settimeout(None)
+                try:
+                    for c in chunks:
+                        self.wfile.write(c)
+                finally:
+                    if big:
+                        self.request.settimeout(self.timeout)
 
             def log_message(self, format: str, *args: Any) -> None:
                 log.debug("%s " + format, self.address_string(), *args)

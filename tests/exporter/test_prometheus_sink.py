@@ -177,3 +177,18 @@ def test_fast_renderer_gives_the_reference_text(names: str) -> None:
                 assert renderer.render(snap, stale).decode() == render_text(fams, stale)
     finally:
         nvml.close()
+
+
+def test_fast_renderer_values_render_exactly() -> None:
+    """Value texts are remembered by value: -0.0 and 0.0, 1 and 1.0, NaN and infinities still come out
+    as the reference renderer writes them, cycle after cycle."""
+    from exporter.schema import Device, Sample, Snapshot
+    from exporter.sinks.prometheus import SnapshotRenderer, build_families, render_text
+
+    dev = Device(uuid="GPU-x", index=0, node="n", model="m")
+    renderer = SnapshotRenderer("both", catalogue())
+    for values in ([0.0, -0.0, 1.0, 1e20, float("nan")], [-0.0, 0.0, float("inf"), 0.51, 7.0]):
+        snap = Snapshot(ts=1.0, node="n", devices=[dev], up={"GPU-x": 1}, samples=[
+            Sample("GPU-x", f, v, 1.0) for f, v in zip(
+                ("power_usage", "temperature_gpu", "fan_speed", "energy", "util_gpu"), values, strict=True)])
+        assert renderer.render(snap).decode() == render_text(build_families(snap, "both"))
