@@ -70,9 +70,11 @@ class Feed:
         return f"127.0.0.1:{self.server.server_address[1]}"
 
     def snapshot(self) -> Snapshot:
-        # quarter seconds are exact in binary, so the sink's nanoseconds truncate to the same
-        # millisecond in VictoriaMetrics (it keeps milliseconds); some land on bucket edges
-        return self.source.collect(math.floor(time.time() * 4) / 4)
+        # Half seconds: ts * 1e9 (the sink's float nanoseconds) is exact for them, so
+        # VictoriaMetrics (which truncates to milliseconds) keeps the very same millisecond; with
+        # quarter seconds it is not always (x.25 * 1e9 can land 128 ns early: 1 ms early in VM).
+        # Some samples land on bucket edges.
+        return self.source.collect(math.floor(time.time() * 2) / 2)
 
     def stop_generating(self) -> None:
         with self.lock:  # a scrape in progress finishes its writes first
