@@ -51,8 +51,9 @@ def build(q: Q) -> g.Dashboard:
                         target(q.name("fragmentation_ratio"), "fragmentation", ref="B")], "percentunit"),
             timeseries("Preemptions (1 h)", "Jobs preempted in the last hour.",
                        [target(f'increase({q.name("preemptions")}[1h])', "preemptions")], "short"),
-            table("Idle allocated GPUs", "Allocated GPUs that are idle now: reclaim or right-size these jobs.",
-                  [target(f"{idle} == 1", instant=True)], "short"),
+            table("Allocated GPUs by idle state", "Every allocated GPU with 1 when it has been idle for the idle "
+                  "window (reclaim or right-size those jobs), idle ones first.",
+                  [target(f"sort_desc({idle})", instant=True)], "short"),
         ]),
         Row("Cost", [
             bargauge("Cost by team (range)", "Cost of the GPU-hours each team used over the time range.",

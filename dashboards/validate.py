@@ -13,7 +13,7 @@ PROMETHEUS_BUILTINS = {"ALERTS", "ALERTS_FOR_STATE", "up"}
 _FUNCS = {"sum", "avg", "max", "min", "count", "rate", "increase", "topk", "bottomk", "by", "without",
           "vector", "time", "label_values", "ignoring", "group_left", "on", "or", "and", "unless",
           "histogram_quantile", "clamp_min", "clamp_max", "abs", "deriv", "delta", "irate", "avg_over_time",
-          "max_over_time", "min_over_time", "quantile", "stddev", "offset", "bool"}
+          "max_over_time", "min_over_time", "quantile", "stddev", "offset", "bool", "sort", "sort_desc"}
 _IDENT = re.compile(r"(?<![\w$\"{.])([A-Za-z_:][A-Za-z0-9_:]*)\s*(?=[{\[(\s)]|$)")
 
 

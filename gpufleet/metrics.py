@@ -43,6 +43,8 @@ class ServiceMetrics:
             out.append(Sample("", "capacity_gpus", cap, ts, (("series", series),)))
         for prio, wait in self._queue_waits(ts).items():
             out.append(Sample("", "queue_wait_seconds", wait, ts, (("priority", prio),)))
+        for model, psi in self.drift.items():
+            out.append(Sample("", "model_score_drift", psi, ts, (("model", model),)))
         return out
 
     def with_analytics(self, snapshot: Snapshot) -> Snapshot:

@@ -68,7 +68,15 @@ class Analytics:
         if store is None:
             return
         history = store_history(store, since=now - 7 * HOUR, until=now, step=60.0)
-        scores = score_panel(model, history.panel, version=registry.champion())
+        champion = registry.champion()
+        scores = score_panel(model, history.panel, version=champion)
+        if champion is not None and len(scores.risk):
+            from analytics.registry import drift
+
+            reference = registry.meta(champion).get("score_reference", [])
+            psi = drift(reference, scores.risk[:, min(1, scores.risk.shape[1] - 1)])["psi"]
+            if psi is not None:
+                self.service.metrics.drift[model.name] = float(psi)
         known = self.service.fleet.devices
         risk = {u: h for u, h in scores.by_uuid().items() if u in known}  # fleet-level series are no GPU
         self.service.fleet.update_risk(risk)

@@ -28,7 +28,7 @@ def test_export_check_and_bad_file(tmp_path: Path, capsys: pytest.CaptureFixture
     assert {p.name for p in (tmp_path / "out").iterdir()} == {"gpufleet-rules.yml", "gpufleet-rules-dcgm.yml",
                                                              "alertmanager.yml"}
     code, out = _run(["alerting", "check"], capsys)
-    assert code == 0 and "OK: 30 rules (20 alerts)" in out
+    assert code == 0 and "OK: 31 rules (21 alerts)" in out  # 21 alerts: the pack's rules, XID expanded per code
     bad = tmp_path / "bad.yaml"
     bad.write_text("rules:\n  - name: Broken\n    metric: gpufleet_gpu_temperature_celsius\n    threshold: 90\n"
                    "    severity: sometimes\n")
