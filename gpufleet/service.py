@@ -132,7 +132,17 @@ class Service:
             self.analytics: Analytics
             self.scheduler = Scheduler(analytics_tasks(self))
             self.store_sink = next((s for s in self.sinks if getattr(s, "name", "") == "store"), None)
-            self.api = wiring.build_api(settings, self.fleet, self.render_metrics) if with_api else None
+            from gpufleet.cluster import ClusterLink
+
+            self.cluster = ClusterLink(self)
+            self.scheduler.tasks += self.cluster.tasks()
+            self.api = None
+            if with_api:
+                from gpufleet.api.context import build_context
+
+                ctx = build_context(settings.api, self.data_dir, fleet=self.fleet, settings_view=self.fleet.settings)
+                self.cluster.audit = ctx.audit
+                self.api = wiring.build_api(settings, ctx, self.render_metrics, extra=self.cluster.routers())
         except BaseException:
             self.source.close()
             raise
@@ -158,7 +168,7 @@ class Service:
             log.exception("alert engine step failed")
 
     def render_metrics(self) -> list[bytes]:
-        return [*self.prom.render_chunks(), self.metrics.render()]
+        return [*self.prom.render_chunks(), self.metrics.render(), self.cluster.render()]
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:

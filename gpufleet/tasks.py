@@ -82,6 +82,7 @@ class Analytics:
         self.service.fleet.update_risk(risk)
         horizon = self.service.settings.serve.risk_horizon
         self.service.jobs.set_risk({u: h.get(horizon, 0.0) for u, h in risk.items()})
+        self.service.cluster.remediate(now)
 
     def retrain(self, _wall: float) -> None:
         from analytics.failure import store_history, train_and_register

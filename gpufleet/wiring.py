@@ -166,16 +166,15 @@ def build_job_service(settings: Settings, devices: list[Device], data_dir: Path,
     return QueueJobService(queue, clock=clock)
 
 
-def build_api(settings: Settings, fleet: Any, metrics: Callable[[], list[bytes]] | None) -> Any:
+def build_api(settings: Settings, ctx: Any, metrics: Callable[[], list[bytes]] | None,
+              extra: list[tuple[Any, dict[tuple[str, str], frozenset[str]]]] | None = None) -> Any:
     from gpufleet.api.app import create_app
-    from gpufleet.api.context import build_context
     from gpufleet.api.server import ApiServer
-
-    ctx = build_context(settings.api, Path(settings.data_dir), fleet=fleet, settings_view=fleet.settings)
 
     def exposition() -> tuple[bytes, str]:
         return b"".join(metrics()) if metrics else b"", "text/plain; version=0.0.4; charset=utf-8"
 
-    app = create_app(ctx, cors_origins=settings.api.cors_origins or None, metrics=exposition if metrics else None)
+    app = create_app(ctx, cors_origins=settings.api.cors_origins or None, metrics=exposition if metrics else None,
+                     extra=extra)
     return ApiServer(app, settings.api.listen, tls_cert=settings.api.tls_cert, tls_key=settings.api.tls_key,
                      tls_min_version=settings.api.tls_min_version)

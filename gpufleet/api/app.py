@@ -26,13 +26,19 @@ AUDITED_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 
 def create_app(ctx: AppContext, *, cors_origins: list[str] | None = None,
-               metrics: Callable[[], tuple[bytes, str]] | None = None) -> FastAPI:
-    """Build the API over an AppContext. ``metrics`` returns (exposition, content type) for /metrics."""
+               metrics: Callable[[], tuple[bytes, str]] | None = None,
+               extra: list[tuple[Any, dict[tuple[str, str], frozenset[str]]]] | None = None) -> FastAPI:
+    """Build the API over an AppContext. ``metrics`` returns (exposition, content type) for /metrics;
+    ``extra`` adds (router, permission rows) pairs, e.g. the cluster-manager integrations."""
     app = FastAPI(title="gpufleet", version=__version__,
                   description="GPU fleet observability and predictive operations. Log in at /auth/login; "
                               "send the access token as `Authorization: Bearer <token>`.")
     app.state.ctx = ctx
+    app.state.matrix = dict(MATRIX)
     for router in ROUTERS:
+        app.include_router(router, dependencies=[Depends(authorize)])
+    for router, permissions in extra or []:
+        app.state.matrix.update(permissions)
         app.include_router(router, dependencies=[Depends(authorize)])
     if metrics is not None:
         @app.get("/metrics", include_in_schema=False, dependencies=[Depends(authorize)])
@@ -112,6 +118,6 @@ def api_routes(app: FastAPI) -> set[tuple[str, str]]:
 
 def check_matrix(app: FastAPI) -> None:
     """Every route must have a permission rule."""
-    missing = sorted(api_routes(app) - set(MATRIX))
+    missing = sorted(api_routes(app) - set(getattr(app.state, "matrix", MATRIX)))
     if missing:
         raise RuntimeError(f"routes without a permission rule: {missing}")

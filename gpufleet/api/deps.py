@@ -43,7 +43,7 @@ async def authorize(request: Request, ctx: Ctx,
     """Router-level check: look the route up in the permission matrix and enforce it."""
     route = request.scope.get("route")
     path = getattr(route, "path", request.url.path)
-    roles = MATRIX.get((request.method, path))
+    roles = getattr(request.app.state, "matrix", MATRIX).get((request.method, path))
     if roles is None:
         raise Forbidden(f"no permission rule for {request.method} {path}")
     if not roles:

@@ -1,0 +1,123 @@
+"""`serve`'s link to the cluster managers users already run (Slurm, Kubernetes): remediation after each
+risk scoring (drain / taint risky nodes within the configured limits, audited), the Slurm read-out
+(pending GPU demand, job info series, power-saving advice) and the integration routes of the API."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from exporter.catalogue import catalogue
+from exporter.errors import BackendUnavailable, GpufleetError
+from exporter.schema import Snapshot
+from exporter.sinks.prometheus import Family, build_families, render_text
+
+if TYPE_CHECKING:
+    from gpufleet.service import PeriodicTask, Service
+
+log = logging.getLogger("gpufleet.cluster")
+
+
+class ClusterLink:
+    def __init__(self, service: Service) -> None:
+        from gpufleet.integrations.build import build_remediators
+
+        self.service = service
+        self.settings = service.settings.cluster
+        self.audit: Any = None  # the API's AuditLog, when the API runs
+        self.remediators = build_remediators(self.settings, audit=self._audit, node_of=self._node_of)
+        self.advisor: Any = None
+        self.slurm: Any = None
+        self.slurm_pending: list[tuple[tuple[tuple[str, str], ...], float]] = []
+        self.job_samples: list[Any] = []
+        if self.settings.slurm_enabled:
+            from gpufleet.integrations.build import slurm_client
+            from gpufleet.integrations.power import PowerAdvisor
+
+            self.slurm = slurm_client(self.settings)
+            self.advisor = PowerAdvisor(step_s=self.settings.poll_interval)
+
+    def _node_of(self) -> dict[str, str]:
+        return {u: d.node for u, d in self.service.fleet.devices.items()}
+
+    def _audit(self, action: Any) -> None:
+        from gpufleet.integrations.remediation import audit_fields
+
+        log.info("remediation %s", action.detail())
+        if self.audit is not None:
+            self.audit.append(**audit_fields(action))
+
+    # -- after every risk scoring ----------------------------------------------------------------
+    def remediate(self, now: float) -> None:
+        for r in self.remediators:
+            try:
+                r.step(self.service.fleet.risk, now)
+            except GpufleetError as exc:
+                log.warning("remediation through %s failed: %s", r.manager.name, exc)
+
+    # -- Slurm read-out --------------------------------------------------------------------------
+    def poll(self, _wall: float) -> None:
+        from gpufleet.integrations.slurm_mirror import (
+            idle_gpus,
+            job_info_samples,
+            pending_by_partition,
+            pending_gpus,
+        )
+
+        if self.slurm is None:
+            return
+        try:
+            nodes, jobs = self.slurm.nodes(), self.slurm.jobs()
+        except BackendUnavailable as exc:
+            log.warning("Slurm read failed: %s", exc)
+            return
+        snap = self.service.loop.latest()
+        ts = snap.ts if snap is not None else self.service.clock()
+        by_index: dict[str, dict[int, str]] = {}
+        for d in self.service.fleet.devices.values():
+            by_index.setdefault(d.node, {})[d.index] = d.uuid
+        self.job_samples = job_info_samples(jobs, ts, uuid_by_index=by_index)
+        self.slurm_pending = pending_by_partition(jobs)
+        self.service.analytics.pending.append(pending_gpus(jobs))
+        if self.advisor is not None:
+            self.advisor.observe(pending_gpus(jobs), idle_gpus(nodes), sum(1 for n in nodes if n.schedulable))
+
+    def tasks(self) -> list[PeriodicTask]:
+        from gpufleet.service import PeriodicTask
+
+        return [PeriodicTask("slurm_poll", self.settings.poll_interval, self.poll)] if self.slurm else []
+
+    # -- exposition and routes -------------------------------------------------------------------
+    def render(self) -> bytes:
+        cat = catalogue()
+        fams: list[Family] = []
+        held = [row for r in self.remediators for row in r.held_values()]
+        for field_id, rows in (("node_remediation_active", held), ("slurm_pending_gpus", self.slurm_pending)):
+            m = cat.field(field_id)
+            f = Family(m.name, m.type, m.help)
+            f.samples.extend(("", (), labels, float(v)) for labels, v in rows)
+            fams.append(f)
+        snap = self.service.loop.latest()
+        if snap is not None and self.job_samples:
+            fams += build_families(Snapshot(ts=snap.ts, node=snap.node, devices=snap.devices,
+                                            samples=list(self.job_samples)), "native", cat)
+            fams = [f for f in fams if f.name != cat.field("up").name and f.name != cat.field("info").name]
+        return render_text([f for f in fams if f.samples]).encode()
+
+    def routers(self) -> list[tuple[Any, dict[tuple[str, str], frozenset[str]]]]:
+        from gpufleet.integrations import remediation_api
+
+        out: list[tuple[Any, dict[tuple[str, str], frozenset[str]]]] = [
+            (remediation_api.remediation_router(lambda: self.remediators), remediation_api.PERMISSIONS)]
+        if self.advisor is not None:
+            from gpufleet.integrations import power
+
+            out.append((power.power_router(self.advisor), power.PERMISSIONS))
+        if self.settings.extender_enabled:
+            from gpufleet.integrations import k8s_extender
+
+            def state() -> Any:
+                return k8s_extender.Extender(state=lambda: self.service.jobs.queue.state)
+
+            out.append((k8s_extender.extender_router(state), k8s_extender.PERMISSIONS))
+        return out
