@@ -205,21 +205,38 @@ class MetricsServer:
             def _send(self, code: int, body: bytes | list[bytes], ctype: str,
                       headers: dict[str, str] | None = None) -> None:
                 chunks = [body] if isinstance(body, bytes) else body
+                size = sum(len(c) for c in chunks)
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(sum(len(c) for c in chunks)))
+                self.send_header("Content-Length", str(size))
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
-                self.end_headers()
-                big = sum(len(c) for c in chunks) > BLOCKING_WRITE_BYTES and not isinstance(self.request, ssl.SSLSocket)
-                if big:
-                    # A socket with a Python timeout sends in pieces of the socket buffer, taking the GIL
-                    # back after each; while a collection cycle runs every hand-back waits a switch interval.
-                    # Blocking, the kernel takes the whole body in one call (bounded by SO_SNDTIMEO).
-                    self.request.settimeout(None)
-                try:
+                if isinstance(self.request, ssl.SSLSocket):
+                    self.end_headers()
                     for c in chunks:
                         self.wfile.write(c)
+                    return
+                # Plain HTTP: headers and body chunks leave in one gathered send, without joining them. Each
+                # send gives the GIL away and waits to get it back (a switch interval while a collection
+                # cycle runs), so fewer sends make a faster scrape.
+                pending: list[bytes] = getattr(self, "_headers_buffer", [])
+                pending.append(b"\r\n")
+                buffers = [memoryview(b"".join(pending))] + [memoryview(c) for c in chunks if c]
+                pending.clear()
+                big = size > BLOCKING_WRITE_BYTES
+                if big:
+                    # a socket with a Python timeout sends in pieces of the socket buffer; blocking, the
+                    # kernel takes the whole body in one call (bounded by SO_SNDTIMEO, set in setup)
+                    self.request.settimeout(None)
+                try:
+                    while buffers:
+                        sent = self.request.sendmsg(buffers)
+                        while sent and buffers:
+                            if sent >= len(buffers[0]):
+                                sent -= len(buffers.pop(0))
+                            else:
+                                buffers[0] = buffers[0][sent:]
+                                sent = 0
                 finally:
                     if big:
                         self.request.settimeout(self.timeout)
