@@ -245,7 +245,7 @@ def forecasters() -> dict[str, type[Model]]:
     """Every registered forecaster (imports the model modules first)."""
     import importlib
 
-    for mod in ("seasonal_naive", "ets", "theta", "mstl", "lstm_forecast", "ensemble"):
+    for mod in ("seasonal_naive", "ets", "theta", "mstl", "lstm_forecast", "ensemble", "combination"):
         importlib.import_module(f"models.{mod}")
     from models.base import models_of_kind
 

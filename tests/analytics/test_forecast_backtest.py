@@ -110,3 +110,28 @@ def test_cli_bad_file_is_one_error(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["forecast", "backtest", "--csv", str(tmp_path / "none.csv"), "--value-col", "x"])
     assert exc.value.code == 3
+
+
+def test_widened_and_scaled_calibration() -> None:
+    """widen > 1 takes more extreme residual quantiles (wider bands, never narrower); scaled calibration
+    follows the current origin's volatility: after the noise triples, its bands are wider than plain ones."""
+    rng = np.random.default_rng(2)
+    idx = pd.date_range("2024-01-01", periods=30 * 24, freq="1h")
+    noise = np.where(np.arange(len(idx)) >= 21 * 24, 15.0, 5.0)
+    y = 100 + 30 * np.sin(2 * np.pi * np.arange(len(idx)) / 24) + rng.normal(0, 1, len(idx)) * noise
+    frame = pd.DataFrame({"s": y}, index=idx)
+    reg = forecasters()
+    origins = plan_origins(idx, 24, n_test=3, n_val=7)
+    res = run_backtest(frame, {"seasonal_mean": reg["seasonal_mean"]}, "1h", 24, 24, origins)  # type: ignore[dict-item]
+    test = [r for r in res if r.role == "test"]
+    assert all(np.isfinite(r.recent_scale) and r.recent_scale > 0 for r in res)
+
+    def width() -> float:
+        return float(np.mean([np.mean(r.quantiles[0.9] - r.quantiles[0.1]) for r in test]))
+
+    calibrate(res, n_cal=7)
+    plain = width()
+    calibrate(res, n_cal=7, widen=1.1)
+    assert width() >= plain
+    calibrate(res, n_cal=7, scaled=True)
+    assert width() > plain

@@ -95,3 +95,19 @@ def test_fit_respects_as_of() -> None:
     fc = m.predict(24)
     np.testing.assert_allclose(fc.point, np.maximum(y[24:48], 0))
     assert fc.start == ts[48]
+
+
+def test_combo_weights_follow_internal_validation_errors() -> None:
+    """combo weights its members by inverse MAE on origins inside the training data: on a series whose daily
+    profile is fixed plus noise, the slot-mean smoother beats tomorrow-is-today and gets the larger weight."""
+    y = _series(days=22, noise=8.0, seed=5)
+    m = _make("combo").fit(y[:-24], freq="1h")
+    w = dict(zip(m.members, m.weights_, strict=True))  # type: ignore[attr-defined]
+    assert sum(w.values()) == pytest.approx(1.0) and min(w.values()) > 0
+    assert w["seasonal_mean"] > w["seasonal_naive_daily"]
+    fc = m.predict(24)
+    naive = _make("seasonal_naive_daily").fit(y[:-24], freq="1h").predict(24)
+    assert np.mean(np.abs(fc.point - y[-24:])) < np.mean(np.abs(naive.point - y[-24:]))
+    # its own intervals come from its internal errors: the 80 % band holds most of the next day
+    inside = (y[-24:] >= fc.quantile(0.1)) & (y[-24:] <= fc.quantile(0.9))
+    assert inside.mean() >= 0.5
