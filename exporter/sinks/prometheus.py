@@ -278,6 +278,9 @@ class SnapshotRenderer:
         self._did: dict[str, str] = {}
         self._series: dict[tuple[str, str, LabelPairs], tuple[tuple[int, bytes, float, bool], ...]] = {}
         self._texts: dict[float, bytes] = {}
+        # the previous render's series by position: uuids, fields, labels, targets
+        self._prev: tuple[list[str], list[str], list[LabelPairs], list[tuple[tuple[int, bytes, float, bool], ...]]] = (
+            [], [], [], [])
 
     def _slot(self, name: str, mtype: str, help_: str) -> int:
         slot = self._slots.get(name)
@@ -297,6 +300,7 @@ class SnapshotRenderer:
                      for d in snapshot.devices}
         self._devices, self._node = list(snapshot.devices), snapshot.node
         self._series = {}
+        self._prev = ([], [], [], [])
 
     def _ident(self, uuid: str, dcgm: bool) -> str:
         got = (self._did if dcgm else self._nid).get(uuid)
@@ -335,15 +339,29 @@ class SnapshotRenderer:
         texts = self._texts
         if len(texts) > 100_000:
             texts.clear()
-        for s in snapshot.samples:
+        # A source emits its series in the same order every cycle: the series at position i last time is
+        # recognised by identity (the same uuid, field and labels objects) without hashing a key.
+        prev_u, prev_f, prev_l, prev_t = self._prev
+        known = len(prev_u)
+        routes = self._routes
+        for i, s in enumerate(snapshot.samples):
             uuid = s.uuid
             field_id = s.field
             labels = s.labels
-            targets = series.get((uuid, field_id, labels))
-            if targets is None:
-                if field_id not in self._routes:
-                    continue
-                targets = self._targets(uuid, field_id, labels)
+            if i < known and prev_u[i] is uuid and prev_f[i] is field_id and prev_l[i] is labels:
+                targets = prev_t[i]
+            else:
+                found = series.get((uuid, field_id, labels))
+                if found is None:
+                    found = self._targets(uuid, field_id, labels) if field_id in routes else ()
+                targets = found
+                if i < known:
+                    prev_u[i], prev_f[i], prev_l[i], prev_t[i] = uuid, field_id, labels, targets
+                else:
+                    prev_u.append(uuid)
+                    prev_f.append(field_id)
+                    prev_l.append(labels)
+                    prev_t.append(targets)
             if field_id == "up" and uuid in up_map:
                 continue
             if field_id == "info":
@@ -374,6 +392,9 @@ class SnapshotRenderer:
                 got = lines[slot]
                 got.append(prefix)
                 got.append(text)
+        n = len(snapshot.samples)
+        for kept in self._prev:
+            del kept[n:]
         for slot, acc in sums.items():
             for (_u, prefix), v in acc.items():
                 lines[slot] += [prefix, _value(v)]

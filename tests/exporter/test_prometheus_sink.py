@@ -192,3 +192,25 @@ def test_fast_renderer_values_render_exactly() -> None:
             Sample("GPU-x", f, v, 1.0) for f, v in zip(
                 ("power_usage", "temperature_gpu", "fan_speed", "energy", "util_gpu"), values, strict=True)])
         assert renderer.render(snap).decode() == render_text(build_families(snap, "both"))
+
+
+def test_fast_renderer_follows_series_that_come_and_go() -> None:
+    """Series recognised by position from the previous render: a snapshot with series missing, added or
+    in another order still renders exactly as the reference does."""
+    import random
+
+    from exporter.sinks.prometheus import SnapshotRenderer, build_families, render_text
+
+    source = SyntheticSource(3)
+    renderer = SnapshotRenderer("both", catalogue())
+    rng = random.Random(7)
+    full = source.collect(1000.0)
+    for step in range(4):
+        snap = source.collect(1001.0 + step)
+        if step == 1:
+            snap.samples = snap.samples[5:]  # everything shifts by five
+        elif step == 2:
+            rng.shuffle(snap.samples)
+        elif step == 3:
+            snap.samples = full.samples + snap.samples[:10]  # longer than before
+        assert renderer.render(snap).decode() == render_text(build_families(snap, "both"))
