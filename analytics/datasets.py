@@ -135,6 +135,31 @@ def prepare(panel: Panel) -> Panel:
     return Panel(panel.uuids, panel.times, panel.fields, v, panel.nodes, panel.models)
 
 
+def coarsen(panel: Panel, step: float) -> Panel:
+    """A prepared panel on a coarser grid: counter increments summed, gauges averaged per block.
+
+    ``step`` must be a whole multiple of the panel's step (it is rounded to one). A block with no
+    sample of a field stays NaN (masked), so missingness survives. Long windows (48-72 h) at 15-30
+    minute steps see multi-day precursors at a fraction of the cost of 1-minute steps.
+    """
+    k = max(round(step / panel.step), 1)
+    if k == 1 or len(panel.times) == 0:
+        return panel
+    G, T, F = panel.values.shape
+    lead = T % k  # drop the oldest partial block so the last block ends at the panel's last step
+    v = panel.values[:, lead:].reshape(G, (T - lead) // k, k, F)
+    obs = ~np.isnan(v)
+    cnt = obs.sum(axis=2)
+    tot = np.where(obs, v, 0.0).sum(axis=2, dtype=np.float64)
+    counter = np.array([is_counter(f) for f in panel.fields])
+    out = np.where(counter, tot, tot / np.maximum(cnt, 1))
+    out = np.where(cnt > 0, out, np.nan).astype(np.float32)
+    # a block is stamped with its last fine step, so labels (counted from a window's end) never see
+    # data from after that time
+    times = panel.times[lead:][k - 1::k]
+    return Panel(panel.uuids, times, panel.fields, out, panel.nodes, panel.models)
+
+
 def failures_by_uuid(labels: Iterable[Event]) -> dict[str, np.ndarray]:
     """Failure times per GPU from ground-truth labels (``EventKind.FAILURE``)."""
     out: dict[str, list[float]] = {}
@@ -217,13 +242,17 @@ class WindowSet:
 
 def make_windows(panel: Panel, failures: dict[str, np.ndarray], *, window: float = 6 * HOUR,
                  stride: float = HOUR, horizons: Sequence[float] = HORIZONS, min_observed: float = 0.5,
-                 last_only: bool = False) -> WindowSet:
+                 last_only: bool = False, recent: float | None = None) -> WindowSet:
     """Windows of ``window`` seconds ending every ``stride`` seconds on every GPU of a prepared panel.
 
     ``last_only`` builds one window per GPU ending at the panel's last step (online scoring).
+    ``recent`` (default: the whole window) is the span before a window's end that must hold no failure
+    and be observed ``min_observed`` of the time; with long windows (e.g. 72 h) pass ``recent=6 h`` so
+    a GPU repaired two days ago is still scored (and evaluated on the same rows as 6 h windows).
     """
     step = panel.step
     steps = max(round(window / step), 1)
+    rsteps = steps if recent is None else min(max(round(recent / step), 1), steps)
     every = max(round(stride / step), 1)
     T = len(panel.times)
     obs = ~np.isnan(panel.values)
@@ -238,8 +267,8 @@ def make_windows(panel: Panel, failures: dict[str, np.ndarray], *, window: float
     for g, u in enumerate(panel.uuids):
         fts = failures.get(u, np.zeros(0))
         for e in ends:
-            s = max(e - steps + 1, 0)
-            if not last_only and (cum[g, e + 1] - cum[g, s]) < min_observed * steps:
+            s = max(e - rsteps + 1, 0)
+            if not last_only and (cum[g, e + 1] - cum[g, s]) < min_observed * rsteps:
                 continue
             t_s, t_e = panel.times[s], panel.times[e]
             k = np.searchsorted(fts, t_s, side="left")

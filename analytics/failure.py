@@ -26,6 +26,7 @@ from analytics.datasets import (
     HOUR,
     Panel,
     WindowSet,
+    coarsen,
     failures_by_uuid,
     make_windows,
     panel_from_snapshots,
@@ -33,6 +34,7 @@ from analytics.datasets import (
     time_split,
 )
 from analytics.failure_metrics import calibration_table, summarise_binary
+from exporter.schema import EventKind
 from models.failure_base import FailureModel, horizon_label
 
 TWIN_START = 1_767_225_600.0  # 2026-01-01T00:00:00Z: a fixed start, never the wall clock
@@ -56,6 +58,8 @@ class History:
     failures: dict[str, np.ndarray]
     jobs: list[JobSpan] = field(default_factory=list)
     source: str = "twin"
+    details: dict[tuple[str, float], dict[str, Any]] = field(default_factory=dict)
+    """Twin only: each failure's label detail (mode, precursor, onset) by (uuid, time): for the oracle."""
 
 
 def twin_history(seed: int, *, nodes: int = 12, gpus_per_node: int = 8, days: float = 30.0, step: float = 300.0,
@@ -83,7 +87,8 @@ def twin_history(seed: int, *, nodes: int = 12, gpus_per_node: int = 8, days: fl
     uuid_of = [g.uuid for g in twin.slots]
     jobs = [JobSpan(tuple(uuid_of[g] for g in j.gpus), float(j.start), float(j.end if j.end is not None else start + duration),
                     float(len(j.gpus) * j.share)) for j in twin.jobs if j.start is not None and j.gpus]
-    return History(panel, failures_by_uuid(twin.labels), jobs, source=f"twin seed {seed}")
+    details = {(e.uuid, float(e.ts)): dict(e.detail) for e in twin.labels if e.kind == EventKind.FAILURE}
+    return History(panel, failures_by_uuid(twin.labels), jobs, source=f"twin seed {seed}", details=details)
 
 
 def concat(histories: Sequence[History]) -> History:
@@ -96,9 +101,37 @@ def concat(histories: Sequence[History]) -> History:
                   np.concatenate([h.panel.values for h in histories]),
                   [n for h in histories for n in h.panel.nodes], [m for h in histories for m in h.panel.models])
     failures: dict[str, np.ndarray] = {}
+    details: dict[tuple[str, float], dict[str, Any]] = {}
     for h in histories:
         failures.update(h.failures)
-    return History(panel, failures, [j for h in histories for j in h.jobs], " + ".join(h.source for h in histories))
+        details.update(h.details)
+    return History(panel, failures, [j for h in histories for j in h.jobs], " + ".join(h.source for h in histories),
+                   details)
+
+
+def precursor_oracle(ws: WindowSet, details: dict[tuple[str, float], dict[str, Any]],
+                     horizon: float = DAY) -> np.ndarray:
+    """The score of an observer who reads every precursor perfectly: the twin's ceiling for telemetry models.
+
+    For a window whose GPU's next failure has a precursor that has started by the window's end, it
+    knows the mode and the time since onset, and with the twin's lead-time law (uniform per mode,
+    ``simulator.failures.PRECURSOR_LEAD_S``) gives P(failure within ``horizon`` | lead > elapsed);
+    every other window gets 0 (failures without a precursor give no sign). Not a strict bound: repeat
+    faults on a node carry a little more information, which it ignores.
+    """
+    from simulator.failures import PRECURSOR_LEAD_S
+
+    out = np.zeros(len(ws))
+    uu = ws.uuids
+    for i, (u, f, t) in enumerate(zip(uu, ws.fail_ts, ws.t_end, strict=True)):
+        d = details.get((u, float(f))) if np.isfinite(f) else None
+        if not d or not d.get("precursor") or float(d["onset"]) > t:  # type: ignore[arg-type]
+            continue
+        lo, hi = PRECURSOR_LEAD_S[str(d["mode"])]
+        e = t - float(d["onset"])  # type: ignore[arg-type]
+        a0 = max(lo, e)
+        out[i] = 1.0 if hi <= a0 else float(np.clip((min(hi, e + horizon) - a0) / (hi - a0), 0.0, 1.0)) + 1e-3
+    return out
 
 
 def default_models(seed: int = 0, small: bool = False) -> dict[str, FailureModel]:
@@ -178,25 +211,40 @@ def evaluate_twin(*, train_seeds: Sequence[int] = (1, 2), test_seeds: Sequence[i
                   gpus_per_node: int = 8, days: float = 30.0, step: float = 300.0, rate_multiplier: float = 100.0,
                   window: float = 6 * HOUR, stride: float = HOUR, horizons: Sequence[float] = HORIZONS,
                   split_fraction: float = 0.6, models: dict[str, FailureModel] | None = None, seed: int = 0,
+                  input_step: float | None = None, recent: float | None = None,
+                  histories: dict[int, History] | None = None,
                   progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Train on ``train_seeds`` before the split time, test on the held-out ``test_seeds`` after it."""
-    hist = {}
+    """Train on ``train_seeds`` before the split time, test on the held-out ``test_seeds`` after it.
+
+    ``input_step`` coarsens the panels (e.g. 1800 s for 72 h windows); ``recent`` (e.g. 6 h) makes
+    the rows those of ``recent``-long windows whatever ``window`` is, and lets test windows *end*
+    ``recent`` after the split (their earlier context belongs to the held-out fleet, which no model
+    trains on), so short and long windows are scored on the same GPUs and hours. ``histories``
+    reuses twin runs already made (seed -> :func:`twin_history`).
+    """
+    hist = dict(histories or {})
     for s in (*train_seeds, *test_seeds):
+        if s in hist:
+            continue
         if progress is not None:
             progress(f"twin seed {s}")
         hist[s] = twin_history(s, nodes=nodes, gpus_per_node=gpus_per_node, days=days, step=step,
                                rate_multiplier=rate_multiplier)
     split = TWIN_START + split_fraction * days * DAY
-    train = _windows(concat([hist[s] for s in train_seeds]), window, stride, horizons)
+    train = _windows(concat([hist[s] for s in train_seeds]), window, stride, horizons, input_step, recent)
     test_h = concat([hist[s] for s in test_seeds])
-    test_all = _windows(test_h, window, stride, horizons)
+    test_all = _windows(test_h, window, stride, horizons, input_step, recent)
     train, _ = time_split(train, split)
-    _, test = time_split(test_all, split)
+    if recent is None:
+        _, test = time_split(test_all, split)
+    else:
+        test = test_all.subset(np.flatnonzero(test_all.t_end >= split + recent))
     models = models if models is not None else default_models(seed)
     res = evaluate_windows(models, train, test, stride=stride, jobs=test_h.jobs, progress=progress)
     meta = {"source": "twin (designed precursors: flattering)", "train_seeds": list(train_seeds),
             "test_seeds": list(test_seeds), "gpus_per_fleet": nodes * gpus_per_node, "days": days, "step_s": step,
             "rate_multiplier": rate_multiplier, "window_h": window / HOUR, "stride_h": stride / HOUR,
+            "input_step_s": input_step or step, "recent_h": None if recent is None else recent / HOUR,
             "split": split, "train_windows": len(train), "test_windows": len(test),
             "train_positives": {horizon_label(h): int(train.y[:, j].sum()) for j, h in enumerate(train.horizons)},
             "test_positives": {horizon_label(h): int(test.y[:, j].sum()) for j, h in enumerate(test.horizons)},
@@ -207,8 +255,10 @@ def evaluate_twin(*, train_seeds: Sequence[int] = (1, 2), test_seeds: Sequence[i
     return {"dataset": "twin", "meta": meta, "models": res}
 
 
-def _windows(h: History, window: float, stride: float, horizons: Sequence[float]) -> WindowSet:
-    return make_windows(h.panel, h.failures, window=window, stride=stride, horizons=horizons)
+def _windows(h: History, window: float, stride: float, horizons: Sequence[float], input_step: float | None = None,
+             recent: float | None = None) -> WindowSet:
+    panel = coarsen(h.panel, input_step) if input_step else h.panel
+    return make_windows(panel, h.failures, window=window, stride=stride, horizons=horizons, recent=recent)
 
 
 def public(result: dict[str, Any]) -> dict[str, Any]:
@@ -228,17 +278,22 @@ def public(result: dict[str, Any]) -> dict[str, Any]:
 
 def train_and_register(history: History, registry: Any, *, as_of: float, model: FailureModel | None = None,
                        window: float = 6 * HOUR, stride: float = HOUR, horizons: Sequence[float] = HORIZONS,
-                       validation_fraction: float = 0.25, challenge_horizon: str = "24h") -> dict[str, Any]:
+                       validation_fraction: float = 0.25, challenge_horizon: str = "24h",
+                       input_step: float | None = None, recent: float | None = None) -> dict[str, Any]:
     """Fit on data before the validation slice, store the version, challenge the champion on the slice.
 
     Only data up to ``as_of`` is used. The validation slice is the last ``validation_fraction`` of the
-    span; training windows end (with their longest horizon) before it starts.
+    span; training windows end (with their longest horizon) before it starts. ``input_step`` coarsens
+    the history first (e.g. 1800 s with ``window=72 h``); the model remembers its window and step
+    (``window_s_``, ``input_step_s_``) so :func:`analytics.scoring.score_panel` feeds it the same.
     """
     from models.lstm_failure import LSTMFailure
 
     panel = history.panel
     keep = panel.times <= as_of
     panel = Panel(panel.uuids, panel.times[keep], panel.fields, panel.values[:, keep], panel.nodes, panel.models)
+    if input_step:
+        panel = coarsen(panel, input_step)
     failures = {u: f[f <= as_of] for u, f in history.failures.items()}
     span = float(panel.times[-1] - panel.times[0]) if len(panel.times) else 0.0
     usable = tuple(h for h in horizons if h <= span / 4)  # a horizon needs room for training and validation
@@ -248,7 +303,7 @@ def train_and_register(history: History, registry: Any, *, as_of: float, model: 
         raise InputError(f"{span / DAY:.1f} days of history are too short for horizons "
                          f"{[horizon_label(h) for h in horizons]} (need 4x the shortest)")
     horizons = usable
-    ws = make_windows(panel, failures, window=window, stride=stride, horizons=horizons)
+    ws = make_windows(panel, failures, window=window, stride=stride, horizons=horizons, recent=recent)
     # validation windows need their longest label horizon inside the data too
     hmax = max(horizons)
     labelled = ws.subset(np.flatnonzero(ws.t_end + hmax <= as_of))
@@ -262,6 +317,7 @@ def train_and_register(history: History, registry: Any, *, as_of: float, model: 
                          f"{int(train.y.sum()) if len(train) else 0} positive (need failures before {split:.0f})")
     m = model if model is not None else LSTMFailure()
     m.fit(train.X, train.mask, train.y, feature_names=train.feature_names, horizons=train.horizons)
+    m.window_s_, m.input_step_s_ = float(window), float(panel.step)  # type: ignore[attr-defined]
     metrics: dict[str, Any] = {}
     val_scores = np.zeros(0)
     if len(val):

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from analytics.datasets import Panel
+from analytics.datasets import Panel, coarsen
 from exporter.schema import Sample
 from models.failure_base import horizon_label
 
@@ -50,8 +50,25 @@ class RiskScores:
                 for i, u in enumerate(self.uuids) for j, h in enumerate(labels)]
 
 
-def score_panel(model: Any, panel: Panel, *, window: float = 6 * 3600.0, version: str | None = None) -> RiskScores:
-    """Score every GPU of a prepared panel on its latest ``window`` (one batch, one model for the fleet)."""
+def model_input(model: Any, panel: Panel, window: float | None) -> tuple[Panel, float]:
+    """The panel on the model's input grid and the window length it was trained with.
+
+    Models trained by ``analytics.failure.train_and_register`` remember ``window_s_`` and
+    ``input_step_s_``; a finer panel is coarsened to that step (counter increments summed), so the model
+    sees the same units it learnt from. Older models: 6 h windows on the panel as it is.
+    """
+    step = getattr(model, "input_step_s_", None)
+    if step and len(panel.times) > 1 and step > panel.step * 1.5:
+        panel = coarsen(panel, step)
+    return panel, float(window if window is not None else getattr(model, "window_s_", 6 * 3600.0))
+
+
+def score_panel(model: Any, panel: Panel, *, window: float | None = None, version: str | None = None) -> RiskScores:
+    """Score every GPU of a prepared panel on its latest window (one batch, one model for the fleet).
+
+    ``window`` defaults to the one the model was trained with (6 h for models that do not say).
+    """
+    panel, window = model_input(model, panel, window)
     X, mask = latest_windows(align_fields(panel, tuple(model.feature_names_)), window)
     proba = model.predict_proba(X, mask).proba if len(X) else np.zeros((0, len(model.horizons_)))
     ts = float(panel.times[-1]) if len(panel.times) else 0.0
@@ -105,8 +122,9 @@ def top_signals(model: Any, X: np.ndarray, mask: np.ndarray, *, horizon: str = "
 
 
 def explain_top(model: Any, panel: Panel, scores: RiskScores, *, n: int = 10, horizon: str = "24h",
-                window: float = 6 * 3600.0, k: int = 3) -> RiskScores:
+                window: float | None = None, k: int = 3) -> RiskScores:
     """Fill ``scores.signals`` for the ``n`` riskiest GPUs."""
+    panel, window = model_input(model, panel, window)
     panel = align_fields(panel, tuple(model.feature_names_))
     top = [u for u, _ in scores.top(n, horizon)]
     X, mask = latest_windows(panel, window)

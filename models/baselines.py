@@ -53,8 +53,50 @@ def window_summary(X: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out.reshape(n, f * len(SUMMARY_STATS)).astype(np.float32)
 
 
-def summaries(X: Any, mask: Any, chunk: int = 4096) -> np.ndarray:
-    """:func:`window_summary` over arrays or lazy window views (anything indexable by row arrays)."""
+TRANSFER_STATS = ("std", "trend", "peak", "last", "sum", "tail_sum")
+RELATIVE_FIELDS = ("temperature_gpu", "temperature_memory", "power_usage", "util_gpu", "clock_sm", "pcie_link_width")
+
+
+def transfer_summary(X: np.ndarray, mask: np.ndarray, relative: np.ndarray) -> np.ndarray:
+    """Summaries that carry over to another fleet ``(n, n_features * 6 + 1)``.
+
+    Level-like gauges (``relative``) are read as deviations from the window's own mean; error counts
+    and states keep their values (asinh of sums for the spiky ones) but absent fields read 0 like
+    "no errors". Per field: std, trend (last quarter minus first), peak (max minus mean), last (minus
+    mean for gauges), asinh(sum) and asinh(sum of the last quarter); plus one observed fraction over
+    all fields (which fields a GPU reports tells its model, not its health).
+    """
+    n, steps, f = X.shape
+    m = mask.astype(bool)
+    Xf = np.where(m, X, np.float32(0.0)).astype(np.float32, copy=False)
+    cnt = m.sum(axis=1, dtype=np.float32)
+    seen = cnt > 0
+    mean = Xf.sum(axis=1, dtype=np.float64).astype(np.float32) / np.maximum(cnt, 1)
+    var = np.maximum(np.einsum("ntf,ntf->nf", Xf, Xf, dtype=np.float64).astype(np.float32) / np.maximum(cnt, 1)
+                     - mean ** 2, 0)
+    mx = np.where(seen, np.where(m, Xf, np.float32(-np.inf)).max(axis=1), 0.0)
+    last_idx = steps - 1 - np.argmax(m[:, ::-1, :], axis=1)
+    last = np.where(seen, np.take_along_axis(Xf, last_idx[:, None, :], axis=1)[:, 0, :], 0.0)
+    q = max(steps // 4, 1)
+    head_c, tail_c = m[:, :q, :].sum(axis=1), m[:, -q:, :].sum(axis=1)
+    head = Xf[:, :q, :].sum(axis=1) / np.maximum(head_c, 1)
+    tail_sum = Xf[:, -q:, :].sum(axis=1)
+    tail = tail_sum / np.maximum(tail_c, 1)
+    trend = np.where((head_c > 0) & (tail_c > 0), tail - head, 0.0)
+    peak = np.where(relative, mx - mean, mx)
+    last = np.where(relative, np.where(seen, last - mean, 0.0), last)
+    total = np.where(relative, 0.0, np.arcsinh(Xf.sum(axis=1)))
+    tail_sum = np.where(relative, 0.0, np.arcsinh(tail_sum))
+    out = np.stack([np.sqrt(var), trend, peak, last, total, tail_sum], axis=2).reshape(n, f * len(TRANSFER_STATS))
+    observed = m.any(axis=2).mean(axis=1, keepdims=True)
+    return np.concatenate([out, observed], axis=1).astype(np.float32)
+
+
+def summaries(X: Any, mask: Any, chunk: int = 4096, relative: np.ndarray | None = None) -> np.ndarray:
+    """:func:`window_summary` (or, given ``relative``, :func:`transfer_summary`) over arrays or lazy views."""
+    if relative is not None:
+        parts = [transfer_summary(xb, mb, relative) for xb, mb in iter_chunks(X, mask, chunk)]
+        return np.concatenate(parts) if parts else np.zeros((0, X.shape[2] * len(TRANSFER_STATS) + 1), np.float32)
     parts = [window_summary(xb, mb) for xb, mb in iter_chunks(X, mask, chunk)]
     return np.concatenate(parts) if parts else np.zeros((0, X.shape[2] * len(SUMMARY_STATS)), np.float32)
 
@@ -156,15 +198,21 @@ class _SummaryClassifier(FailureModel):
     """Shared fit/predict for scikit-learn classifiers on :func:`window_summary` features."""
 
     calibration_fraction: float
+    features: str = "absolute"
 
     def _make(self) -> Any:
         raise NotImplementedError
+
+    def _relative(self) -> np.ndarray | None:
+        if getattr(self, "features", "absolute") != "transfer":
+            return None
+        return np.array([f in RELATIVE_FIELDS for f in self.feature_names_], dtype=bool)
 
     def fit(self, X: Any, mask: Any, y: np.ndarray, *, feature_names: Sequence[str],
             horizons: Sequence[float]) -> _SummaryClassifier:
         self._remember(X, mask, y, feature_names, horizons)
         with _one_thread():
-            return self._fit(summaries(X, mask), y)
+            return self._fit(summaries(X, mask, relative=self._relative()), y)
 
     def _fit(self, Z: np.ndarray, y: np.ndarray) -> _SummaryClassifier:
         fit_idx, cal_idx = calibration_split(len(Z), self.calibration_fraction)
@@ -184,7 +232,7 @@ class _SummaryClassifier(FailureModel):
 
     def raw_scores(self, X: Any, mask: Any) -> np.ndarray:
         self.check_fitted()
-        Z = summaries(X, mask)
+        Z = summaries(X, mask, relative=self._relative())
         with _one_thread():
             cols = [np.full(len(Z), est) if isinstance(est, float) else est.predict_proba(Z)[:, 1]
                     for est in self.estimators_]
@@ -202,8 +250,10 @@ class LogisticFailure(_SummaryClassifier):
 
     name = "logistic"
 
-    def __init__(self, C: float = 0.1, calibration_fraction: float = 0.2, seed: int = 0) -> None:
+    def __init__(self, C: float = 0.1, calibration_fraction: float = 0.2, features: str = "absolute",
+                 seed: int = 0) -> None:
         self.C = C
+        self.features = features
         self.calibration_fraction = calibration_fraction
         self.seed = seed
 
@@ -223,8 +273,9 @@ class BoostedTreesFailure(_SummaryClassifier):
     name = "gbt"
 
     def __init__(self, max_iter: int = 100, learning_rate: float = 0.1, max_leaf_nodes: int = 15,
-                 calibration_fraction: float = 0.2, seed: int = 0) -> None:
+                 calibration_fraction: float = 0.2, features: str = "absolute", seed: int = 0) -> None:
         self.max_iter = max_iter
+        self.features = features
         self.learning_rate = learning_rate
         self.max_leaf_nodes = max_leaf_nodes
         self.calibration_fraction = calibration_fraction

@@ -56,8 +56,10 @@ class LSTMFailure(FailureModel):
 
     def __init__(self, hidden: int = 32, pool: int | None = None, blocks: int = 12, epochs: int = 15, batch_size: int = 256,
                  lr: float = 3e-3, max_pos_weight: float = 20.0, windows_per_epoch: int | None = None,
-                 calibration_fraction: float = 0.2, threads: int | None = 1, seed: int = 0) -> None:
+                 calibration_fraction: float = 0.2, threads: int | None = 1, features: str = "transfer",
+                 seed: int = 0) -> None:
         self.hidden = hidden
+        self.features = features
         self.pool = pool
         self.blocks = blocks
         self.epochs = epochs
@@ -70,10 +72,18 @@ class LSTMFailure(FailureModel):
         self.seed = seed
 
     # ---- preprocessing -------------------------------------------------------------------------
+    def _relative_fields(self, f: int) -> np.ndarray:
+        names = getattr(self, "feature_names_", ())
+        return np.array([n in RELATIVE_FIELDS for n in names] if len(names) == f else [False] * f, dtype=bool)
+
     def _fit_transform_stats(self, X: Any, mask: Any, rows: np.ndarray, rng: np.random.Generator) -> None:
         sample = rows if len(rows) <= 4000 else np.sort(rng.choice(rows, 4000, replace=False))
         xs, ms = np.asarray(X[sample], dtype=np.float64), np.asarray(mask[sample]) > 0
         f = xs.shape[2]
+        transfer = self.features == "transfer"
+        self.relative_ = self._relative_fields(f) if transfer else np.zeros(f, dtype=bool)
+        if transfer:  # deviations from the window's own mean for level-like gauges
+            xs = xs - _masked_window_mean(xs, ms) * self.relative_
         self.asinh_ = np.zeros(f, dtype=bool)
         self.mean_ = np.zeros(f, dtype=np.float32)
         self.std_ = np.ones(f, dtype=np.float32)
@@ -85,19 +95,37 @@ class LSTMFailure(FailureModel):
             if v.min() >= 0 and p99 > 20 * (abs(p50) + 1e-6):
                 self.asinh_[j] = True
                 v = np.arcsinh(v)
+            if transfer and not self.relative_[j]:
+                # error counts and states: scaled, not centred, so "field absent" and "no errors" both read 0
+                self.std_[j] = float(np.sqrt((v ** 2).mean())) or 1.0
+                continue
             self.mean_[j] = float(v.mean())
             self.std_[j] = float(v.std()) or 1.0
 
+    def _n_inputs(self, f: int) -> int:
+        return 2 * f + 1 if self.features == "transfer" else 3 * f
+
     def _inputs(self, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float32)
-        mf = (np.asarray(mask) > 0).astype(np.float32)
+        m = np.asarray(mask) > 0
+        mf = m.astype(np.float32)
+        transfer = self.features == "transfer"
+        if transfer and self.relative_.any():
+            X = X - (_masked_window_mean(X, m) * self.relative_).astype(np.float32)
         Z = X - self.mean_
         for j in np.flatnonzero(self.asinh_):
             Z[:, :, j] = np.arcsinh(X[:, :, j]) - self.mean_[j]
         Z /= self.std_
         np.clip(Z, -10, 10, out=Z)
         Z *= mf  # masked steps carry 0, whatever value sat under the mask
-        return _pool(Z, mf, self.pool_)
+        pooled = _pool(Z, mf, self.pool_)
+        if not transfer:
+            return pooled
+        # which fields a GPU reports tells its model, not its health: keep one observed fraction (any field)
+        f = X.shape[2]
+        seen = mf.max(axis=2, keepdims=True)
+        frac = _pool(np.zeros_like(seen), seen, self.pool_)[:, :, 2:3]
+        return np.concatenate([pooled[:, :, :2 * f], frac], axis=2)
 
     # ---- network ---------------------------------------------------------------------------------
     def _build(self, n_in: int, n_out: int) -> Any:
@@ -149,7 +177,7 @@ class LSTMFailure(FailureModel):
         # pooling: ``pool`` steps per block, or as many as make ``blocks`` blocks of the window
         self.pool_ = self.pool or max(-(-X.shape[1] // self.blocks), 1)
         self._fit_transform_stats(X, mask, fit_rows, rng)
-        n_in = 3 * X.shape[2]
+        n_in = self._n_inputs(X.shape[2])
         self.net_ = self._build(n_in, y.shape[1])
         yt = y.astype(np.float32)
         pos = yt[fit_rows].sum(axis=0)
@@ -210,10 +238,22 @@ class LSTMFailure(FailureModel):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         weights = state.get("net_")
+        state.setdefault("features", "absolute")  # models saved before the option existed
         self.__dict__.update(state)
         if weights is not None:
-            self.net_ = self._build(3 * len(self.feature_names_), len(self.horizons_))
+            self.net_ = self._build(self._n_inputs(len(self.feature_names_)), len(self.horizons_))
             self.net_.load_state_dict(weights)
+
+
+RELATIVE_FIELDS = ("temperature_gpu", "temperature_memory", "power_usage", "util_gpu", "clock_sm", "pcie_link_width")
+"""Level-like gauges whose absolute value mostly says which GPU model it is; read as deviations
+from the window's own mean (``features="transfer"``) so the model carries over to another fleet."""
+
+
+def _masked_window_mean(X: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """(n, 1, f): the mean of each field over the observed steps of its window (0 when none)."""
+    cnt = m.sum(axis=1, keepdims=True)
+    return np.where(m, X, 0).sum(axis=1, keepdims=True) / np.maximum(cnt, 1)
 
 
 @contextmanager

@@ -78,3 +78,28 @@ def test_time_split_leaks_nothing() -> None:
     np.testing.assert_array_equal(np.asarray(train.X[rows]), np.asarray(train2.X[rows]))
     for a, b in zip(stats, normalization_stats(train2), strict=True):
         np.testing.assert_allclose(a, b)
+
+
+def test_coarsen_sums_increments_averages_gauges_and_keeps_gaps() -> None:
+    from analytics.datasets import coarsen
+
+    p = prepare(panel(gpus=2, days=1.0))
+    p.values[0, -6:, 0] = np.nan  # the last 30 minutes of one GPU's temperature are missing
+    c = coarsen(p, 6 * STEP)
+    assert c.step == 6 * STEP and c.values.shape == (2, len(p.times) // 6, 3)
+    assert c.times[-1] == p.times[-1]  # a block is stamped with its last fine step: no look-ahead
+    np.testing.assert_allclose(c.values[1, -1, 0], np.mean(p.values[1, -6:, 0]), rtol=1e-5)
+    np.testing.assert_allclose(c.values[1, -1, 1], np.sum(p.values[1, -6:, 1]), rtol=1e-5)
+    assert np.isnan(c.values[0, -1, 0]) and np.isnan(c.values[:, :, 2]).all()
+
+
+def test_long_windows_keep_rows_of_the_recent_span() -> None:
+    p = prepare(panel(gpus=3, days=6.0))
+    fails = {"GPU-0": np.array([T0 + 3.0 * 86400])}
+    short = make_windows(p, fails, window=6 * 3600, stride=3600)
+    long = make_windows(p, fails, window=48 * 3600, stride=3600, recent=6 * 3600)
+    common = set(zip(short.gpu, short.t_end, strict=True)) & set(zip(long.gpu, long.t_end, strict=True))
+    # every long window ending after the first 48 h is a row of the short set too (a repaired GPU stays scored)
+    late = {(g, t) for g, t in zip(long.gpu, long.t_end, strict=True) if t >= T0 + 48 * 3600}
+    assert late and late <= common
+    assert long.steps == 48 * 3600 // STEP

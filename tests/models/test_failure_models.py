@@ -60,3 +60,16 @@ def test_cox_finds_the_risky_covariate() -> None:
     age = AgeOnlySurvival().fit(X, dur, ev)
     p = age.predict_proba(X[:3], np.zeros(3), 365 * 86400.0).proba
     assert np.allclose(p, p[0]) and 0.4 < p[0] < 0.8  # age alone: same risk for all, ~1 - e^-1
+
+
+def test_transfer_features_ignore_gpu_model_fingerprints() -> None:
+    from models.baselines import RELATIVE_FIELDS, transfer_summary
+    from models.lstm_failure import LSTMFailure
+
+    X, mask, y = windows(n=300)
+    rel = np.array([f in RELATIVE_FIELDS for f in FEATURES])
+    shifted = X.copy()
+    shifted[:, :, rel] += 25.0  # another GPU model: every level-like gauge runs 25 units higher
+    np.testing.assert_allclose(transfer_summary(X, mask, rel), transfer_summary(shifted, mask, rel), atol=1e-3)
+    m = LSTMFailure(hidden=4, epochs=1, features="transfer").fit(X, mask, y, feature_names=FEATURES, horizons=HORIZONS)
+    np.testing.assert_allclose(m.raw_scores(X, mask), m.raw_scores(shifted, mask), atol=1e-4)
