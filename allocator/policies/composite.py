@@ -15,10 +15,12 @@ Whole-GPU gangs take one NVLink island on the node where one has room (:func:`ch
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from allocator.policies.base import Request
-from allocator.policies.fgd import FGD
+from allocator.policies.fgd import FGD, TaskClass
 from allocator.state import ClusterState, Placement
 
 
@@ -26,8 +28,10 @@ class Composite(FGD):
     name = "default"
 
     def __init__(self, seed: int = 0, pack_weight: float = 3.0, risk_weight: float = 1000.0,
-                 load_weight: float = 100.0, gpu_fit_weight: float = 0.0, pack_sharing: bool | str = True, **kwargs: object) -> None:
-        super().__init__(seed=seed, **kwargs)  # type: ignore[arg-type]
+                 load_weight: float = 100.0, gpu_fit_weight: float = 0.0, pack_sharing: bool | str = True,
+                 tie_break: str = "bestfit", adaptive_rem: bool = True, **kwargs: object) -> None:
+        self.adaptive_rem = adaptive_rem
+        super().__init__(seed=seed, tie_break=tie_break, **kwargs)  # type: ignore[arg-type]
         self.pack_weight = pack_weight
         self.risk_weight = risk_weight
         self.load_weight = load_weight
@@ -55,6 +59,13 @@ class Composite(FGD):
             u[has] = state.util[nodes[has], slots[has]]
             cost = cost + self.load_weight * u
         return cost
+
+    def set_mix(self, mix: Sequence[TaskClass]) -> None:
+        super().set_mix(mix)
+        if self.adaptive_rem:
+            # blend in the remainder measure for sharing classes only when sharing requests dominate the mix
+            s = float(self.p[self.c_share].sum()) if len(self.p) else 0.0
+            self.rem_share = s * s if s > 0.5 else 0.0
 
     @property
     def whole_share(self) -> float:

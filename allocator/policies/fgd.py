@@ -12,6 +12,13 @@ class appears (the observed request mix). For every node (and, for a sharing req
 share among its GPUs) the policy computes how much the expected fragmentation would grow if the request
 went there, and picks the smallest growth: a descent along the fragmentation gradient.
 
+``rem_share`` (0 by default, which is the paper's measure) blends in a *remainder* measure for sharing
+classes: the free share a node could not use if it were filled with tasks of the class alone, i.e. the node's
+free share minus ``k`` × the class's request, ``k`` being the number of such tasks the node could still take
+(limited by the sum over GPUs of ``free // share``, by CPU and by memory). The paper's measure calls a GPU
+with 700 free thousandths unfragmented for a 500-thousandth class; the remainder measure counts the 200 that
+would be left over. The composite default uses it when sharing requests dominate the mix.
+
 Speed: per-GPU terms come from a lookup table over the 1001 possible free shares; the fragmentation of the
 current state is cached per node and recomputed only for nodes whose state version changed.
 """
@@ -77,8 +84,10 @@ GENERIC_MIX = tuple(TaskClass(0, 0, n, m, None, w) for n, m, w in (
 class FGD:
     name = "fgd"
 
-    def __init__(self, seed: int = 0, mix: Sequence[TaskClass] | None = None, tie_break: str = "random") -> None:
+    def __init__(self, seed: int = 0, mix: Sequence[TaskClass] | None = None, tie_break: str = "random",
+                 rem_share: float = 0.0) -> None:
         self.seed = seed
+        self.rem_share = rem_share
         self.rng = np.random.default_rng(seed)
         self.tie_break = tie_break
         self._mix: list[TaskClass] = []
@@ -102,6 +111,9 @@ class FGD:
         r = np.arange(FULL + 1)[:, None]
         # table[r, k]: the part of one GPU with free share r that class k cannot use when the node fits it
         self.table = np.where(r < thr[None, :], r, 0).astype(np.float64) if k else np.zeros((FULL + 1, 0))
+        # cnt[r, k]: how many tasks of sharing class k one GPU with free share r still takes
+        self.cnt = (r // np.where(self.c_share, np.maximum(self.c_d, 1), FULL)[None, :]).astype(np.float64)
+        self.c_dem = np.where(self.c_share, self.c_d, self.c_n * FULL).astype(np.float64)
         self._state_id = None
 
     def observe(self, requests: Iterable[Request]) -> None:
@@ -116,12 +128,22 @@ class FGD:
         return ok
 
     def _frag(self, S: np.ndarray, T: np.ndarray, cpu: np.ndarray, mem: np.ndarray, model: np.ndarray,
-              maxf: np.ndarray, nfull: np.ndarray) -> np.ndarray:
+              maxf: np.ndarray, nfull: np.ndarray, C: np.ndarray | None = None) -> np.ndarray:
         ok = (cpu[:, None] >= self.c_cpu) & (mem[:, None] >= self.c_mem) & self._mok[model]
         gpu_ok = ((self.c_share & (maxf[:, None] >= self.c_d)) | (self.c_whole & (nfull[:, None] >= self.c_n))
                   | ~(self.c_share | self.c_whole))
         ok &= gpu_ok
-        return (np.where(ok, S, T[:, None].astype(np.float64)) * self.p).sum(axis=1)
+        Tf = T[:, None].astype(np.float64)
+        frag = np.where(ok, S, Tf)
+        if self.rem_share and C is not None:
+            # remainder measure for sharing classes: free share left once the node is filled with the class
+            big = float(1 << 40)
+            kc = np.where(self.c_cpu > 0, cpu[:, None] // np.maximum(self.c_cpu, 1), big)
+            km = np.where(self.c_mem > 0, mem[:, None] // np.maximum(self.c_mem, 1), big)
+            k = np.minimum(np.minimum(C, kc), km)
+            rem = np.where(self._mok[model], Tf - k * self.c_dem, Tf)
+            frag = np.where(self.c_share, (1 - self.rem_share) * frag + self.rem_share * rem, frag)
+        return (frag * self.p).sum(axis=1)
 
     def _sync(self, state: ClusterState) -> None:
         """Bring the cached per-node sums and fragmentation up to date with the state."""
@@ -131,6 +153,7 @@ class FGD:
             n = state.n_nodes
             self._ver = np.full(n, -1, dtype=np.int64)
             self._S = np.zeros((n, len(self._mix)))
+            self._C = np.zeros((n, len(self._mix)))
             self._F = np.zeros(n)
             self._usable = np.zeros_like(state.gpu_free)
         dirty = np.flatnonzero(self._ver != state.version)
@@ -141,9 +164,11 @@ class FGD:
         usable = np.where(ok, state.gpu_free[dirty], 0)
         self._usable[dirty] = usable
         self._S[dirty] = self.table[usable].sum(axis=1)
+        if self.rem_share:
+            self._C[dirty] = self.cnt[usable].sum(axis=1)
         self._F[dirty] = self._frag(self._S[dirty], state.tot_free[dirty], state.cpu_free[dirty],
                                     state.mem_free[dirty], state.model_id[dirty], state.max_free[dirty],
-                                    state.n_full[dirty])
+                                    state.n_full[dirty], self._C[dirty])
         self._ver[dirty] = state.version[dirty]
 
     def growth(self, state: ClusterState, req: Request) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -169,8 +194,9 @@ class FGD:
             maxf = np.maximum(rn, other)
             nfull = state.n_full[nodes][ci] - (r == FULL)
             S = self._S[nodes][ci] - self.table[r] + self.table[rn]
+            C = self._C[nodes][ci] - self.cnt[r] + self.cnt[rn]
             T = state.tot_free[nodes][ci] - req.gpu_milli
-            F = self._frag(S, T, cpu[ci], mem[ci], model[ci], maxf, nfull)
+            F = self._frag(S, T, cpu[ci], mem[ci], model[ci], maxf, nfull, C)
             grow = F - self._F[nodes][ci]
             # map the chosen free share back to a GPU slot: the first slot on the node with that share
             slots = np.argmax(u[ci] == r[:, None], axis=1)
@@ -181,8 +207,9 @@ class FGD:
             maxf = np.where(nfull > 0, FULL, part)
         else:
             maxf = state.max_free[nodes]
+        C = self._C[nodes] - req.num_gpu * self.cnt[FULL][None, :]  # whole GPUs taken
         T = state.tot_free[nodes] - req.gpu_request_milli
-        F = self._frag(self._S[nodes], T, cpu, mem, model, maxf, nfull)
+        F = self._frag(self._S[nodes], T, cpu, mem, model, maxf, nfull, C)
         return nodes, np.full(len(nodes), -1), F - self._F[nodes]
 
     def place(self, state: ClusterState, req: Request) -> Placement | None:

@@ -89,3 +89,23 @@ def test_load_aware_joins_the_quietest_gpu() -> None:
     state.mem_used[0, 1] = 79 << 30  # nearly full memory: a request needing 4 GiB goes elsewhere
     p = make_policy("load_aware").place(state, Request(0, 0, 1, 300, gpu_mem_bytes=4 << 30))
     assert p is not None and p.gpus == (2,)
+
+
+def test_remainder_measure_fills_gpus_to_what_the_class_can_use() -> None:
+    # only 400-thousandth tasks come; a 300 request either leaves 700 (room for one more, 300 stranded) on a
+    # fresh GPU or leaves exactly 400 on the GPU that has 700 free: the paper's measure sees no difference
+    state = ClusterState.from_specs([NodeSpec("a", 64000, 1 << 20, 1, "X"), NodeSpec("b", 64000, 1 << 20, 1, "X")])
+    state.gpu_free[1, 0] = 700
+    state.refresh()
+    mix = [TaskClass(0, 0, 1, 400, None, 1.0)]
+    paper = FGD(mix=mix, tie_break="first").place(state, Request(0, 0, 1, 300))
+    rem = FGD(mix=mix, tie_break="first", rem_share=1.0).place(state, Request(0, 0, 1, 300))
+    assert paper is not None and paper.node == 0
+    assert rem is not None and (rem.node, rem.gpus) == (1, (0,))
+
+
+def test_composite_uses_the_remainder_measure_only_when_sharing_dominates() -> None:
+    share_heavy = [Request(0, 0, 1, 500)] * 3 + [Request(0, 0, 1, 1000)]
+    whole_heavy = [Request(0, 0, 1, 500)] + [Request(0, 0, 2, 1000)] * 3
+    assert make_policy("default", mix=share_heavy).rem_share == pytest.approx(0.75 ** 2)  # type: ignore[attr-defined]
+    assert make_policy("default", mix=whole_heavy).rem_share == 0.0  # type: ignore[attr-defined]
