@@ -1,7 +1,8 @@
 """Placement decision latency on the 6,212-GPU openb cluster, and the 10-seed replay time.
 
 Usage: python benchmarks/allocator_decision.py [--policies default,fgd,best_fit,random] [--workers 2]
-For each policy: replays seed 42 of the default pod list with the FGD protocol, timing every decision
+       [--pods gpushare80] [--no-replay]
+For each policy: replays seed 42 of the default pod list (or ``--pods``) with the FGD protocol, timing every decision
 (``policy.place``); prints the median, p90 and p99 in milliseconds. Then times the whole 10-seed replay
 (seeds 42-51) of the default list with the default policy, in ``--workers`` processes.
 """
@@ -25,9 +26,9 @@ from allocator.state import ClusterState
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "alibaba-openb" / "csv"
 
 
-def decision_times(policy: str, seed: int = 42) -> np.ndarray:
+def decision_times(policy: str, seed: int = 42, pods_list: str = "default") -> np.ndarray:
     specs = load_nodes(DATA / "openb_node_list_gpu_node.csv")
-    pods = load_pods(DATA / "openb_pod_list_default.csv")
+    pods = load_pods(DATA / f"openb_pod_list_{pods_list}.csv")
     reqs = requests_of(pods)
     state = ClusterState.from_specs(specs)
     pol = make_policy(policy, seed=seed, mix=reqs)
@@ -45,13 +46,17 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--policies", default="default,fgd,best_fit,random")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--pods", default="default", help="pod list for the decision timing (e.g. gpushare80)")
+    ap.add_argument("--no-replay", action="store_true", help="skip the 10-seed replay timing")
     args = ap.parse_args()
     state = ClusterState.from_specs(load_nodes(DATA / "openb_node_list_gpu_node.csv"))
     print(f"cluster: {state.n_nodes} nodes, {int(state.gpu_count.sum())} GPUs")
     for pol in args.policies.split(","):
-        ms = decision_times(pol)
+        ms = decision_times(pol, pods_list=args.pods)
         print(f"{pol:10s} decisions {len(ms):6d}  median {np.median(ms):.3f} ms  p90 {np.percentile(ms, 90):.3f} ms"
-              f"  p99 {np.percentile(ms, 99):.3f} ms")
+              f"  p99 {np.percentile(ms, 99):.3f} ms  ({args.pods})")
+    if args.no_replay:
+        return
     t0 = time.perf_counter()
     rep = replay_fgd(DATA / "openb_node_list_gpu_node.csv", DATA / "openb_pod_list_default.csv", "default",
                      list(range(42, 52)), workers=args.workers)

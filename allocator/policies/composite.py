@@ -2,7 +2,10 @@
 
 Score of each feasible choice (lower is better), all terms vectorised over nodes:
 
-* the growth of expected fragmentation for the observed request mix (the FGD term, in thousandths);
+* the growth of expected fragmentation for the observed request mix (the FGD term, in thousandths); when
+  sharing requests make up more than half of the mix (share ``s``), sharing classes blend in the remainder
+  measure of :mod:`allocator.policies.fgd` with weight ``s**2`` (``adaptive_rem``; it raised the allocation
+  on the gpushare lists and lowered it on whole-GPU-heavy lists, seeds 0-3);
 * ``pack_weight`` × the node's GPU share left after placement (prefer fuller nodes: best fit on GPUs);
   this mostly breaks the FGD term's many ties and measurably raises the allocation ratio on openb;
 * ``risk_weight`` × predicted failure risk of the node's GPUs × the job's expected length in hours
@@ -10,6 +13,7 @@ Score of each feasible choice (lower is better), all terms vectorised over nodes
 * ``load_weight`` × live utilisation of the GPUs a sharing request would join
   (see :mod:`allocator.policies.load_aware`).
 
+Equal scores are broken by best fit (least share left on the chosen GPU, then on the node).
 Whole-GPU gangs take one NVLink island on the node where one has room (:func:`choose_gpus`).
 """
 
