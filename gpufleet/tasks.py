@@ -129,7 +129,7 @@ class Analytics:
         if len(series) < 3 * 24:
             log.info("no demand forecast yet: %d hours of demand history, need 72", len(series))
             return
-        paths, _ = forecast_paths(series, "theta", 7 * 24, 200, 0)
+        paths, _ = forecast_paths(series, "combo", 7 * 24, 200, 0)  # intervals from its own recent errors
         day = paths[:, :24]
         qs = {q: np.quantile(day, float(q), axis=0).round(3).tolist() for q in QUANTILES}
         stamps = [float((series.index[-1] + pd.Timedelta(hours=h + 1)).timestamp()) for h in range(24)]
