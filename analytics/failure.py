@@ -142,7 +142,7 @@ def default_models(seed: int = 0, small: bool = False) -> dict[str, FailureModel
     return {
         "rules": OperatorRules(seed=seed),
         "logistic": LogisticFailure(seed=seed),
-        "gbt": BoostedTreesFailure(max_iter=30 if small else 100, seed=seed),
+        "gbt": BoostedTreesFailure(max_iter=30 if small else 100, features="transfer", seed=seed),
         "lstm_failure": LSTMFailure(epochs=2 if small else 15, hidden=8 if small else 32, pool=6,
                                     seed=seed),
     }

@@ -69,8 +69,9 @@ def main() -> None:
     ap.add_argument("--gpus", type=int, default=64)
     ap.add_argument("--days", type=float, default=30.0)
     ap.add_argument("--rate-multiplier", type=float, default=300.0)
-    ap.add_argument("--lstm-window-h", type=float, default=72.0)
-    ap.add_argument("--lstm-step-min", type=float, default=30.0)
+    ap.add_argument("--lstm-window-h", type=float, default=48.0)
+    ap.add_argument("--lstm-step-min", type=float, default=15.0)
+    ap.add_argument("--lstm-blocks", type=int, default=16)
     ap.add_argument("--recent-h", type=float, default=6.0)
     ap.add_argument("--part", choices=("before", "after", "both"), default="both")
     ap.add_argument("--cache", type=Path, default=None, help="keep twin runs here between invocations")
@@ -104,7 +105,8 @@ def main() -> None:
         print(f"after: logistic / gbt on 6 h windows, transferable summaries ({res['meta']['test_windows']} test windows)")
         for name in short:
             print(row(name, res), flush=True)
-        long: dict[str, FailureModel] = {"lstm_failure": LSTMFailure(epochs=15, hidden=32, features="transfer")}
+        long: dict[str, FailureModel] = {"lstm_failure": LSTMFailure(epochs=15, hidden=32, blocks=args.lstm_blocks,
+                                                                   features="transfer")}
         res = evaluate_twin(models=long, window=args.lstm_window_h * HOUR, input_step=args.lstm_step_min * 60, **kw)
         print(f"after: LSTM on {args.lstm_window_h:g} h windows at {args.lstm_step_min:g}-minute steps, transferable "
               f"inputs ({res['meta']['test_windows']} test windows)")

@@ -56,7 +56,7 @@ class LSTMFailure(FailureModel):
 
     def __init__(self, hidden: int = 32, pool: int | None = None, blocks: int = 12, epochs: int = 15, batch_size: int = 256,
                  lr: float = 3e-3, max_pos_weight: float = 20.0, windows_per_epoch: int | None = None,
-                 calibration_fraction: float = 0.2, threads: int | None = 1, features: str = "transfer",
+                 calibration_fraction: float = 0.2, threads: int | None = 1, features: str = "absolute",
                  seed: int = 0) -> None:
         self.hidden = hidden
         self.features = features
