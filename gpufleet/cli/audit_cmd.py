@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from gpufleet.cli.common import parse_time
+
 audit_app = typer.Typer(help="Verify, search and export the tamper-evident audit log.", no_args_is_help=True)
 
 DataDir = typer.Option(None, "--data-dir", "-d", help="The service's data folder (default from settings).")
@@ -24,30 +26,6 @@ def _log(data_dir: Path | None, config: Path | None):  # type: ignore[no-untyped
     db = Database(database_url(settings.api, settings.data_dir))
     db.create_all()
     return AuditLog(db)
-
-
-def _time(value: str | None) -> float | None:
-    """Unix seconds, ISO 8601 (2026-11-29T10:00), or a duration ago (30m, 6h, 7d)."""
-    if value is None:
-        return None
-    from exporter.errors import ConfigError
-
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    try:
-        if value[-1] in units and value[:-1].replace(".", "", 1).isdigit():
-            return time.time() - float(value[:-1]) * units[value[-1]]
-        return float(value)
-    except ValueError:
-        pass
-    import datetime as dt
-
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise ConfigError(f"cannot read time {value!r}: give unix seconds, ISO 8601 or an age like 6h") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.UTC)
-    return parsed.timestamp()
 
 
 @audit_app.command("verify")
@@ -81,7 +59,7 @@ def search(
     Example: gpufleet audit search --since 24h --action login --format csv > logins.csv
     """
     log = _log(data_dir, config)
-    rows, total = log.search(since=_time(since), until=_time(until), user=user, action=action, target=target,
+    rows, total = log.search(since=parse_time(since, "--since"), until=parse_time(until, "--until"), user=user, action=action, target=target,
                              limit=limit)
     if fmt == "csv":
         typer.echo(log.export_csv(rows), nl=False)

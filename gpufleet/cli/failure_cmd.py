@@ -10,6 +10,7 @@ from typing import Any
 import typer
 
 from exporter.errors import ConfigError, NotFound
+from gpufleet.cli.common import parse_time
 
 failure_app = typer.Typer(name="failure", no_args_is_help=True,
                           help="GPU failure prediction: evaluate models, train the champion, score the fleet.")
@@ -168,7 +169,7 @@ def train(
     with _progress() as progress:
         progress.add_task("reading the history store", total=None)
         hist = failure.store_history(store, step=step)
-        end = float(hist.panel.times[-1]) if as_of is None else _ts(as_of)
+        end = float(hist.panel.times[-1]) if as_of is None else float(parse_time(as_of, "--as-of") or 0.0)
         progress.add_task(f"training {model}", total=None)
         fm: Any = cls(seed=seed)  # type: ignore[call-arg]
         res = failure.train_and_register(hist, Registry(registry), as_of=end, model=fm,
@@ -233,16 +234,6 @@ def score(
         typer.secho(f"score drift: PSI {d['psi']:.3f} > 0.2 against the training reference", fg=typer.colors.YELLOW)
 
 
-def _ts(value: str) -> float:
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(f"time must be unix seconds or ISO-8601, got {value!r}") from None
-    return (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).timestamp()
 
 
 def register(app: typer.Typer) -> None:

@@ -10,30 +10,12 @@ from typing import Any
 import typer
 
 from exporter.errors import ConfigError, NotFound
+from gpufleet.cli.common import parse_time
 
 history_app = typer.Typer(name="history", help="The embedded history store: export and describe it.",
                           no_args_is_help=True)
 
 DAY = 86400.0
-
-
-def _time(value: str | None, what: str) -> float | None:
-    """Unix seconds or an ISO-8601 time (naive = UTC)."""
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    import datetime as dt
-
-    try:
-        t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(f"{what} must be unix seconds or an ISO-8601 time, got {value!r}") from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.UTC)
-    return t.timestamp()
 
 
 def _open(store: Path) -> Any:
@@ -75,8 +57,8 @@ def export(
     first, last = s.span()
     if first is None or last is None:
         raise NotFound(f"the history store at {store} holds no samples yet")
-    lo = _time(since, "--since")
-    hi = _time(until, "--until")
+    lo = parse_time(since, "--since")
+    hi = parse_time(until, "--until")
     lo = first if lo is None else lo
     hi = last + 0.001 if hi is None else hi
     if hi <= lo:
