@@ -17,7 +17,6 @@ import contextlib
 import io
 import logging
 import socket
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +29,8 @@ from exporter.collectors.amd.processes import AmdProcessesCollector
 from exporter.collectors.base import Emitter
 from exporter.errors import ConfigError, SourceUnavailable
 from exporter.nvml_query import NA, GpuLost
-from exporter.schema import CollectorStat, Device, Event, EventKind, Snapshot
-from exporter.sources.base import Source
+from exporter.schema import Device, Event, EventKind
+from exporter.sources.driver import DriverSource
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +58,11 @@ def load_amdsmi() -> Any:
     return amdsmi
 
 
-class AmdSource(Source):
+class AmdSource(DriverSource):
     """Telemetry from the AMD GPUs of this machine."""
 
     name = "amd"
+    vendor_label = "AMD GPU"
 
     def __init__(self, collectors: list[str] | None = None, node: str | None = None,
                  proc_root: Path = Path("/proc"), amdsmi: Any = None, log_root: Path = Path("/var/log"),
@@ -81,15 +81,10 @@ class AmdSource(Source):
         self.proc_root, self.log_root = Path(proc_root), Path(log_root)
         self.pcie_throughput = pcie_throughput
         self._amdsmi = amdsmi
-        self.query: AmdQuery | None = None
-        self.collectors: list[AmdCollector] = []
-        self._devices: list[AmdDevice] = []
-        self._open = False
+        super().__init__()
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def open(self) -> None:
-        if self._open:
-            return
+    def _start_library(self) -> AmdQuery:
         lib = self._amdsmi if self._amdsmi is not None else load_amdsmi()
         flags = getattr(lib, "AmdSmiInitFlags", None)
         try:
@@ -103,16 +98,7 @@ class AmdSource(Source):
             if code in (STATUS_DRIVER_NOT_LOADED, STATUS_FAIL_LOAD_MODULE, STATUS_INIT_ERROR):
                 raise SourceUnavailable(NO_DRIVER.format(err=text)) from None
             raise SourceUnavailable(f"AMD SMI failed to start: {text}") from None
-        self.query = AmdQuery(lib)
-        try:
-            self._devices = self._discover()
-            self.collectors = [self._make(n) for n in self.collector_names]
-            for c in self.collectors:
-                c.start(self.query, self._devices)
-        except BaseException:
-            self._shutdown()
-            raise
-        self._open = True
+        return AmdQuery(lib)
 
     def _make(self, name: str) -> AmdCollector:
         cls = amd_registry()[name]
@@ -122,24 +108,11 @@ class AmdSource(Source):
             return AmdPcieCollector(self.pcie_throughput)
         return cls()
 
-    def close(self) -> None:
-        if not self._open:
-            return
-        self._shutdown()
-        self._open = False
-
-    def _shutdown(self) -> None:
-        for c in self.collectors:
-            try:
-                c.stop()
-            except Exception:
-                log.exception("collector %s failed to stop", c.name)
-        self.collectors = []
-        if self.query is not None:
-            try:
-                self.query.amdsmi.amdsmi_shut_down()
-            except Exception as exc:
-                log.debug("amdsmi_shut_down: %s", exc)
+    def _stop_library(self) -> None:
+        try:
+            self.query.amdsmi.amdsmi_shut_down()
+        except Exception as exc:
+            log.debug("amdsmi_shut_down: %s", exc)
 
     # -- inventory -----------------------------------------------------------------------------
     def _discover(self) -> list[AmdDevice]:
@@ -186,17 +159,7 @@ class AmdSource(Source):
             virtualization=None if mode is None else VIRTUALIZATION.get(getattr(mode, "name", str(mode))),
         )
 
-    def devices(self) -> list[Device]:
-        return [d.device for d in self._devices]
-
     # -- collection ----------------------------------------------------------------------------
-    def _mark_lost(self, dev: AmdDevice, reason: str, out: Emitter) -> None:
-        if not dev.lost:
-            dev.lost = True
-            log.error("AMD GPU %s is lost: %s", dev.uuid, reason)
-            out.event(Event(ts=out.now, kind=EventKind.GPU_LOST, uuid=dev.uuid, node=self.node,
-                            detail={"reason": reason}))
-
     def _probe_lost(self, out: Emitter) -> None:
         q = self.query
         assert q is not None
@@ -216,42 +179,3 @@ class AmdSource(Source):
             out.event(Event(ts=out.now, kind=EventKind.GPU_RECOVERED, uuid=dev.uuid, node=self.node))
             log.warning("AMD GPU %s answers again", dev.uuid)
 
-    def collect(self, now: float) -> Snapshot:
-        if not self._open:
-            self.open()
-        q = self.query
-        assert q is not None
-        out = Emitter(now=now, node=self.node)
-        self._probe_lost(out)
-        q.take_errors()
-        stats: list[CollectorStat] = []
-        for c in self.collectors:
-            t0 = time.perf_counter()
-            errors: list[str] = []
-            for dev in self._devices:
-                if dev.lost:
-                    continue
-                try:
-                    c.collect_device(dev, out)
-                except GpuLost as exc:
-                    self._mark_lost(dev, exc.reason, out)
-                except Exception as exc:
-                    log.exception("collector %s failed on %s", c.name, dev.uuid)
-                    errors.append(f"{dev.uuid}: {exc!r}")
-            try:
-                c.collect_node([d for d in self._devices if not d.lost], out)
-            except Exception as exc:
-                log.exception("collector %s failed", c.name)
-                errors.append(repr(exc))
-            errors += q.take_errors()
-            stats.append(CollectorStat(collector=c.name, duration_s=time.perf_counter() - t0,
-                                       success=not errors, ts=now, error="; ".join(errors)[:1000] or None))
-        lost = {d.uuid for d in self._devices if d.lost}
-        samples = [s for s in out.samples if s.uuid not in lost] if lost else out.samples
-        return Snapshot(ts=now, node=self.node, devices=self.devices(), samples=samples, events=out.events,
-                        stats=stats, up={d.uuid: 0 if d.lost else 1 for d in self._devices})
-
-    # -- introspection -------------------------------------------------------------------------
-    def unsupported_fields(self) -> dict[tuple[str, str], str]:
-        """(uuid, field) -> why it is absent, for every field amdsmi refused so far."""
-        return dict(self.query.unsupported) if self.query else {}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,8 @@ from exporter.collectors.processes import ProcessesCollector
 from exporter.collectors.xid import XidCollector
 from exporter.errors import ConfigError, SourceUnavailable
 from exporter.nvml_query import NA, GpuLost, NvmlQuery, text
-from exporter.schema import CollectorStat, Device, Event, EventKind, Snapshot
-from exporter.sources.base import Source
+from exporter.schema import Device, Event, EventKind
+from exporter.sources.driver import DriverSource
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +46,11 @@ def _mig_profile(name: str, attrs: Any) -> str:
     return ""
 
 
-class NvmlSource(Source):
+class NvmlSource(DriverSource):
     """Telemetry from the NVIDIA GPUs of this machine."""
 
     name = "nvml"
+    vendor_label = "GPU"
 
     def __init__(self, collectors: list[str] | None = None, node: str | None = None,
                  proc_root: Path = Path("/proc"), nvml: Any = None, log_root: Path = Path("/var/log"),
@@ -66,10 +66,7 @@ class NvmlSource(Source):
         self.log_root = Path(log_root)
         self.xid_wait_ms = xid_wait_ms
         self._nvml = nvml
-        self.query: NvmlQuery | None = None
-        self.collectors: list[Collector] = []
-        self._devices: list[NvmlDevice] = []
-        self._open = False
+        super().__init__()
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _load(self) -> Any:
@@ -81,9 +78,7 @@ class NvmlSource(Source):
             raise SourceUnavailable(f"nvidia-ml-py is not installed ({exc}); use --source twin") from None
         return pynvml
 
-    def open(self) -> None:
-        if self._open:
-            return
+    def _start_library(self) -> NvmlQuery:
         nvml = self._load()
         try:
             nvml.nvmlInit()
@@ -92,16 +87,7 @@ class NvmlSource(Source):
             if code in (nvml.NVML_ERROR_LIBRARY_NOT_FOUND, nvml.NVML_ERROR_DRIVER_NOT_LOADED):
                 raise SourceUnavailable(NO_DRIVER.format(err=exc)) from None
             raise SourceUnavailable(f"NVML failed to start: {exc}") from None
-        self.query = NvmlQuery(nvml)
-        try:
-            self._devices = self._discover()
-            self.collectors = [self._make(name) for name in self.collector_names]
-            for c in self.collectors:
-                c.start(self.query, self._devices)
-        except BaseException:
-            self._shutdown()
-            raise
-        self._open = True
+        return NvmlQuery(nvml)
 
     def _make(self, name: str) -> Collector:
         cls = registry()[name]
@@ -111,24 +97,11 @@ class NvmlSource(Source):
             return XidCollector(self.xid_wait_ms)
         return cls()
 
-    def close(self) -> None:
-        if not self._open:
-            return
-        self._shutdown()
-        self._open = False
-
-    def _shutdown(self) -> None:
-        for c in self.collectors:
-            try:
-                c.stop()
-            except Exception:
-                log.exception("collector %s failed to stop", c.name)
-        self.collectors = []
-        if self.query is not None:
-            try:
-                self.query.nvml.nvmlShutdown()
-            except self.query.nvml.NVMLError as exc:
-                log.debug("nvmlShutdown: %s", exc)
+    def _stop_library(self) -> None:
+        try:
+            self.query.nvml.nvmlShutdown()
+        except self.query.nvml.NVMLError as exc:
+            log.debug("nvmlShutdown: %s", exc)
 
     # -- inventory -----------------------------------------------------------------------------
     def _discover(self) -> list[NvmlDevice]:
@@ -214,22 +187,11 @@ class NvmlSource(Source):
             out.append(NvmlDevice(dev, h, parent=parent))
         return out
 
-    def devices(self) -> list[Device]:
-        return [d.device for d in self._devices]
-
     # -- collection ----------------------------------------------------------------------------
     def _family(self, dev: NvmlDevice) -> list[NvmlDevice]:
         """A device and everything that shares its fate (the physical GPU and its MIG instances)."""
         root = dev.parent or dev
         return [d for d in self._devices if d is root or d.parent is root]
-
-    def _mark_lost(self, dev: NvmlDevice, reason: str, out: Emitter) -> None:
-        for d in self._family(dev):
-            if not d.lost:
-                d.lost = True
-                log.error("GPU %s is lost: %s", d.uuid, reason)
-                out.event(Event(ts=out.now, kind=EventKind.GPU_LOST, uuid=d.uuid, node=self.node,
-                                detail={"reason": reason}))
 
     def _probe_lost(self, out: Emitter) -> None:
         q = self.query
@@ -252,48 +214,9 @@ class NvmlSource(Source):
                 out.event(Event(ts=out.now, kind=EventKind.GPU_RECOVERED, uuid=d.uuid, node=self.node))
             log.warning("GPU %s answers again", dev.uuid)
 
-    def collect(self, now: float) -> Snapshot:
-        if not self._open:
-            self.open()
-        q = self.query
-        assert q is not None
-        out = Emitter(now=now, node=self.node)
-        self._probe_lost(out)
-        q.take_errors()
-        stats: list[CollectorStat] = []
-        for c in self.collectors:
-            t0 = time.perf_counter()
-            errors: list[str] = []
-            for dev in self._devices:
-                if dev.lost or (dev.is_mig and not c.mig):
-                    continue
-                try:
-                    c.collect_device(dev, out)
-                except GpuLost as exc:
-                    self._mark_lost(dev, exc.reason, out)
-                except Exception as exc:
-                    log.exception("collector %s failed on %s", c.name, dev.uuid)
-                    errors.append(f"{dev.uuid}: {exc!r}")
-            try:
-                c.collect_node([d for d in self._devices if not d.lost], out)
-            except Exception as exc:
-                log.exception("collector %s failed", c.name)
-                errors.append(repr(exc))
-            errors += q.take_errors()
-            extra = c.error()
-            if extra:
-                errors.append(extra)
-            stats.append(CollectorStat(collector=c.name, duration_s=time.perf_counter() - t0,
-                                       success=not errors, ts=now, error="; ".join(errors)[:1000] or None))
-        lost = {d.uuid for d in self._devices if d.lost}
-        samples = [s for s in out.samples if s.uuid not in lost] if lost else out.samples
-        return Snapshot(ts=now, node=self.node, devices=self.devices(), samples=samples, events=out.events,
-                        stats=stats, up={d.uuid: 0 if d.lost else 1 for d in self._devices})
+    def _skip(self, dev: NvmlDevice, collector: Collector) -> bool:
+        return dev.lost or (dev.is_mig and not collector.mig)
 
     # -- introspection (the hardware check and `gpufleet devices`) -----------------------------
-    def unsupported_fields(self) -> dict[tuple[str, str], str]:
-        """(uuid, field) -> why it is absent, for every field NVML refused so far."""
-        return dict(self.query.unsupported) if self.query else {}
-
     def collector(self, name: str) -> Collector | None:
         return next((c for c in self.collectors if c.name == name), None)
