@@ -4,7 +4,7 @@ Score of each feasible choice (lower is better), all terms vectorised over nodes
 
 * the growth of expected fragmentation for the observed request mix (the FGD term, in thousandths); when
   sharing requests make up more than half of the mix (share ``s``), sharing classes blend in the remainder
-  measure of :mod:`allocator.policies.fgd` with weight ``s**2`` (``adaptive_rem``; it raised the allocation
+  measure of :mod:`allocator.policies.fgd` with weight ``s`` (``adaptive_rem``; it raised the allocation
   on the gpushare lists and lowered it on whole-GPU-heavy lists, seeds 0-3);
 * ``pack_weight`` × the node's GPU share left after placement (prefer fuller nodes: best fit on GPUs);
   this mostly breaks the FGD term's many ties and measurably raises the allocation ratio on openb;
@@ -69,7 +69,7 @@ class Composite(FGD):
         if self.adaptive_rem:
             # blend in the remainder measure for sharing classes only when sharing requests dominate the mix
             s = float(self.p[self.c_share].sum()) if len(self.p) else 0.0
-            self.rem_share = s * s if s > 0.5 else 0.0
+            self.rem_share = s if s > 0.5 else 0.0
 
     @property
     def whole_share(self) -> float:

@@ -107,5 +107,5 @@ def test_remainder_measure_fills_gpus_to_what_the_class_can_use() -> None:
 def test_composite_uses_the_remainder_measure_only_when_sharing_dominates() -> None:
     share_heavy = [Request(0, 0, 1, 500)] * 3 + [Request(0, 0, 1, 1000)]
     whole_heavy = [Request(0, 0, 1, 500)] + [Request(0, 0, 2, 1000)] * 3
-    assert make_policy("default", mix=share_heavy).rem_share == pytest.approx(0.75 ** 2)  # type: ignore[attr-defined]
+    assert make_policy("default", mix=share_heavy).rem_share == pytest.approx(0.75)  # type: ignore[attr-defined]
     assert make_policy("default", mix=whole_heavy).rem_share == 0.0  # type: ignore[attr-defined]
