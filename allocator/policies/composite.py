@@ -19,13 +19,16 @@ Whole-GPU gangs take one NVLink island on the node where one has room (:func:`ch
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
 from allocator.policies.base import Request
-from allocator.policies.fgd import FGD, TaskClass
+from allocator.policies.fgd import FGD, TaskClass, mix_from_requests
 from allocator.state import ClusterState, Placement
+
+MULTI_GATE = 0.03
+"""Share of multi-GPU requests among GPU requests above which task classes are keyed by CPU and memory too."""
 
 
 class Composite(FGD):
@@ -63,6 +66,13 @@ class Composite(FGD):
             u[has] = state.util[nodes[has], slots[has]]
             cost = cost + self.load_weight * u
         return cost
+
+    def observe(self, requests: Iterable[Request]) -> None:
+        reqs = list(requests)
+        gpu = [r for r in reqs if r.num_gpu]
+        multi = sum(r.num_gpu > 1 for r in gpu) / max(len(gpu), 1)
+        # frequent multi-GPU requests: CPU shortage is what strands whole GPUs, so key classes by CPU and memory
+        self.set_mix(mix_from_requests(reqs, by_cpu=self.adaptive_rem and multi > MULTI_GATE))
 
     def set_mix(self, mix: Sequence[TaskClass]) -> None:
         super().set_mix(mix)

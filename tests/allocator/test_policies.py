@@ -109,3 +109,10 @@ def test_composite_uses_the_remainder_measure_only_when_sharing_dominates() -> N
     whole_heavy = [Request(0, 0, 1, 500)] + [Request(0, 0, 2, 1000)] * 3
     assert make_policy("default", mix=share_heavy).rem_share == pytest.approx(0.75)  # type: ignore[attr-defined]
     assert make_policy("default", mix=whole_heavy).rem_share == 0.0  # type: ignore[attr-defined]
+
+
+def test_composite_keys_classes_by_cpu_when_multi_gpu_requests_are_frequent() -> None:
+    multi = [Request(1000, 0, 2, 1000), Request(8000, 0, 2, 1000), Request(1000, 0, 1, 1000)]
+    single = [Request(1000, 0, 1, 1000), Request(8000, 0, 1, 1000)] * 50 + [Request(1000, 0, 2, 1000)]
+    assert len(make_policy("default", mix=multi).p) == 3  # type: ignore[attr-defined]
+    assert len(make_policy("default", mix=single).p) == 2  # type: ignore[attr-defined]
