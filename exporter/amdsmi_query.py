@@ -19,10 +19,10 @@ The amdsmi Python binding reports values it could not read as the string ``"N/A"
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 from exporter.nvml_query import NA, GpuLost
+from exporter.query_book import QueryBook
 
 log = logging.getLogger(__name__)
 
@@ -64,43 +64,16 @@ def entry_text(value: Any) -> str | None:
     return None if s in ("", "N/A") else s
 
 
-class AmdQuery:
+class AmdQuery(QueryBook):
     """Wraps an ``amdsmi`` module (the real one or a fake with the same names)."""
 
+    library = "amdsmi"
+
     def __init__(self, amdsmi: Any) -> None:
+        super().__init__()
         self.amdsmi = amdsmi
-        self._lock = threading.Lock()
-        self.unsupported: dict[tuple[str, str], str] = {}
-        """(uuid, field) -> why it is absent (NotSupported, NotYetImplemented, NoPermission)."""
-        self.missing_functions: set[str] = set()
-        self.errors: list[str] = []
-        self.calls = 0
         self._lib_error = getattr(amdsmi, "AmdSmiLibraryException", None)
         self._base_error = getattr(amdsmi, "AmdSmiException", Exception)
-
-    # -- bookkeeping ---------------------------------------------------------------------------
-    def mark_unsupported(self, uuid: str, field: str, why: str = "NotSupported") -> None:
-        with self._lock:
-            if (uuid, field) not in self.unsupported:
-                self.unsupported[(uuid, field)] = why
-                log.info("%s: %s not available (%s); series left out", uuid, field, why)
-
-    def take_errors(self) -> list[str]:
-        with self._lock:
-            out, self.errors = self.errors, []
-        return out
-
-    def forget_device(self, uuid: str) -> None:
-        with self._lock:
-            for key in [k for k in self.unsupported if k[0] == uuid]:
-                del self.unsupported[key]
-
-    def _function_missing(self, fn: str) -> None:
-        with self._lock:
-            if fn in self.missing_functions:
-                return
-            self.missing_functions.add(fn)
-        log.warning("amdsmi function %s is not in this library; its fields are left out", fn)
 
     # -- calls ---------------------------------------------------------------------------------
     def call(self, uuid: str, field: str, fn: str, *args: Any) -> Any:

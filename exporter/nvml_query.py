@@ -18,9 +18,10 @@ come from the collection thread and the XID event thread, so the bookkeeping tak
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterable
 from typing import Any, Final
+
+from exporter.query_book import QueryBook
 
 log = logging.getLogger(__name__)
 
@@ -65,48 +66,25 @@ HIDDEN_BY_HYPERVISOR: Final = "hidden by hypervisor"
 """Why a field is absent on a vGPU guest: the guest driver refuses what the hypervisor does not pass on."""
 
 
-class NvmlQuery:
+class NvmlQuery(QueryBook):
     """Wraps an NVML module (``pynvml`` or a fake with the same names)."""
 
+    library = "NVML"
+
     def __init__(self, nvml: Any) -> None:
+        super().__init__()
         self.nvml = nvml
-        self._lock = threading.Lock()
-        self.unsupported: dict[tuple[str, str], str] = {}
-        """(uuid, field) -> the NVML error name that made it absent (NotSupported, NoPermission)."""
-        self.missing_functions: set[str] = set()
-        self.errors: list[str] = []
-        """Unexpected errors since the last :meth:`take_errors` (read per collector run)."""
         self._lost_codes = {nvml.NVML_ERROR_GPU_IS_LOST}
         reset = getattr(nvml, "NVML_ERROR_RESET_REQUIRED", None)
         if reset is not None:
             self._lost_codes.add(reset)
         self._absent_codes = {nvml.NVML_ERROR_NOT_SUPPORTED, nvml.NVML_ERROR_NO_PERMISSION}
-        self.calls = 0
         self.guests: set[str] = set()
         """uuids of vGPU guest devices: what NVML refuses there is recorded as hidden by the hypervisor."""
 
     # -- bookkeeping ---------------------------------------------------------------------------
-    def is_unsupported(self, uuid: str, field: str) -> bool:
-        return (uuid, field) in self.unsupported
-
     def mark_unsupported(self, uuid: str, field: str, why: str = "NotSupported") -> None:
-        if uuid in self.guests:
-            why = HIDDEN_BY_HYPERVISOR
-        with self._lock:
-            if (uuid, field) not in self.unsupported:
-                self.unsupported[(uuid, field)] = why
-                log.info("%s: %s not available (%s); series left out", uuid, field, why)
-
-    def take_errors(self) -> list[str]:
-        with self._lock:
-            out, self.errors = self.errors, []
-        return out
-
-    def forget_device(self, uuid: str) -> None:
-        """Drop what was learnt about a device (after it recovers, NVML may answer differently)."""
-        with self._lock:
-            for key in [k for k in self.unsupported if k[0] == uuid]:
-                del self.unsupported[key]
+        super().mark_unsupported(uuid, field, HIDDEN_BY_HYPERVISOR if uuid in self.guests else why)
 
     # -- calls ---------------------------------------------------------------------------------
     def call(self, uuid: str, field: str, fn: str, *args: Any, empty: Iterable[int] = (),
@@ -167,10 +145,3 @@ class NvmlQuery:
     def system(self, fn: str, *args: Any) -> Any:
         """A call that is not about one device (driver version...); NA on any NVML error."""
         return self.call("system", fn, fn, *args)
-
-    def _function_missing(self, fn: str) -> None:
-        with self._lock:
-            if fn in self.missing_functions:
-                return
-            self.missing_functions.add(fn)
-        log.warning("NVML function %s is not in this driver's library; its fields are left out", fn)
