@@ -49,6 +49,15 @@ class Hit:
     threshold: float | None
 
 
+def _matches(labels: Labels, match: tuple[tuple[str, tuple[str, ...]], ...], cache: dict[Labels, bool]) -> bool:
+    """Whether a series' labels satisfy a rule's ``match`` (memoised per label set for one evaluation)."""
+    ok = cache.get(labels)
+    if ok is None:
+        ld = dict(labels)
+        ok = cache[labels] = all(ld.get(k) in vals for k, vals in match)
+    return ok
+
+
 class SeriesStore:
     """The latest values per node of the fields a rule set needs, plus counter history."""
 
@@ -269,13 +278,8 @@ class SeriesStore:
                     out.append(Hit(key, missing, thr))
                 continue
             for labels, group in groups.items():
-                if match:
-                    ok = cache.get(labels)
-                    if ok is None:
-                        ld = dict(labels)
-                        ok = cache[labels] = all(ld.get(k) in vals for k, vals in match)
-                    if not ok:
-                        continue
+                if match and not _matches(labels, match, cache):
+                    continue
                 if plain:
                     for uuid, v in group.items():
                         if opf(v, thr) and not (v != v and f == "snapshot_age"):
@@ -327,13 +331,8 @@ class SeriesStore:
             raw = nd.series.get(f, {}).get(labels, {}).get(uuid)
             if raw is None:
                 continue
-            if match:
-                ok = cache.get(labels)
-                if ok is None:
-                    ld = dict(labels)
-                    ok = cache[labels] = all(ld.get(k) in vals for k, vals in match)
-                if not ok:
-                    continue
+            if match and not _matches(labels, match, cache):
+                continue
             inc = self._increase(f, key, now, rule.window, rule.kind == "rate")
             if inc is not None and opf(inc, thr):
                 out.append(Hit(key, inc, thr))
