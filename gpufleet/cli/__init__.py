@@ -5,6 +5,7 @@ Each command group lives in its own module and is registered explicitly below.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
 
@@ -61,6 +62,24 @@ def _root(
 for module in (devices_cmd, exporter_cmd, config_cmd, twin_cmd, history_cmd, failure_cmd, forecast_cmd, allocator_cmd,
                alerting_cmd, dashboards_cmd, report_cmd, serve_cmd, audit_cmd, cluster_cmd):
     module.register(app)
+
+
+def _one_line_summaries(typer_app: typer.Typer) -> None:
+    """Command lists show each command's first docstring paragraph on one line.
+
+    Typer's rich help keeps the docstring's hard line breaks in the command table, which wraps it
+    raggedly; a ``short_help`` made of the first paragraph with its line breaks joined reads cleanly.
+    """
+    for info in typer_app.registered_commands:
+        doc = inspect.getdoc(info.callback) if info.callback is not None else None
+        if info.short_help is None and info.help is None and doc:
+            info.short_help = " ".join(doc.split("\n\n")[0].split())
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _one_line_summaries(group.typer_instance)
+
+
+_one_line_summaries(app)
 
 EXIT_CODES: list[tuple[type[GpufleetError], int]] = [
     (ConfigError, 2),
