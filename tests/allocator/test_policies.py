@@ -116,3 +116,28 @@ def test_composite_keys_classes_by_cpu_when_multi_gpu_requests_are_frequent() ->
     single = [Request(1000, 0, 1, 1000), Request(8000, 0, 1, 1000)] * 50 + [Request(1000, 0, 2, 1000)]
     assert len(make_policy("default", mix=multi).p) == 3  # type: ignore[attr-defined]
     assert len(make_policy("default", mix=single).p) == 2  # type: ignore[attr-defined]
+
+
+def test_best_fit_scores_like_the_fgd_simulator() -> None:
+    from allocator.policies.best_fit import BestFit
+
+    # a small node with both GPUs free vs a big node with 2 of 8 GPUs free: measured against the largest
+    # node's capacity (the simulator's rule) the small node has less left; against its own, the big one
+    state = ClusterState.from_specs([NodeSpec("a", 8000, 1 << 20, 2, "X"), NodeSpec("b", 64000, 1 << 20, 8, "X")])
+    state.gpu_free[1, :6] = 0
+    state.refresh()
+    req = Request(0, 0, 1, 1000)
+    assert BestFit().place(state, req).node == 0  # type: ignore[union-attr]
+    assert BestFit(norm="node", levels=0).place(state, req).node == 1  # type: ignore[union-attr]
+    # integer node scores: 100 thousandths less left is within one point, so the two nodes tie (random pick);
+    # inside the node the sharing request joins the partly used GPU that fits most tightly
+    state = ClusterState.from_specs([NodeSpec("a", 64000, 1 << 20, 8, "X"), NodeSpec("b", 64000, 1 << 20, 8, "X")])
+    state.gpu_free[1, 3] = 900
+    state.refresh()
+    share = Request(0, 0, 1, 500)
+    picks = {BestFit(seed=s).place(state, share) for s in range(12)}
+    assert {p.node for p in picks if p} == {0, 1}
+    assert {p.gpus for p in picks if p and p.node == 1} == {(3,)}
+    assert {p.gpus for p in picks if p and p.node == 0} == {(0,)}
+    exact = BestFit(levels=0).place(state, share)
+    assert exact is not None and (exact.node, exact.gpus) == (1, (3,))

@@ -92,6 +92,10 @@ def test_random_and_best_fit_match_published_on_default_list() -> None:
     pub = published_figures(csvs.parent / "fgd_alloc_ratio_summary.csv", pods)
     rep = replay_fgd(nodes, pods, "random", [42, 43, 44])
     assert abs(rep.at(100)[0] - pub["01-Random"][0]) < 0.6
+    # BestFit scored as in the paper's simulator also matches on a sharing-heavy list
+    share = csvs / "openb_pod_list_gpushare100.csv"
+    bf = replay_fgd(nodes, share, "best_fit", [42, 43, 44])
+    assert abs(bf.at(100)[0] - published_figures(csvs.parent / "fgd_alloc_ratio_summary.csv", share)["05-BestFit"][0]) < 0.4
     out = rep.to_json(pub)
     assert set(out["alloc_pct_at_100"]) == {"mean", "std", "per_seed"}
     json.dumps(out)
