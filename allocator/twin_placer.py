@@ -70,8 +70,10 @@ def measure(twin: Any, start: float, days: float, sample_s: float = 3600.0,
     checkpoint), interrupted jobs, the time-weighted mean allocated share of the fleet, and the GPU-hours
     delivered by completed jobs. Only the twin's public attributes (``begin``, ``advance``, ``cluster``,
     ``n``) are used. With ``hazard`` (true failure rate per GPU per second), also the *expected* GPU-hours
-    lost: for every job, its GPU share × hazard × (time run)² / 2 summed over its GPUs; a low-variance
-    companion of the realised loss, which a handful of failures decides.
+    lost: for every job, its GPU-hours per hour (GPUs × share) × the summed hazard of its GPUs (any one
+    failing stops the job) × (time run)² / 2; a low-variance companion of the realised loss, which a handful
+    of failures decides. It knows only the onset hazard, not precursors already running, so it cannot
+    credit a telemetry risk.
     """
     twin.begin(start)
     t = start
@@ -87,7 +89,8 @@ def measure(twin: Any, start: float, days: float, sample_s: float = 3600.0,
     for job in [*twin.cluster.finished, *twin.cluster.running.values()]:
         if h is not None and job.start is not None and job.start >= start:
             ran = (min(job.end, end) if job.end is not None else end) - job.start
-            expected += float(sum(job.share * h[g] for g in job.gpus)) * ran * ran / 2 / 3600.0
+            # any of its GPUs failing stops the whole job: n_gpus x share x (sum of the GPUs' hazards)
+            expected += job.n_gpus * job.share * float(sum(h[g] for g in job.gpus)) * ran * ran / 2 / 3600.0
         if job.state == "running":
             continue
         if job.start is None or job.end is None or job.start < start:
