@@ -1,7 +1,7 @@
 """Risk-aware vs risk-blind placement in the digital twin, with failures on, over several seeds.
 
 Usage: python benchmarks/allocator_risk_twin.py [--seeds 101-120] [--days 7] [--nodes 16] [--rate 300]
-       [--arms blind,prior,live] [--risk-weight 1000] [--window-h 6] [--json]
+       [--arms blind,prior,live] [--risk-weight 1000] [--window-h 6] [--opt KEY=VALUE] [--json]
 
 Every arm runs the same twin (same seed: same inventory, workload and failure draws; the benchmark checks
 that the failure labels agree) with the composite default policy through ``allocator.twin_placer``:
@@ -84,11 +84,13 @@ def live_feed(twin: Twin, live: LiveRisk, every_s: float) -> Callable[[], np.nda
 
 
 def run_arm(seed: int, risk_weight: float, days: float, nodes: int, rate: float, risk: str = "prior",
-            window_h: float = 6.0, observe_min: float = 15.0, detail: bool = False) -> dict[str, Any]:
-    """One twin run placed by the composite default; ``risk``: prior | live | telemetry (unused at weight 0)."""
+            window_h: float = 6.0, observe_min: float = 15.0, detail: bool = False,
+            options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One twin run placed by the composite default; ``risk``: prior | live | telemetry (unused at weight 0);
+    ``options``: further keyword arguments of the composite policy (e.g. ``risk_cost="node_max"``)."""
     cfg = TwinConfig(nodes=nodes, gpus_per_node=8, seed=seed, failure_rate_multiplier=rate, step_s=300.0,
                      warmup_s=6 * 3600.0)
-    placer = PolicyPlacer(make_policy("default", seed=seed, risk_weight=risk_weight))
+    placer = PolicyPlacer(make_policy("default", seed=seed, risk_weight=risk_weight, **(options or {})))
     twin = Twin(cfg, placer=placer)
     if risk_weight:
         if risk == "prior":
@@ -159,6 +161,13 @@ def paired_ci(a: np.ndarray, b: np.ndarray, n_boot: int = 10_000, seed: int = 0)
             "ratio": float(b.sum() / max(a.sum(), 1e-12)), "ratio_lo": float(rlo), "ratio_hi": float(rhi)}
 
 
+def _value(text: str) -> Any:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def _seeds(spec: str) -> list[int]:
     out: list[int] = []
     for part in spec.split(","):
@@ -177,19 +186,23 @@ def main() -> None:
     ap.add_argument("--arms", default="blind,prior,live")
     ap.add_argument("--window-h", type=float, default=6.0)
     ap.add_argument("--observe-min", type=float, default=15.0)
+    ap.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
+                    help="composite policy option, e.g. risk_cost=node_max (the former risk term) or gang_guard=0")
     ap.add_argument("--json", action="store_true", help="one JSON line per seed")
     args = ap.parse_args()
     arms = [a for a in args.arms.split(",") if a]
     if "blind" not in arms or any(a not in ARMS for a in arms):
         ap.error(f"--arms must include blind and be drawn from {', '.join(ARMS)}")
     seeds = _seeds(args.seeds)
+    options = {k: _value(v) for k, _, v in (o.partition("=") for o in args.opt)}
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     for k, seed in enumerate(seeds):
         row: dict[str, Any] = {"seed": seed}
         for arm in arms:
             row[arm] = run_arm(seed, 0.0 if arm == "blind" else args.risk_weight, args.days, args.nodes, args.rate,
-                               risk=arm, window_h=args.window_h, observe_min=args.observe_min, detail=True)
+                               risk=arm, window_h=args.window_h, observe_min=args.observe_min, detail=True,
+                               options=options)
         fps = [row[a].pop("fingerprint") for a in arms]
         row["same_failures"] = all(fp == fps[0] for fp in fps)
         rows.append(row)
@@ -204,7 +217,7 @@ def main() -> None:
 
 def report(rows: list[dict[str, Any]], arms: list[str], args: argparse.Namespace) -> None:
     print(f"\n{len(rows)} seeds ({args.seeds}), {args.nodes} nodes x 8 GPUs, {args.days:g} days, failure rate "
-          f"x{args.rate:g}, risk weight {args.risk_weight:g}; failures per run "
+          f"x{args.rate:g}, risk weight {args.risk_weight:g} {args.opt or ''}; failures per run "
           f"{np.mean([r['blind']['failures'] for r in rows]):.1f} (precursor "
           f"{np.mean([r['blind']['precursor_failures'] for r in rows]):.1f}); same failure draws in all arms: "
           f"{sum(r['same_failures'] for r in rows)}/{len(rows)} seeds")

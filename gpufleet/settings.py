@@ -121,7 +121,7 @@ class AlertingSettings(BaseModel):
 
 class AllocatorSettings(BaseModel):
     policy: str = Field("default", description="placement policy (allocator.policies.POLICY_NAMES)")
-    risk_weight: float = Field(1000.0, ge=0, description="weight of predicted failure risk x job hours in placement")
+    risk_weight: float = Field(1000.0, ge=0, description="placement cost per expected GPU-hour lost to GPU failures")
     aging_per_hour: float = Field(0.25, ge=0, description="priority classes gained per hour waited")
     queue_path: Path | None = Field(None, description="queue state file (default: <data-dir>/allocator/queue.json)")
     idle_threshold: float = Field(0.05, ge=0, le=1, description="utilisation under which an allocated GPU is idle")

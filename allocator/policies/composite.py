@@ -8,8 +8,25 @@ Score of each feasible choice (lower is better), all terms vectorised over nodes
   on the gpushare lists and lowered it on whole-GPU-heavy lists, seeds 0-3);
 * ``pack_weight`` × the node's GPU share left after placement (prefer fuller nodes: best fit on GPUs);
   this mostly breaks the FGD term's many ties and measurably raises the allocation ratio on openb;
-* ``risk_weight`` × predicted failure risk of the node's GPUs × the job's expected length in hours
-  (long jobs keep off GPUs likely to fail; see :mod:`allocator.policies.risk_aware`);
+* ``risk_weight`` × the expected GPU-hours the placement loses to GPU failures (cost units per GPU-hour;
+  see :mod:`allocator.policies.risk_aware` for the arithmetic), the sum of two parts:
+
+  - *own loss*: the request's GPUs × share × hours × P(any of the GPUs it would get fails during the job),
+    with the GPUs it would actually get (a whole-GPU request of one GPU and a sharing request take the
+    lowest-risk fitting GPU of the node, gangs the NVLink-island rule). An 8-GPU gang has 8× the GPU-hours
+    at stake of a 1-GPU job and sums 8 hazards, so it is steered to low-risk nodes far harder;
+  - *gang guard* (FGD's "expected over the observed request mix", applied to failure loss): a request that
+    would break the wholly free node with the lowest expected loss for a whole-node gang pays, weighted by
+    the gangs' share of the request mix, the gang's extra expected loss on the next best wholly free node
+    over the request's own hours (how long it keeps the node broken). Without it long single-GPU jobs fill
+    the safe nodes and the gangs (which need a wholly free node) land on the risky ones.
+
+  The former term (max risk of the node's free GPUs × hours, the same for a 1-GPU and an 8-GPU job) stays
+  as ``risk_cost="node_max"`` for comparison (docs/allocator.md has both measured in the digital twin).
+  ``gang_guard`` (default: the mix share) fixes the guard's weight instead. ``risk_weight`` 1000 (one
+  expected GPU-hour lost weighs about as much as one GPU of fragmentation growth) and the mix-share guard
+  were chosen on the twin's exploration seeds 1-6 against 300 / 3000 and guard weights 0 / 1.
+  With no risk known (all zero, as in trace replays) the term is skipped and placement is unchanged;
 * ``load_weight`` × live utilisation of the GPUs a sharing request would join
   (see :mod:`allocator.policies.load_aware`).
 
@@ -28,9 +45,10 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from allocator.policies.base import Request
+from allocator.policies.base import Request, choose_gpus
 from allocator.policies.fgd import FGD, TaskClass, mix_from_requests
-from allocator.state import ClusterState, Placement
+from allocator.policies.risk_aware import expected_loss, hazard_per_hour
+from allocator.state import FULL, ClusterState, Placement
 
 MULTI_GATE = 0.03
 """Share of multi-GPU requests among GPU requests above which task classes are keyed by CPU and memory too."""
@@ -42,7 +60,8 @@ class Composite(FGD):
     def __init__(self, seed: int = 0, pack_weight: float = 3.0, risk_weight: float = 1000.0,
                  load_weight: float = 100.0, gpu_fit_weight: float = 0.0, pack_sharing: bool | str = True,
                  tie_break: str = "bestfit", adaptive_rem: bool = True, pack_norm: str = "node",
-                 cpu_pods: bool = False, rem_gate: float = 0.5, **kwargs: object) -> None:
+                 cpu_pods: bool = False, rem_gate: float = 0.5, risk_cost: str = "expected",
+                 gang_guard: float | None = None, **kwargs: object) -> None:
         self.adaptive_rem = adaptive_rem
         self.rem_gate = rem_gate
         super().__init__(seed=seed, tie_break=tie_break, **kwargs)  # type: ignore[arg-type]
@@ -53,6 +72,10 @@ class Composite(FGD):
         self.pack_sharing = pack_sharing
         self.pack_norm = pack_norm
         self.cpu_pods = cpu_pods
+        if risk_cost not in ("expected", "node_max"):
+            raise ValueError(f"risk_cost must be 'expected' or 'node_max', not {risk_cost!r}")
+        self.risk_cost_kind = risk_cost
+        self.gang_guard = gang_guard
 
     def extra_cost(self, state: ClusterState, req: Request, nodes: np.ndarray, slots: np.ndarray) -> np.ndarray:
         if self.pack_norm == "max":  # GPU share left in absolute terms (over the largest node's GPUs)
@@ -69,15 +92,80 @@ class Composite(FGD):
             # best fit on the GPU too: the share left on the chosen GPU after placement
             cost = cost + self.gpu_fit_weight * (state.gpu_free[nodes, np.maximum(slots, 0)] - req.gpu_milli) / 1000.0
         if req.num_gpu and self.risk_weight and state.risk.any():
-            hours = (req.duration_s or 3600.0) / 3600.0
-            free_risk = np.where(state.gpu_free[nodes] > 0, state.risk[nodes], 0.0).max(axis=1)
-            cost = cost + self.risk_weight * free_risk * hours
+            cost = cost + self.risk_weight * self.risk_cost(state, req, nodes, slots)
         if req.sharing and self.load_weight and state.util.any():
             has = slots >= 0
             u = np.zeros(len(nodes))
             u[has] = state.util[nodes[has], slots[has]]
             cost = cost + self.load_weight * u
         return cost
+
+    # ------------------------------------------------------------------ failure risk
+    def risk_cost(self, state: ClusterState, req: Request, nodes: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        """Expected GPU-hours lost to failures for each choice: the request's own, plus the gang guard."""
+        hours = (req.duration_s or 3600.0) / 3600.0
+        if self.risk_cost_kind == "node_max":  # the former term: max risk of the node's free GPUs x hours
+            return np.asarray(np.where(state.gpu_free[nodes] > 0, state.risk[nodes], 0.0).max(axis=1) * hours)
+        ok = state.gpu_present & (state.gpu_health == 0) & (state.node_health[:, None] == 0)
+        usable = np.where(ok, state.gpu_free, 0)
+        lam = hazard_per_hour(state.risk)
+        own = self._own_hazard(state, req, nodes, slots, usable, lam)
+        stake = req.num_gpu * req.gpu_milli / FULL
+        cost = expected_loss(stake, own, hours)
+        guard = self._gang_share(state) if self.gang_guard is None else self.gang_guard
+        if guard:
+            cost = cost + guard * self._gang_displacement(state, req, nodes, usable, lam, hours)
+        return cost
+
+    @staticmethod
+    def _own_hazard(state: ClusterState, req: Request, nodes: np.ndarray, slots: np.ndarray, usable: np.ndarray,
+                    lam: np.ndarray) -> np.ndarray:
+        """Summed hazard per hour of the GPUs each choice would give the request (:meth:`risk_gpus`)."""
+        u, lm = usable[nodes], lam[nodes]
+        if req.sharing:
+            same = u == u[np.arange(len(nodes)), np.maximum(slots, 0)][:, None]
+            return np.asarray(np.where(same & (u > 0), lm, np.inf).min(axis=1))
+        if req.num_gpu == 1:
+            return np.asarray(np.where(u == FULL, lm, np.inf).min(axis=1))
+        return np.array([lam[n, list(choose_gpus(state, int(n), req))].sum() for n in nodes])
+
+    def _gang_share(self, state: ClusterState) -> float:
+        """Share of the request mix made of gangs that need a wholly free node (all GPUs of the largest node)."""
+        if not len(self.p):
+            return 0.0
+        return float(self.p[self.c_whole & (self.c_n >= int(state.gpu_count.max()))].sum())
+
+    @staticmethod
+    def _gang_displacement(state: ClusterState, req: Request, nodes: np.ndarray, usable: np.ndarray,
+                           lam: np.ndarray, hours: float) -> np.ndarray:
+        """Extra expected loss of a whole-node gang if this request breaks the wholly free node the gang would
+        have taken (the lowest-loss one of its size): the gang then runs on the next best wholly free node.
+        Measured over the request's own hours (how long it keeps the node broken)."""
+        count = state.gpu_present.sum(axis=1)
+        whole = (usable == FULL).sum(axis=1) == count
+        gang = expected_loss(count, np.where(state.gpu_present, lam, 0.0).sum(axis=1), hours)
+        out = np.zeros(len(nodes))
+        for g in np.unique(count[nodes]):
+            group = np.flatnonzero(whole & (count == g))
+            if len(group) < 2 or req.num_gpu >= g:
+                continue
+            first, second = np.sort(gang[group])[:2]
+            hit = whole[nodes] & (count[nodes] == g) & (gang[nodes] <= first)
+            out[hit] = second - first
+        return out
+
+    def risk_gpus(self, state: ClusterState, req: Request, node: int, slot: int) -> tuple[int, ...]:
+        """The GPUs the request gets on ``node`` when risk is known: the lowest-risk wholly free GPU (one whole
+        GPU), the lowest-risk GPU with the chosen free share (sharing), the NVLink-island rule (gangs)."""
+        u = state.usable_free(node)
+        r = state.risk[node]
+        if req.sharing:
+            cand = np.flatnonzero(u == u[max(slot, 0)])
+        elif req.num_gpu == 1:
+            cand = np.flatnonzero(u == FULL)
+        else:
+            return choose_gpus(state, node, req)
+        return (int(cand[np.argmin(r[cand])]),)
 
     def observe(self, requests: Iterable[Request]) -> None:
         reqs = list(requests)
@@ -106,4 +194,7 @@ class Composite(FGD):
             return None
         score = grow + self.extra_cost(state, req, nodes, slots)
         k = self._pick(state, req, nodes, slots, score)
-        return self._placement(state, req, int(nodes[k]), int(slots[k]))
+        node, slot = int(nodes[k]), int(slots[k])
+        if req.num_gpu and self.risk_weight and self.risk_cost_kind == "expected" and state.risk.any():
+            return Placement(node, self.risk_gpus(state, req, node, slot), req.gpu_milli)
+        return self._placement(state, req, node, slot)

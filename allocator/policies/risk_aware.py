@@ -5,6 +5,13 @@ Each node's cost is ``risk_weight`` × the predicted failure probability of the 
 plus the best-fit term (GPU share left on the node after placement). Short jobs barely feel the risk term
 and fill risky GPUs; long jobs move to safe ones. With no risk known (all zero) this is best fit. The risk
 comes from the failure predictor (``ClusterState.set_risk``) for one horizon.
+
+The helpers below turn that risk into the *expected GPU-hours lost* that the composite default's risk term
+charges (:mod:`allocator.policies.composite`): a GPU's risk ``r`` is its probability of failing within
+:data:`RISK_HORIZON_H` hours, read as a constant hazard ``-ln(1 - r) / 24`` per hour; a job taking GPUs ``G``
+(share ``s`` of each) for ``h`` hours stops when any of them fails, with probability
+``p_any = 1 - exp(-h * sum of their hazards)``, and has ``|G| * s * h`` GPU-hours at stake
+(:func:`expected_loss`; the twin's jobs keep no checkpoint, so the work at stake is the whole job).
 """
 
 from __future__ import annotations
@@ -13,6 +20,21 @@ import numpy as np
 
 from allocator.policies.base import Request, feasible
 from allocator.state import FULL, ClusterState, Placement
+
+RISK_HORIZON_H = 24.0
+"""The horizon of ``ClusterState.risk``: probability of failing within this many hours (the failure
+predictor's ``24h`` horizon, ``[scoring] risk_horizon``)."""
+
+
+def hazard_per_hour(risk: np.ndarray) -> np.ndarray:
+    """Constant failure rate per hour that gives probability ``risk`` of failing within the horizon."""
+    return np.asarray(-np.log1p(-np.clip(risk, 0.0, 1.0 - 1e-12)) / RISK_HORIZON_H)
+
+
+def expected_loss(stake: np.ndarray | float, hazard_sum: np.ndarray | float, hours: float) -> np.ndarray:
+    """Expected GPU-hours lost: GPU-hours at stake (``stake`` GPUs-worth × ``hours``) × probability that any
+    of the GPUs (summed hazard per hour ``hazard_sum``) fails during the job."""
+    return np.asarray(np.asarray(stake) * hours * -np.expm1(-np.asarray(hazard_sum) * hours))
 
 
 class RiskAware:
