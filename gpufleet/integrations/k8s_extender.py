@@ -16,7 +16,10 @@ Only pods that ask for GPUs (``nvidia.com/gpu`` in a container's limits or reque
 * **prioritize** scores each node with the placement policy (default: the composite policy: growth of
   fragmentation for the request mix, packing, failure risk × expected run time, load) plus a topology
   term (a multi-GPU pod that fits inside one NVLink island scores better), mapped linearly to 0..10
-  (lowest cost 10). Unknown or infeasible nodes score 0.
+  (lowest cost 10). Unknown or infeasible nodes score 0. The extender picks the node only: which of the
+  node's GPUs the pod gets is the device plugin's choice, so the composite's risk term is taken in its
+  ``risk_cost="node_max"`` form (the worst free GPU's risk × expected hours), not in the form that
+  assumes gpufleet also picks the GPUs (``"expected"``, the allocator's own default).
 
 Pods without GPUs pass every node and score 0 everywhere (neutral). The expected run time comes from the
 pod annotation ``gpufleet.io/expected-duration-seconds`` when present.
@@ -110,7 +113,7 @@ class Extender:
     """
 
     state: Callable[[], ClusterState]
-    policy: Policy = field(default_factory=lambda: make_policy("default"))
+    policy: Policy = field(default_factory=lambda: make_policy("default", risk_cost="node_max"))
     threshold: float = 0.5
     horizon: str = "24h"
     topology_weight: float = 500.0
