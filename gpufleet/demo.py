@@ -157,10 +157,15 @@ def run(cfg: DemoConfig, progress: Any = None) -> DemoResult:
              **cap_paths, **_dashboards(out), **_cost(out, twin)}
     notes = sorted(outbox.glob("*.json")) if outbox.exists() else []
     by_rule: dict[str, int] = {}
-    for note in notes:  # firing alerts per rule, as the notifications carried them
+    seen: set[tuple[str, float | None]] = set()
+    for note in notes:  # distinct alerts per rule (labels + firing time); repeat notifications count once
         for a in json.loads(note.read_text()).get("firing", []):
-            name = a.get("labels", {}).get("alertname", "?")
-            by_rule[name] = by_rule.get(name, 0) + 1
+            labels = a.get("labels", {})
+            key = (json.dumps(labels, sort_keys=True), a.get("fired_at"))
+            if key not in seen:
+                seen.add(key)
+                name = labels.get("alertname", "?")
+                by_rule[name] = by_rule.get(name, 0) + 1
     result = DemoResult(
         out=out, gpus=len(uuids), samples=n_samples, failures=len(labels), failures_after_training=len(after),
         predicted=predicted, ranked_top3=ranked, alarms=alarms, model=(train_info.get("model") if train_info else None),

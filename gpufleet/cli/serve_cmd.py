@@ -138,7 +138,7 @@ def demo(
     table.add_row("reserve", f"{pl.get('reserved')} x {pl.get('gpu_type')} ({pl.get('option')}); expected cost "
                   f"{pl.get('expected_cost', 0):,.0f} {pl.get('currency')} per week "
                   f"[90 %: {pl.get('cost_interval90', [0, 0])[0]:,.0f} - {pl.get('cost_interval90', [0, 0])[1]:,.0f}]")
-    table.add_row("alerts", f"{result.notifications} notifications in {result.paths['outbox']}; fired: "
+    table.add_row("alerts", f"{result.notifications} notifications in {result.paths['outbox']}; alerts fired: "
                   + (", ".join(f"{k} x{v}" for k, v in sorted(result.alerts_by_rule.items())) or "none"))
     table.add_row("jobs", f"{result.jobs:,} jobs placed by the risk-aware allocator")
     for key in ("capacity_report", "cost_report", "dashboards", "models"):

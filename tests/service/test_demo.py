@@ -27,3 +27,7 @@ def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
     with HistoryStore(out / "history") as store:
         assert store.span()[1] is not None and "allocated_gpus" in store.fields()
+    # alerts per rule count distinct alerts, not the notifications that repeat a still-firing one
+    firing = [a for note in (out / "outbox").glob("*.json") for a in json.loads(note.read_text())["firing"]]
+    distinct = {(json.dumps(a["labels"], sort_keys=True), a["fired_at"]) for a in firing}
+    assert sum(summary["alerts_by_rule"].values()) == len(distinct) <= len(firing)
