@@ -102,6 +102,28 @@ def choose_gpus(state: ClusterState, node: int, req: Request, prefer: str = "bes
     return tuple(int(x) for x in full[: req.num_gpu])
 
 
+def gang_gpu_mask(state: ClusterState, nodes: np.ndarray, num_gpu: int) -> np.ndarray:
+    """Vectorised :func:`choose_gpus` for a whole-GPU gang of ``num_gpu`` over many nodes at once.
+
+    Returns a boolean ``(len(nodes), slots)`` mask of the GPUs :func:`choose_gpus` would give on each node:
+    the first ``num_gpu`` wholly free GPUs of the smallest NVLink island holding them all (the lowest island
+    id among equals), else the first ``num_gpu`` wholly free GPUs. Rows of nodes without enough wholly free
+    GPUs are as choose_gpus would leave them (fewer GPUs).
+    """
+    ok = state.gpu_present[nodes] & (state.gpu_health[nodes] == 0) & (state.node_health[nodes, None] == 0)
+    full = ok & (state.gpu_free[nodes] == FULL)
+    isl = state.island[nodes].astype(np.int64)
+    isl = isl - isl.min() if isl.size else isl
+    n_isl = int(isl.max()) + 1 if isl.size else 1
+    counts = np.zeros((len(nodes), n_isl), dtype=np.int64)
+    np.add.at(counts, (np.repeat(np.arange(len(nodes)), isl.shape[1]), isl.ravel()), full.ravel())
+    big = np.where(counts >= num_gpu, counts, np.iinfo(np.int64).max)
+    chosen = big.argmin(axis=1)  # the smallest island that holds them all, lowest id first
+    has = big[np.arange(len(nodes)), chosen] < np.iinfo(np.int64).max
+    pool = np.where(has[:, None], full & (isl == chosen[:, None]), full)
+    return np.asarray(pool & (np.cumsum(pool, axis=1) <= num_gpu))
+
+
 def placement(state: ClusterState, node: int, req: Request, prefer: str = "best") -> Placement:
     gpus = choose_gpus(state, node, req, prefer)
     return Placement(node=node, gpus=gpus, milli=req.gpu_milli if req.num_gpu else 0)

@@ -45,7 +45,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from allocator.policies.base import Request, choose_gpus
+from allocator.policies.base import Request, choose_gpus, gang_gpu_mask
 from allocator.policies.fgd import FGD, TaskClass, mix_from_requests
 from allocator.policies.risk_aware import expected_loss, hazard_per_hour
 from allocator.state import FULL, ClusterState, Placement
@@ -127,7 +127,7 @@ class Composite(FGD):
             return np.asarray(np.where(same & (u > 0), lm, np.inf).min(axis=1))
         if req.num_gpu == 1:
             return np.asarray(np.where(u == FULL, lm, np.inf).min(axis=1))
-        return np.array([lam[n, list(choose_gpus(state, int(n), req))].sum() for n in nodes])
+        return np.asarray(np.where(gang_gpu_mask(state, nodes, req.num_gpu), lm, 0.0).sum(axis=1))
 
     def _gang_share(self, state: ClusterState) -> float:
         """Share of the request mix made of gangs that need a wholly free node (all GPUs of the largest node)."""

@@ -63,3 +63,27 @@ def test_risk_cost_is_the_expected_gpu_hours_lost() -> None:
     # a single job on node 1 (risk 0) breaks the node a gang would take and pushes it onto node 0: it pays the
     # gang's extra expected loss over its own 24 h, weighted by the gangs' share of the mix (0.1 by default)
     assert abs(one[1] - 0.1 * eight[0]) < 1e-9
+
+
+def test_vectorised_gang_choice_matches_choose_gpus() -> None:
+    """The risk term's vectorised GPU choice for gangs gives exactly the GPUs the placement takes."""
+    from allocator.policies.base import choose_gpus, gang_gpu_mask
+    from allocator.state import FULL, NodeSpec
+
+    rng = np.random.default_rng(7)
+    specs = []
+    for i in range(60):
+        gpus = int(rng.choice([2, 4, 8, 8]))
+        per = int(rng.choice([1, 2, 4, 8]))
+        specs.append(NodeSpec(f"n{i}", 64000, 256 * 1024, gpus, "H100", islands=[j // per + 3 for j in range(gpus)]))
+    state = ClusterState.from_specs(specs)
+    present = state.gpu_present
+    state.gpu_free[:] = np.where(present, rng.choice([0, 500, FULL, FULL, FULL], size=present.shape), 0)
+    state.gpu_health[:] = np.where(rng.random(present.shape) < 0.05, 1, state.gpu_health)
+    state.node_health[rng.random(len(specs)) < 0.05] = 1
+    nodes = np.arange(len(specs))
+    for n in (2, 3, 4, 8):
+        mask = gang_gpu_mask(state, nodes, n)
+        for i in nodes:
+            expected = choose_gpus(state, int(i), Request(0, 0, n))
+            assert tuple(int(x) for x in np.flatnonzero(mask[i])) == expected, (n, i)
