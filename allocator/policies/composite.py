@@ -33,10 +33,8 @@ Score of each feasible choice (lower is better), all terms vectorised over nodes
 Equal scores are broken by best fit (least share left on the chosen GPU, then on the node).
 Whole-GPU gangs take one NVLink island on the node where one has room (:func:`choose_gpus`).
 
-Options measured on seeds 0-3 of all openb lists and left off because none raised the allocation across the
-lists (docs/allocator.md has the figures): ``pack_norm="max"`` (GPU share left over the largest node's GPUs,
-as the simulator's BestFit normalises), ``cpu_pods`` (CPU-only classes in the mix), ``rem_gate=0`` (the
-remainder measure on every list) and ``tie_cpu`` (CPU left as a last tie-break, in :class:`FGD`).
+Variants measured on seeds 0-3 of all openb lists and not kept, since none raised the allocation across the
+lists, are listed with their figures in docs/allocator.md.
 """
 
 from __future__ import annotations
@@ -59,29 +57,22 @@ class Composite(FGD):
 
     def __init__(self, seed: int = 0, pack_weight: float = 3.0, risk_weight: float = 1000.0,
                  load_weight: float = 100.0, gpu_fit_weight: float = 0.0, pack_sharing: bool | str = True,
-                 tie_break: str = "bestfit", adaptive_rem: bool = True, pack_norm: str = "node",
-                 cpu_pods: bool = False, rem_gate: float = 0.5, risk_cost: str = "expected",
+                 tie_break: str = "bestfit", adaptive_rem: bool = True, risk_cost: str = "expected",
                  gang_guard: float | None = None, **kwargs: object) -> None:
         self.adaptive_rem = adaptive_rem
-        self.rem_gate = rem_gate
         super().__init__(seed=seed, tie_break=tie_break, **kwargs)  # type: ignore[arg-type]
         self.pack_weight = pack_weight
         self.risk_weight = risk_weight
         self.load_weight = load_weight
         self.gpu_fit_weight = gpu_fit_weight
         self.pack_sharing = pack_sharing
-        self.pack_norm = pack_norm
-        self.cpu_pods = cpu_pods
         if risk_cost not in ("expected", "node_max"):
             raise ValueError(f"risk_cost must be 'expected' or 'node_max', not {risk_cost!r}")
         self.risk_cost_kind = risk_cost
         self.gang_guard = gang_guard
 
     def extra_cost(self, state: ClusterState, req: Request, nodes: np.ndarray, slots: np.ndarray) -> np.ndarray:
-        if self.pack_norm == "max":  # GPU share left in absolute terms (over the largest node's GPUs)
-            gcap: float | np.ndarray = float(max(int(state.gpu_count.max()), 1) * 1000)
-        else:  # over the node's own GPUs
-            gcap = np.maximum(state.gpu_count[nodes], 1) * 1000.0
+        gcap = np.maximum(state.gpu_count[nodes], 1) * 1000.0
         cost = np.zeros(len(nodes))
         w = self.pack_weight
         if req.sharing:
@@ -172,16 +163,14 @@ class Composite(FGD):
         gpu = [r for r in reqs if r.num_gpu]
         multi = sum(r.num_gpu > 1 for r in gpu) / max(len(gpu), 1)
         # frequent multi-GPU requests: CPU shortage is what strands whole GPUs, so key classes by CPU and memory
-        self.set_mix(mix_from_requests(reqs, by_cpu=self.adaptive_rem and multi > MULTI_GATE,
-                                       include_cpu_only=self.cpu_pods))
+        self.set_mix(mix_from_requests(reqs, by_cpu=self.adaptive_rem and multi > MULTI_GATE))
 
     def set_mix(self, mix: Sequence[TaskClass]) -> None:
         super().set_mix(mix)
         if self.adaptive_rem:
             # blend in the remainder measure for sharing classes only when sharing requests dominate the mix
-            gpu = float(self.p[self.c_share | self.c_whole].sum()) if len(self.p) else 0.0
-            s = float(self.p[self.c_share].sum()) / gpu if gpu else 0.0  # share among GPU requests
-            self.rem_share = s if s > self.rem_gate else 0.0
+            s = float(self.p[self.c_share].sum()) if len(self.p) else 0.0
+            self.rem_share = s if s > 0.5 else 0.0
 
     @property
     def whole_share(self) -> float:

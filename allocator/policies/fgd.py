@@ -85,9 +85,8 @@ class FGD:
     name = "fgd"
 
     def __init__(self, seed: int = 0, mix: Sequence[TaskClass] | None = None, tie_break: str = "random",
-                 rem_share: float = 0.0, tie_cpu: str = "") -> None:
+                 rem_share: float = 0.0) -> None:
         self.seed = seed
-        self.tie_cpu = tie_cpu
         self.rem_share = rem_share
         self.rng = np.random.default_rng(seed)
         self.tie_break = tie_break
@@ -231,10 +230,7 @@ class FGD:
         if self.tie_break == "bestfit":
             n = nodes[ties]
             gpu_left = np.where(slots[ties] >= 0, state.gpu_free[n, np.maximum(slots[ties], 0)], 0)
-            keys: tuple[np.ndarray, ...] = (state.tot_free[n], gpu_left)
-            if self.tie_cpu:  # last key: CPU left on the node, least ("least") or most ("most") first
-                keys = (state.cpu_free[n] if self.tie_cpu == "least" else -state.cpu_free[n], *keys)
-            return int(ties[np.lexsort(keys)[0]])
+            return int(ties[np.lexsort((state.tot_free[n], gpu_left))[0]])
         return int(ties[self.rng.integers(len(ties))])
 
     @staticmethod
