@@ -28,12 +28,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from alerting.evaluate import SeriesKey, SeriesStore
-from alerting.rules import Rule, RuleSet
-from alerting.silences import SilenceStore
-from alerting.templating import render
-from exporter.errors import GpufleetError
-from exporter.schema import Snapshot
+from gpufleet.alerting.evaluate import SeriesKey, SeriesStore
+from gpufleet.alerting.rules import Rule, RuleSet
+from gpufleet.alerting.silences import SilenceStore
+from gpufleet.alerting.templating import render
+from gpufleet.exporter.errors import GpufleetError
+from gpufleet.exporter.schema import Snapshot
 
 log = logging.getLogger(__name__)
 

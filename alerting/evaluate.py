@@ -22,8 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import compress
 
-from alerting.rules import REASON_BITS, Rule, RuleSet
-from exporter.schema import Device, Labels, Snapshot
+from gpufleet.alerting.rules import REASON_BITS, Rule, RuleSet
+from gpufleet.exporter.schema import Device, Labels, Snapshot
 
 SeriesKey = tuple[str, str, Labels]
 """(node, uuid, extra labels) of one series; uuid is empty for node / fleet series."""

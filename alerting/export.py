@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from alerting.engine import DEFAULT_GROUP_BY
-from alerting.rules import REASON_BITS, Rule, RuleSet, format_duration
-from exporter.catalogue import Metric
+from gpufleet.alerting.engine import DEFAULT_GROUP_BY
+from gpufleet.alerting.rules import REASON_BITS, Rule, RuleSet, format_duration
+from gpufleet.exporter.catalogue import Metric
 
 NAMINGS = ("native", "dcgm")
 DCGM_LABEL = {"node": "Hostname", "uuid": "UUID", "model": "modelName"}
@@ -82,7 +81,7 @@ def expression(rule: Rule, naming: str = "native", *, threshold: float | None = 
     w = format_duration(rule.window)
     op = rule.op
     if rule.kind == "threshold" and rule.metric.field == "clock_event_active" and naming == "dcgm":
-        from exporter.catalogue import catalogue
+        from gpufleet.exporter.catalogue import catalogue
 
         return _clock_event_dcgm(rule, catalogue().field("clock_event_reasons"))
     if rule.kind == "threshold":

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from gpufleet.alerting.engine import AlertEngine
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-
-from alerting.engine import AlertEngine
 
 
 class EngineCollector(Collector):

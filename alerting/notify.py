@@ -29,11 +29,10 @@ from typing import Any
 
 import apprise
 import jinja2
+from gpufleet.alerting.engine import Alert, Notification
+from gpufleet.alerting.silences import Matcher, parse_matcher
+from gpufleet.exporter.errors import ConfigError
 from prometheus_client import CollectorRegistry, Counter
-
-from alerting.engine import Alert, Notification
-from alerting.silences import Matcher, parse_matcher
-from exporter.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

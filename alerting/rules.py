@@ -35,9 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from exporter.catalogue import Catalogue, Metric, catalogue
-from exporter.errors import InputError
+from gpufleet.exporter.catalogue import Catalogue, Metric, catalogue
+from gpufleet.exporter.errors import InputError
 
 PACK_DIR = Path(__file__).with_name("pack")
 

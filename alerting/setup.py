@@ -9,12 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from gpufleet.alerting.engine import AlertEngine, EngineConfig
+from gpufleet.alerting.notify import BackgroundNotifier, Notifier, Route
+from gpufleet.alerting.rules import RuleSet, load_rules
+from gpufleet.alerting.silences import SilenceStore, parse_matcher
 from prometheus_client import CollectorRegistry
-
-from alerting.engine import AlertEngine, EngineConfig
-from alerting.notify import BackgroundNotifier, Notifier, Route
-from alerting.rules import RuleSet, load_rules
-from alerting.silences import SilenceStore, parse_matcher
 
 
 def state_dir(section: Any, data_dir: Path) -> Path:

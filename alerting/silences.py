@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from exporter.errors import ConfigError, InputError, NotFound
+from gpufleet.exporter.errors import ConfigError, InputError, NotFound
 
 _MATCHER = re.compile(r"^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!=|=)\s*(.*?)\s*$")
 

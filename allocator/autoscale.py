@@ -151,8 +151,8 @@ def autoscale_backtest(folder: str | Path, settings: AutoscaleSettings, provisio
     """Helios replay (minute steps): the total and every VC, stabilised policy vs :data:`REACTIVE`."""
     from dataclasses import replace
 
-    from analytics.forecast import mask_outages
-    from analytics.helios import field_frame, load_all
+    from gpufleet.analytics.forecast import mask_outages
+    from gpufleet.analytics.helios import field_frame, load_all
 
     dem, _ = mask_outages(field_frame(load_all(folder)))
     dem["total"] = dem.sum(axis=1, min_count=dem.shape[1])

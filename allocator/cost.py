@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from allocator.queue import Usage
-from exporter.errors import InputError
+from gpufleet.allocator.queue import Usage
+from gpufleet.exporter.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class Prices:
 def prices_from_book(path: str | Path | None = None, basis: str = "on_demand",
                      default_price: float | None = None) -> Prices:
     """Prices from the planner's price book (``None``: the shipped default book)."""
-    from allocator.planner import pricebook
+    from gpufleet.allocator.planner import pricebook
 
     book = pricebook.load(path)
     out: dict[str, float] = {}

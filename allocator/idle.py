@@ -14,9 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import httpx
-
-from exporter.errors import BackendUnavailable
-from exporter.schema import Sample, Snapshot
+from gpufleet.exporter.errors import BackendUnavailable
+from gpufleet.exporter.schema import Sample, Snapshot
 
 FIELD = "gpu_allocated_idle"
 

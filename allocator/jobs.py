@@ -16,9 +16,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from allocator.policies.base import Request
-from allocator.state import FULL, ClusterState
-from exporter.errors import Conflict, InputError
+from gpufleet.allocator.policies.base import Request
+from gpufleet.allocator.state import FULL, ClusterState
+from gpufleet.exporter.errors import Conflict, InputError
 
 
 class PriorityClass(enum.IntEnum):

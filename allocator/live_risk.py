@@ -31,8 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-from exporter.schema import Sample
+from gpufleet.exporter.schema import Sample
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from allocator.state import FULL, NodeSpec
-from exporter.errors import InputError
+from gpufleet.allocator.state import FULL, NodeSpec
+from gpufleet.exporter.errors import InputError
 
 NODE_COLUMNS = ("sn", "cpu_milli", "memory_mib", "gpu", "model")
 POD_COLUMNS = ("name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli")

@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from allocator.jobs import JobSpec, Limits, PriorityClass, Rejection, validate_batch
-from allocator.policies.base import Policy, Request
-from allocator.state import FULL, ClusterState, Health, Placement
-from exporter.errors import InputError, NotFound
+from gpufleet.allocator.jobs import JobSpec, Limits, PriorityClass, Rejection, validate_batch
+from gpufleet.allocator.policies.base import Policy, Request
+from gpufleet.allocator.state import FULL, ClusterState, Health, Placement
+from gpufleet.exporter.errors import InputError, NotFound
 
 PENDING, RUNNING, DONE, CANCELLED = "pending", "running", "done", "cancelled"
 

@@ -21,11 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-from allocator.openb import Pods, load_nodes, load_pods
-from allocator.policies import make_policy
-from allocator.policies.base import Request
-from allocator.state import ClusterState, NodeSpec
+from gpufleet.allocator.openb import Pods, load_nodes, load_pods
+from gpufleet.allocator.policies import make_policy
+from gpufleet.allocator.policies.base import Request
+from gpufleet.allocator.state import ClusterState, NodeSpec
 
 LIMIT = 1.30
 
@@ -165,7 +164,7 @@ def published_figures(summary_csv: str | Path, pods_path: str | Path) -> dict[st
 
 def parse_seeds(text: str) -> list[int]:
     """``42-51`` or ``1,2,5`` or ``7``."""
-    from exporter.errors import ConfigError
+    from gpufleet.exporter.errors import ConfigError
 
     out: list[int] = []
     try:

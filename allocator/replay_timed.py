@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from allocator.jobs import JobSpec
-from allocator.openb import Pods, load_nodes, load_pods
-from allocator.policies import make_policy
-from allocator.queue import RUNNING, JobQueue
-from allocator.state import FULL, ClusterState
-from exporter.errors import ConfigError
+from gpufleet.allocator.jobs import JobSpec
+from gpufleet.allocator.openb import Pods, load_nodes, load_pods
+from gpufleet.allocator.policies import make_policy
+from gpufleet.allocator.queue import RUNNING, JobQueue
+from gpufleet.allocator.state import FULL, ClusterState
+from gpufleet.exporter.errors import ConfigError
 
 
 def jobs_of(pods: Pods, limit: int | None = None, compress: float = 1.0) -> list[tuple[float, JobSpec]]:

@@ -17,9 +17,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from exporter.errors import InputError, NotFound
-from exporter.schema import Snapshot
+from gpufleet.exporter.errors import InputError, NotFound
+from gpufleet.exporter.schema import Snapshot
 
 FULL = 1000
 """One whole GPU in thousandths."""
@@ -142,7 +141,7 @@ class ClusterState:
     @classmethod
     def from_openb(cls, path: str) -> ClusterState:
         """Read an openb node list (``sn,cpu_milli,memory_mib,gpu,model``)."""
-        from allocator.openb import load_nodes
+        from gpufleet.allocator.openb import load_nodes
 
         return cls.from_specs(load_nodes(path))
 

@@ -12,9 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-
-from allocator.policies.base import Policy, Request
-from allocator.state import FULL, ClusterState, NodeSpec
+from gpufleet.allocator.policies.base import Policy, Request
+from gpufleet.allocator.state import FULL, ClusterState, NodeSpec
 
 
 class PolicyPlacer:

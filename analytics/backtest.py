@@ -22,8 +22,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from models.forecast_base import DEFAULT_QUANTILES, Forecaster, sort_quantiles
+from gpufleet.models.forecast_base import DEFAULT_QUANTILES, Forecaster, sort_quantiles
 
 LEVELS: tuple[float, ...] = tuple(sorted({0.025, 0.975, *DEFAULT_QUANTILES}))
 BASELINE = "seasonal_naive_daily"
@@ -236,7 +235,7 @@ def evaluate(frame: pd.DataFrame, freq: str, horizon: int, season: int, models: 
 
     Returns ``({"default", "models", "series", "validation", "origins", ...}, results)``; ``models`` and
     ``series`` hold the TEST figures."""
-    from models.forecast_base import forecasters
+    from gpufleet.models.forecast_base import forecasters
 
     reg = forecasters()
     unknown = [m for m in models if m not in reg]

@@ -26,9 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from exporter.catalogue import catalogue
-from exporter.schema import Event, EventKind, Snapshot
+from gpufleet.exporter.catalogue import catalogue
+from gpufleet.exporter.schema import Event, EventKind, Snapshot
 
 HOUR = 3600.0
 DAY = 86400.0
@@ -321,7 +320,7 @@ def normalization_stats(ws: WindowSet) -> tuple[np.ndarray, np.ndarray]:
 
 def class_balance(ws: WindowSet) -> dict[str, float]:
     """Share of positive windows per horizon."""
-    from models.failure_base import horizon_label
+    from gpufleet.models.failure_base import horizon_label
 
     return {horizon_label(h): float(ws.y[:, j].mean()) if len(ws) else 0.0 for j, h in enumerate(ws.horizons)}
 

@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from analytics.datasets import (
+from gpufleet.analytics.datasets import (
     DAY,
     FAILURE_FIELDS,
     HORIZONS,
@@ -33,9 +32,9 @@ from analytics.datasets import (
     prepare,
     time_split,
 )
-from analytics.failure_metrics import calibration_table, summarise_binary
-from exporter.schema import EventKind
-from models.failure_base import FailureModel, horizon_label
+from gpufleet.analytics.failure_metrics import calibration_table, summarise_binary
+from gpufleet.exporter.schema import EventKind
+from gpufleet.models.failure_base import FailureModel, horizon_label
 
 TWIN_START = 1_767_225_600.0  # 2026-01-01T00:00:00Z: a fixed start, never the wall clock
 
@@ -70,7 +69,7 @@ def twin_history(seed: int, *, nodes: int = 12, gpus_per_node: int = 8, days: fl
     ``rate_multiplier`` accelerates failures (the real rate, ~5 % per GPU-year, gives too few labels
     for a month of a small fleet); precursor shares and lead times are the twin's own.
     """
-    from simulator.twin import Twin, TwinConfig
+    from gpufleet.simulator.twin import Twin, TwinConfig
 
     twin = Twin(TwinConfig(nodes=nodes, gpus_per_node=gpus_per_node, seed=seed, failure_rate_multiplier=rate_multiplier,
                            fields="history", step_s=step))
@@ -119,7 +118,7 @@ def precursor_oracle(ws: WindowSet, details: dict[tuple[str, float], dict[str, A
     every other window gets 0 (failures without a precursor give no sign). Not a strict bound: repeat
     faults on a node carry a little more information, which it ignores.
     """
-    from simulator.failures import PRECURSOR_LEAD_S
+    from gpufleet.simulator.failures import PRECURSOR_LEAD_S
 
     out = np.zeros(len(ws))
     uu = ws.uuids
@@ -136,8 +135,8 @@ def precursor_oracle(ws: WindowSet, details: dict[tuple[str, float], dict[str, A
 
 def default_models(seed: int = 0, small: bool = False) -> dict[str, FailureModel]:
     """The failure predictor and its baselines (``small``: tiny settings for tests)."""
-    from models.baselines import BoostedTreesFailure, LogisticFailure, OperatorRules
-    from models.lstm_failure import LSTMFailure
+    from gpufleet.models.baselines import BoostedTreesFailure, LogisticFailure, OperatorRules
+    from gpufleet.models.lstm_failure import LSTMFailure
 
     return {
         "rules": OperatorRules(seed=seed),
@@ -287,7 +286,7 @@ def train_and_register(history: History, registry: Any, *, as_of: float, model: 
     the history first (e.g. 1800 s with ``window=72 h``); the model remembers its window and step
     (``window_s_``, ``input_step_s_``) so :func:`analytics.scoring.score_panel` feeds it the same.
     """
-    from models.lstm_failure import LSTMFailure
+    from gpufleet.models.lstm_failure import LSTMFailure
 
     panel = history.panel
     keep = panel.times <= as_of
@@ -298,7 +297,7 @@ def train_and_register(history: History, registry: Any, *, as_of: float, model: 
     span = float(panel.times[-1] - panel.times[0]) if len(panel.times) else 0.0
     usable = tuple(h for h in horizons if h <= span / 4)  # a horizon needs room for training and validation
     if not usable:
-        from exporter.errors import InputError
+        from gpufleet.exporter.errors import InputError
 
         raise InputError(f"{span / DAY:.1f} days of history are too short for horizons "
                          f"{[horizon_label(h) for h in horizons]} (need 4x the shortest)")
@@ -311,7 +310,7 @@ def train_and_register(history: History, registry: Any, *, as_of: float, model: 
     split = t0 + (1 - validation_fraction) * (t1 - hmax - t0)
     train, val = time_split(labelled, split)
     if len(train) == 0 or train.y.sum() == 0:
-        from exporter.errors import InputError
+        from gpufleet.exporter.errors import InputError
 
         raise InputError(f"not enough labelled history to train: {len(train)} training windows, "
                          f"{int(train.y.sum()) if len(train) else 0} positive (need failures before {split:.0f})")
@@ -339,9 +338,9 @@ def train_and_register(history: History, registry: Any, *, as_of: float, model: 
 def store_history(store_path: Any, *, since: float | None = None, until: float | None = None, step: float = 60.0,
                   fields: Sequence[str] = FAILURE_FIELDS) -> History:
     """Read a history store folder into a prepared panel with its failure labels and jobs."""
-    from analytics.datasets import panel_from_reader
-    from analytics.history.store import StoreReader
-    from exporter.errors import InputError
+    from gpufleet.analytics.datasets import panel_from_reader
+    from gpufleet.analytics.history.store import StoreReader
+    from gpufleet.exporter.errors import InputError
 
     reader = StoreReader(store_path)
     lo, hi = reader.store.span()

@@ -18,8 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from exporter.errors import InputError
+from gpufleet.exporter.errors import InputError
 
 TOTAL = "total"
 
@@ -103,7 +102,7 @@ def demand_from_csv(path: str | Path, time_col: str, value_col: str, series_col:
 def demand_from_helios(folder: str | Path, freq: str = "1h", agg: str = "mean",
                        field: str = "running_gpu_num+pending_gpu_num", total: bool = True) -> pd.DataFrame:
     """Helios per-VC demand (+ ``total``) at ``freq``: outages masked at minute resolution, then aggregated."""
-    from analytics.helios import field_frame, load_all
+    from gpufleet.analytics.helios import field_frame, load_all
 
     raw, _ = mask_outages(field_frame(load_all(folder), field))
     if total:

@@ -7,8 +7,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from analytics.backtest import OriginResult
+from gpufleet.analytics.backtest import OriginResult
 
 
 def fan_png(path: Path, history: pd.Series, results: list[OriginResult], title: str, freq: str) -> Path:

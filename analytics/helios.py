@@ -10,8 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-
-from exporter.errors import InputError
+from gpufleet.exporter.errors import InputError
 
 REQUIRED = ("time", "running_gpu_num", "pending_gpu_num", "idle_gpu_num", "total_gpu_num")
 SUFFIX = "_cluster_sequence_vc.csv"

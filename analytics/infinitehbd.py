@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from analytics.failure_metrics import calibration_table, summarise_binary
-from exporter.errors import InputError
+from gpufleet.analytics.failure_metrics import calibration_table, summarise_binary
+from gpufleet.exporter.errors import InputError
 
 DAY = 86400.0
 HORIZONS_DAYS = (1.0, 7.0, 30.0)
@@ -108,7 +107,7 @@ def backtest(events: list[FaultEvent], *, split_fraction: float = 2 / 3, fleet_n
              horizons_days: tuple[float, ...] = HORIZONS_DAYS, models: dict[str, Any] | None = None,
              gpus_per_node: int = 8) -> dict[str, Any]:
     """Daily anchors; fit before the split, evaluate after it; rate-only baseline beside the model."""
-    from models.event_history import EventHistoryModel, RateOnlyEvents
+    from gpufleet.models.event_history import EventHistoryModel, RateOnlyEvents
 
     models = models if models is not None else {"events_rate": RateOnlyEvents(), "events_logistic": EventHistoryModel()}
     seen = sorted({e.node for e in events})

@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from analytics.failure_metrics import pr_auc
-from exporter.errors import InputError, NotFound
+from gpufleet.analytics.failure_metrics import pr_auc
+from gpufleet.exporter.errors import InputError, NotFound
 
 DRIFT_ALERT_PSI = 0.2
 """PSI above this is commonly read as a significant shift (0.1-0.2 moderate)."""
@@ -160,7 +159,7 @@ class Registry:
 
 
 def _score(model: Any, X: Any, mask: Any, y: np.ndarray, horizon: str) -> float | None:
-    from models.failure_base import horizon_label
+    from gpufleet.models.failure_base import horizon_label
 
     proba = model.predict_proba(X, mask)
     labels = [horizon_label(h) for h in proba.horizons]

@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from analytics.datasets import Panel, coarsen
-from exporter.schema import Sample
-from models.failure_base import horizon_label
+from gpufleet.analytics.datasets import Panel, coarsen
+from gpufleet.exporter.schema import Sample
+from gpufleet.models.failure_base import horizon_label
 
 
 @dataclass

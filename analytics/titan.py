@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from analytics.failure_metrics import brier, calibration_table, concordance_index, pr_auc, roc_auc
-from exporter.errors import InputError
+from gpufleet.analytics.failure_metrics import brier, calibration_table, concordance_index, pr_auc, roc_auc
+from gpufleet.exporter.errors import InputError
 
 DAY = 86400.0
 NEW_BATCH_FROM = datetime(2016, 1, 1).timestamp()
@@ -129,7 +128,7 @@ def load(path: Path, exclude_service: bool = True) -> TitanData:
 def backtest(data: TitanData, split: datetime, models: dict[str, Any] | None = None, horizon_days: float = 30.0,
              rank_horizon_days: float = 365.0) -> dict[str, Any]:
     """Fit survival models before ``split``; score concordance and 30-day calibration after it."""
-    from models.survival import AgeOnlySurvival, CoxSurvival
+    from gpufleet.models.survival import AgeOnlySurvival, CoxSurvival
 
     models = models if models is not None else {"survival_age": AgeOnlySurvival(), "cox": CoxSurvival()}
     t_split = split.timestamp()

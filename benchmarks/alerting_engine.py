@@ -20,11 +20,11 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from alerting.engine import AlertEngine, EngineConfig
-from alerting.rules import load_rules
-from exporter.schema import Sample, Snapshot
-from exporter.sinks.prometheus import build_families
-from simulator.twin import TwinConfig, TwinSource
+from gpufleet.alerting.engine import AlertEngine, EngineConfig
+from gpufleet.alerting.rules import load_rules
+from gpufleet.exporter.schema import Sample, Snapshot
+from gpufleet.exporter.sinks.prometheus import build_families
+from gpufleet.simulator.twin import TwinConfig, TwinSource
 
 
 def _snapshot(src: TwinSource, now: float) -> Snapshot:

@@ -20,10 +20,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from allocator.openb import load_nodes, load_pods
-from allocator.policies import make_policy
-from allocator.replay import arrival_order, replay_fgd, requests_of
-from allocator.state import ClusterState
+from gpufleet.allocator.openb import load_nodes, load_pods
+from gpufleet.allocator.policies import make_policy
+from gpufleet.allocator.replay import arrival_order, replay_fgd, requests_of
+from gpufleet.allocator.state import ClusterState
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "alibaba-openb" / "csv"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from allocator.replay import published_figures, replay_fgd
+from gpufleet.allocator.replay import published_figures, replay_fgd
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "alibaba-openb"
 

@@ -36,12 +36,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from allocator.live_risk import LiveRisk
-from allocator.policies import make_policy
-from allocator.twin_placer import PolicyPlacer, measure
-from simulator.failures import BASE_RATE_PER_GPU_DAY, age_multiplier
-from simulator.inventory import RACK_HAZARD, SLOT_HAZARD
-from simulator.twin import Twin, TwinConfig
+from gpufleet.allocator.live_risk import LiveRisk
+from gpufleet.allocator.policies import make_policy
+from gpufleet.allocator.twin_placer import PolicyPlacer, measure
+from gpufleet.simulator.failures import BASE_RATE_PER_GPU_DAY, age_multiplier
+from gpufleet.simulator.inventory import RACK_HAZARD, SLOT_HAZARD
+from gpufleet.simulator.twin import Twin, TwinConfig
 
 START = 1_767_225_600.0  # 2026-01-01
 ARMS = ("blind", "prior", "live", "telemetry")

@@ -22,10 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from exporter.sources.amd import AmdSource
-from exporter.sources.base import Source
-from exporter.sources.multi import MultiSource
-from exporter.sources.nvml import NvmlSource
+from gpufleet.exporter.sources.amd import AmdSource
+from gpufleet.exporter.sources.base import Source
+from gpufleet.exporter.sources.multi import MultiSource
+from gpufleet.exporter.sources.nvml import NvmlSource
+
 from tests.exporter.fake_amdsmi import FakeAmdGpu, FakeAmdSmi
 from tests.exporter.fake_pynvml import FakeGpu, FakeNvml
 

@@ -47,12 +47,13 @@ def main() -> None:
     if not wrk:
         sys.exit("wrk is not installed: apt-get install wrk")
 
+    from gpufleet.simulator.twin import TwinConfig, TwinSource
+
     from gpufleet.api.app import create_app
     from gpufleet.api.backend import FleetState
     from gpufleet.api.context import build_context, initialise
     from gpufleet.api.server import ApiServer
     from gpufleet.settings import ApiSettings
-    from simulator.twin import TwinConfig, TwinSource
 
     tmp = Path(tempfile.mkdtemp(prefix="gpufleet-load-"))
     settings = ApiSettings(password_hash_time_cost=1, password_hash_memory_kib=8192)

@@ -47,7 +47,8 @@ def make_source(kind: str, n: int):  # type: ignore[no-untyped-def]
         from tests.exporter.synthetic import SyntheticSource
 
         return SyntheticSource(n, node="bench", mig=False)
-    from exporter.sources.nvml import NvmlSource
+    from gpufleet.exporter.sources.nvml import NvmlSource
+
     from tests.exporter.fake_pynvml import FakeGpu, FakeNvml
 
     fake = FakeNvml([FakeGpu(f"GPU-{i:08d}-0000-4000-8000-000000000000") for i in range(n)])
@@ -66,9 +67,9 @@ def _rss_kb() -> tuple[int, int]:
 
 def child(kind: str, n: int, interval: float, window: float) -> None:
     """The exporter process: serve /metrics, then report CPU, RSS and loaded modules as JSON."""
-    from exporter.loop import CollectionLoop, tune_process
-    from exporter.sinks.prometheus import PrometheusSink
-    from exporter.sinks.web import MetricsServer
+    from gpufleet.exporter.loop import CollectionLoop, tune_process
+    from gpufleet.exporter.sinks.prometheus import PrometheusSink
+    from gpufleet.exporter.sinks.web import MetricsServer
 
     src = make_source(kind, n)
     src.open()
@@ -156,8 +157,8 @@ def _fake_nvml_ms(src, n: int, cycles: int) -> float:  # type: ignore[no-untyped
 def cycle_cost(kind: str, n: int, cycles: int) -> dict[str, float]:
     """In a process of its own: CPU ms per device per cycle for the source alone, for collect + render,
     and (fake NVML) the part of the source's time spent inside the fake library."""
-    from exporter.loop import CollectionLoop, tune_process
-    from exporter.sinks.prometheus import PrometheusSink
+    from gpufleet.exporter.loop import CollectionLoop, tune_process
+    from gpufleet.exporter.sinks.prometheus import PrometheusSink
 
     src = make_source(kind, n)
     src.open()

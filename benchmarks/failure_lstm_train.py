@@ -19,9 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analytics.datasets import make_windows
+from gpufleet.analytics.datasets import make_windows
+from gpufleet.models.lstm_failure import LSTMFailure
+
 from benchmarks.failure_synthetic import synthetic_panel
-from models.lstm_failure import LSTMFailure
 
 
 def main() -> None:

@@ -17,12 +17,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
+from gpufleet.analytics.datasets import make_windows
+from gpufleet.analytics.scoring import score_panel
+from gpufleet.models.baselines import BoostedTreesFailure, LogisticFailure, OperatorRules
+from gpufleet.models.lstm_failure import LSTMFailure
 
-from analytics.datasets import make_windows
-from analytics.scoring import score_panel
 from benchmarks.failure_synthetic import synthetic_panel
-from models.baselines import BoostedTreesFailure, LogisticFailure, OperatorRules
-from models.lstm_failure import LSTMFailure
 
 
 def main() -> None:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-
-from analytics.datasets import Panel
+from gpufleet.analytics.datasets import Panel
 
 FIELDS = ("temperature_gpu", "power_usage", "util_gpu", "clock_sm", "ecc_corrected_volatile",
           "ecc_uncorrected_volatile", "row_remap_pending", "pcie_replay")

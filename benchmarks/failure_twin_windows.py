@@ -29,13 +29,19 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
-
-from analytics.datasets import DAY, HOUR, make_windows
-from analytics.failure import TWIN_START, History, concat, evaluate_twin, precursor_oracle, twin_history
-from analytics.failure_metrics import pr_auc
-from models.baselines import BoostedTreesFailure, LogisticFailure, OperatorRules
-from models.failure_base import FailureModel
-from models.lstm_failure import LSTMFailure
+from gpufleet.analytics.datasets import DAY, HOUR, make_windows
+from gpufleet.analytics.failure import (
+    TWIN_START,
+    History,
+    concat,
+    evaluate_twin,
+    precursor_oracle,
+    twin_history,
+)
+from gpufleet.analytics.failure_metrics import pr_auc
+from gpufleet.models.baselines import BoostedTreesFailure, LogisticFailure, OperatorRules
+from gpufleet.models.failure_base import FailureModel
+from gpufleet.models.lstm_failure import LSTMFailure
 
 
 def histories(seeds: list[int], gpus: int, days: float, rate: float, cache: Path | None) -> dict[int, History]:

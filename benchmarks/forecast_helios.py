@@ -19,9 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from analytics.backtest import DEFAULT_MODELS, evaluate  # noqa: E402
-from analytics.forecast import demand_from_helios  # noqa: E402
-from models.forecast_base import steps_per  # noqa: E402
+from gpufleet.analytics.backtest import DEFAULT_MODELS, evaluate  # noqa: E402
+from gpufleet.analytics.forecast import demand_from_helios  # noqa: E402
+from gpufleet.models.forecast_base import steps_per  # noqa: E402
 
 
 def _cpu() -> float:

@@ -18,12 +18,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from allocator.autoscale import AutoscaleSettings, autoscale_backtest  # noqa: E402
-from allocator.planner.evaluate import holdout  # noqa: E402
-from allocator.planner.optimize import PlanSettings  # noqa: E402
-from allocator.planner.pricebook import load  # noqa: E402
-from analytics.backtest import evaluate  # noqa: E402
-from analytics.forecast import demand_from_helios  # noqa: E402
+from gpufleet.allocator.autoscale import AutoscaleSettings, autoscale_backtest  # noqa: E402
+from gpufleet.allocator.planner.evaluate import holdout  # noqa: E402
+from gpufleet.allocator.planner.optimize import PlanSettings  # noqa: E402
+from gpufleet.allocator.planner.pricebook import load  # noqa: E402
+from gpufleet.analytics.backtest import evaluate  # noqa: E402
+from gpufleet.analytics.forecast import demand_from_helios  # noqa: E402
 
 PLAN_MODELS = ("seasonal_naive_daily", "seasonal_mean", "ets", "theta", "ensemble")
 

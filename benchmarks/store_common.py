@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-
-from exporter.schema import Device, Sample, Snapshot
+from gpufleet.exporter.schema import Device, Sample, Snapshot
 
 # 40 device fields, quantised as NVML reports them (integer %, integer C, mW power, MHz clocks...).
 FIELDS = [

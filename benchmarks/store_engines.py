@@ -25,8 +25,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gpufleet.exporter.store import HistoryStore
+
 from benchmarks.store_common import FIELD_NAMES, minute_table, snapshots
-from exporter.store import HistoryStore
 
 TARGET_VALUES = 30 * 1440 * 1000 * 10
 READ_DAYS, READ_GPUS = 2, 200  # 5.76 M values of 1-minute data per candidate read
@@ -133,8 +134,8 @@ def bench_parquet(snaps, folder: Path, gpus: int, hours: float) -> dict[str, flo
     ingest, ingest_cpu = n / (time.perf_counter() - t), n / (time.process_time() - c)
     size = _size(folder)
     # Read: bulk-loaded 1-minute rollup segments (one file per day), 10 fields into numpy.
-    from exporter.store.layout import segment_name
-    from exporter.store.segments import write_parquet_atomic
+    from gpufleet.exporter.store.layout import segment_name
+    from gpufleet.exporter.store.segments import write_parquet_atomic
 
     rd = folder / "read"
     HistoryStore(rd)

@@ -22,9 +22,10 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gpufleet.exporter.store import HistoryStore
+from gpufleet.exporter.store.layout import TIERS, dir_size
+
 from benchmarks.store_common import snapshots
-from exporter.store import HistoryStore
-from exporter.store.layout import TIERS, dir_size
 
 
 def main() -> None:

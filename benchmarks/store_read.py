@@ -24,10 +24,11 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gpufleet.exporter.store import HistoryStore
+from gpufleet.exporter.store.layout import segment_name
+from gpufleet.exporter.store.segments import write_parquet_atomic
+
 from benchmarks.store_common import FIELD_NAMES, QUANTUM, SCALE, devices
-from exporter.store import HistoryStore
-from exporter.store.layout import segment_name
-from exporter.store.segments import write_parquet_atomic
 
 DAY_MS = 86_400_000
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from simulator.calibration import ks_report, sample_fleet
-from simulator.twin import Twin, TwinConfig
+from gpufleet.simulator.calibration import ks_report, sample_fleet
+from gpufleet.simulator.twin import Twin, TwinConfig
 
 ACME = Path(__file__).resolve().parents[2] / "shared" / "data" / "acme-trace-cdfs" / "cdf_csv"
 
@@ -30,7 +30,7 @@ def generate(nodes: int, days: float, store: bool) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="twin-bench-"))
     hs = None
     if store:
-        from exporter.store import HistoryStore
+        from gpufleet.exporter.store import HistoryStore
         hs = HistoryStore(tmp / "store", raw_retention_days=days + 1, fsync=False)
     w0, c0 = time.perf_counter(), time.process_time()
     n = 0

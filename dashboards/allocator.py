@@ -3,9 +3,7 @@ preemptions, GPU-hours lost and cost by team."""
 
 from __future__ import annotations
 
-from grafanalib import core as g
-
-from dashboards.panels import (
+from gpufleet.dashboards.panels import (
     IDLE_UTILIZATION,
     Q,
     Row,
@@ -17,6 +15,7 @@ from dashboards.panels import (
     timeseries,
     variables,
 )
+from grafanalib import core as g
 
 UID = "gpufleet-allocator"
 

@@ -7,12 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gpufleet.dashboards import allocator, capacity, fleet, gpu, health, processes, selfmon
+from gpufleet.dashboards.panels import Q
+from gpufleet.exporter.errors import ConfigError
 from grafanalib import core as g
 from grafanalib._gen import DashboardEncoder
-
-from dashboards import allocator, capacity, fleet, gpu, health, processes, selfmon
-from dashboards.panels import Q
-from exporter.errors import ConfigError
 
 SCHEMA_VERSION = 39  # Grafana 11's dashboard model; grafanalib writes 12, which Grafana must migrate
 
@@ -57,7 +56,7 @@ def dumps(model: dict[str, Any]) -> str:
 
 def write_all(out: Path, names: str = "native") -> list[Path]:
     """Write ``<out>/dashboards/gpufleet-<name>.json`` plus Grafana provisioning files; return the paths."""
-    from dashboards.provision import write_provisioning
+    from gpufleet.dashboards.provision import write_provisioning
 
     dash_dir = out / "dashboards"
     dash_dir.mkdir(parents=True, exist_ok=True)

@@ -3,9 +3,8 @@ recommendation and the autoscaling advice."""
 
 from __future__ import annotations
 
+from gpufleet.dashboards.panels import Q, Row, dashboard, stat, target, timeseries, variables
 from grafanalib import core as g
-
-from dashboards.panels import Q, Row, dashboard, stat, target, timeseries, variables
 
 UID = "gpufleet-capacity"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dashboards.build import build_all
+from gpufleet.dashboards.build import build_all
 
 HEADER = """# Dashboards
 

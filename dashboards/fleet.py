@@ -3,9 +3,7 @@ throttling, errors and the GPUs most at risk of failing."""
 
 from __future__ import annotations
 
-from grafanalib import core as g
-
-from dashboards.panels import (
+from gpufleet.dashboards.panels import (
     TEMPERATURE_WARN_C,
     Q,
     Row,
@@ -18,6 +16,7 @@ from dashboards.panels import (
     timeseries,
     variables,
 )
+from grafanalib import core as g
 
 UID = "gpufleet-fleet"
 

@@ -3,9 +3,17 @@ pods and alerts. Generated from the catalogue, so a new catalogue field shows up
 
 from __future__ import annotations
 
+from gpufleet.dashboards.panels import (
+    TEMPERATURE_WARN_C,
+    Q,
+    Row,
+    dashboard,
+    table,
+    target,
+    timeseries,
+    variables,
+)
 from grafanalib import core as g
-
-from dashboards.panels import TEMPERATURE_WARN_C, Q, Row, dashboard, table, target, timeseries, variables
 
 UID = "gpufleet-gpu"
 

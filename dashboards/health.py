@@ -3,9 +3,7 @@ and the failure-risk ranking with its horizons."""
 
 from __future__ import annotations
 
-from grafanalib import core as g
-
-from dashboards.panels import (
+from gpufleet.dashboards.panels import (
     FAILURE_RISK_WARN,
     Q,
     Row,
@@ -16,6 +14,7 @@ from dashboards.panels import (
     timeseries,
     variables,
 )
+from grafanalib import core as g
 
 UID = "gpufleet-health"
 H24 = 'horizon="24h"'

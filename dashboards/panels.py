@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from gpufleet.exporter.catalogue import Catalogue, Metric, catalogue
 from grafanalib import core as g
-
-from exporter.catalogue import Catalogue, Metric, catalogue
 
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+from gpufleet.dashboards.panels import Q, Row, dashboard, table, target, timeseries, variables
 from grafanalib import core as g
-
-from dashboards.panels import Q, Row, dashboard, table, target, timeseries, variables
 
 UID = "gpufleet-processes"
 POD = 'namespace=~"$namespace",pod=~"$pod"'

@@ -12,8 +12,7 @@ from typing import Any
 
 import httpx
 import yaml
-
-from exporter.errors import BackendUnavailable, ConfigError, Conflict, NotFound
+from gpufleet.exporter.errors import BackendUnavailable, ConfigError, Conflict, NotFound
 
 PROVISIONED_PATH = "/etc/grafana/provisioning/dashboards"
 

@@ -3,9 +3,8 @@ training runs and drift, notification failures."""
 
 from __future__ import annotations
 
+from gpufleet.dashboards.panels import Q, Row, dashboard, target, timeseries, variables
 from grafanalib import core as g
-
-from dashboards.panels import Q, Row, dashboard, target, timeseries, variables
 
 UID = "gpufleet-self"
 

@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from exporter.catalogue import Catalogue, catalogue
+from gpufleet.exporter.catalogue import Catalogue, catalogue
 
 # Series Prometheus itself creates (not exporter metrics) that a dashboard may read.
 PROMETHEUS_BUILTINS = {"ALERTS", "ALERTS_FOR_STATE", "up"}

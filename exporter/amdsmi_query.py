@@ -21,8 +21,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from exporter.nvml_query import NA, GpuLost
-from exporter.query_book import QueryBook
+from gpufleet.exporter.nvml_query import NA, GpuLost
+from gpufleet.exporter.query_book import QueryBook
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from exporter.errors import InputError
+from gpufleet.exporter.errors import InputError
 
 CATALOGUE_PATH = Path(__file__).with_name("catalogue.csv")
 

@@ -18,11 +18,11 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from exporter.catalogue import catalogue
-from exporter.errors import ConfigError
-from exporter.schema import CollectorStat, Snapshot
-from exporter.sinks.base import SelfMetric, Sink
-from exporter.sources.base import Source
+from gpufleet.exporter.catalogue import catalogue
+from gpufleet.exporter.errors import ConfigError
+from gpufleet.exporter.schema import CollectorStat, Snapshot
+from gpufleet.exporter.sinks.base import SelfMetric, Sink
+from gpufleet.exporter.sources.base import Source
 
 log = logging.getLogger(__name__)
 

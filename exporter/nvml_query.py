@@ -21,7 +21,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any, Final
 
-from exporter.query_book import QueryBook
+from gpufleet.exporter.query_book import QueryBook
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from exporter.catalogue import catalogue
-from exporter.errors import BackendUnavailable, GpufleetError
-from exporter.schema import Snapshot
-from exporter.sinks.prometheus import Family, build_families, render_text
+from gpufleet.exporter.catalogue import catalogue
+from gpufleet.exporter.errors import BackendUnavailable, GpufleetError
+from gpufleet.exporter.schema import Snapshot
+from gpufleet.exporter.sinks.prometheus import Family, build_families, render_text
 
 if TYPE_CHECKING:
     from gpufleet.service import PeriodicTask, Service

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from exporter.errors import InputError
-from exporter.schema import EventKind, Sample, Snapshot
+from gpufleet.exporter.errors import InputError
+from gpufleet.exporter.schema import EventKind, Sample, Snapshot
 
 DAY = 86400.0
 HOUR = 3600.0
@@ -74,12 +74,12 @@ class DemoResult:
 
 def run(cfg: DemoConfig, progress: Any = None) -> DemoResult:
     """Run the demo; ``progress(stage, fraction)`` is called as it goes."""
-    from allocator.policies import make_policy
-    from allocator.twin_placer import PolicyPlacer
-    from analytics.datasets import FAILURE_FIELDS, panel_from_snapshots, prepare
-    from analytics.scoring import score_panel
-    from exporter.store import HistoryStore
-    from simulator.twin import Twin, TwinConfig
+    from gpufleet.allocator.policies import make_policy
+    from gpufleet.allocator.twin_placer import PolicyPlacer
+    from gpufleet.analytics.datasets import FAILURE_FIELDS, panel_from_snapshots, prepare
+    from gpufleet.analytics.scoring import score_panel
+    from gpufleet.exporter.store import HistoryStore
+    from gpufleet.simulator.twin import Twin, TwinConfig
 
     began = time.perf_counter()
     out = cfg.out
@@ -178,7 +178,7 @@ def run(cfg: DemoConfig, progress: Any = None) -> DemoResult:
 
 
 def _alert_engine(out: Path, urls: list[str]) -> tuple[Any, Path]:
-    from alerting.setup import build_engine
+    from gpufleet.alerting.setup import build_engine
     from gpufleet.settings import AlertingSettings
 
     outbox = out / "outbox"
@@ -196,9 +196,9 @@ def _demand_samples(twin: Any, ts: float) -> list[Sample]:
 
 
 def _train(out: Path, store: Any, as_of: float, seed: int) -> tuple[Any, str | None, dict[str, Any]]:
-    from analytics.failure import store_history, train_and_register
-    from analytics.registry import Registry
-    from models.lstm_failure import LSTMFailure
+    from gpufleet.analytics.failure import store_history, train_and_register
+    from gpufleet.analytics.registry import Registry
+    from gpufleet.models.lstm_failure import LSTMFailure
 
     history = store_history(out / "history", until=as_of, step=300.0)
     registry = Registry(out / "models")
@@ -225,12 +225,12 @@ def _predicted(failures: list[Any], risk_log: list[tuple[float, dict[str, float]
 def _capacity(out: Path, cfg: DemoConfig) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
     import pandas as pd
 
-    from allocator.planner import pricebook, report
-    from allocator.planner.evaluate import forecast_paths
-    from allocator.planner.optimize import PlanSettings, plan_type
-    from analytics.backtest import evaluate
-    from analytics.forecast import demand_from_history
-    from analytics.history.store import StoreReader
+    from gpufleet.allocator.planner import pricebook, report
+    from gpufleet.allocator.planner.evaluate import forecast_paths
+    from gpufleet.allocator.planner.optimize import PlanSettings, plan_type
+    from gpufleet.analytics.backtest import evaluate
+    from gpufleet.analytics.forecast import demand_from_history
+    from gpufleet.analytics.history.store import StoreReader
 
     with StoreReader(out / "history") as reader:
         start = pd.Timestamp(cfg.start, unit="s", tz="UTC")
@@ -260,7 +260,7 @@ def _capacity(out: Path, cfg: DemoConfig) -> tuple[dict[str, Any], dict[str, Any
 
 
 def _dashboards(out: Path) -> dict[str, str]:
-    from dashboards.build import write_all
+    from gpufleet.dashboards.build import write_all
 
     write_all(out / "grafana")
     return {"dashboards": str(out / "grafana")}
@@ -268,8 +268,8 @@ def _dashboards(out: Path) -> dict[str, str]:
 
 def _cost(out: Path, twin: Any) -> dict[str, str]:
     """GPU-hours of the twin's jobs priced with the price book, by month (the cost report's table)."""
-    from allocator.cost import monthly, prices_from_book, write_monthly_csv
-    from allocator.queue import Usage
+    from gpufleet.allocator.cost import monthly, prices_from_book, write_monthly_csv
+    from gpufleet.allocator.queue import Usage
 
     usage = []
     for j in twin.jobs:

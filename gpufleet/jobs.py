@@ -12,11 +12,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from allocator.jobs import JobSpec, PriorityClass, validate_batch
-from allocator.queue import JobQueue, JobRecord
-from allocator.state import FULL, Health
-from exporter.errors import Conflict, InputError, NotFound
-from exporter.schema import Snapshot
+from gpufleet.allocator.jobs import JobSpec, PriorityClass, validate_batch
+from gpufleet.allocator.queue import JobQueue, JobRecord
+from gpufleet.allocator.state import FULL, Health
+from gpufleet.exporter.errors import Conflict, InputError, NotFound
+from gpufleet.exporter.schema import Snapshot
 
 _PRIORITY = {"batch": "batch", "normal": "normal", "high": "high", "critical": "critical"}
 _HEALTH = {"ok": Health.OK, "cordoned": Health.CORDONED, "draining": Health.DRAINING}

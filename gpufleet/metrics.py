@@ -7,10 +7,10 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from allocator.idle import IdleDetector
-from exporter.catalogue import Catalogue, catalogue
-from exporter.schema import Sample, Snapshot
-from exporter.sinks.prometheus import Family, build_families, render_text
+from gpufleet.allocator.idle import IdleDetector
+from gpufleet.exporter.catalogue import Catalogue, catalogue
+from gpufleet.exporter.schema import Sample, Snapshot
+from gpufleet.exporter.sinks.prometheus import Family, build_families, render_text
 
 if TYPE_CHECKING:
     from gpufleet.service import Service

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exporter.errors import GpufleetError
-from exporter.schema import Snapshot
-from exporter.sinks.base import Sink
 from gpufleet.api.backend import FleetState
+from gpufleet.exporter.errors import GpufleetError
+from gpufleet.exporter.schema import Snapshot
+from gpufleet.exporter.sinks.base import Sink
 from gpufleet.settings import Settings, masked
 
 log = logging.getLogger("gpufleet.service")
@@ -96,10 +96,10 @@ class Service:
 
     def __init__(self, settings: Settings, *, source: Any = None, clock: Callable[[], float] = time.time,
                  with_api: bool = True) -> None:
-        from exporter.loop import CollectionLoop
-        from exporter.sinks.prometheus import PrometheusSink
-        from exporter.sinks.web import MetricsServer, parse_listen
         from gpufleet import wiring
+        from gpufleet.exporter.loop import CollectionLoop
+        from gpufleet.exporter.sinks.prometheus import PrometheusSink
+        from gpufleet.exporter.sinks.web import MetricsServer, parse_listen
 
         self.settings = settings
         self.clock = clock

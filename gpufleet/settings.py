@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from exporter.errors import ConfigError
+from gpufleet.exporter.errors import ConfigError
 
 
 class ExporterSettings(BaseModel):

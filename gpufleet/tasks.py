@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from exporter.errors import GpufleetError, NotFound
-from exporter.schema import Sample, Snapshot
+from gpufleet.exporter.errors import GpufleetError, NotFound
+from gpufleet.exporter.schema import Sample, Snapshot
 
 if TYPE_CHECKING:
     from gpufleet.service import PeriodicTask, Service
@@ -53,9 +53,9 @@ class Analytics:
 
     # -- failure risk ------------------------------------------------------------------------------
     def score(self, _wall: float) -> None:
-        from analytics.failure import store_history
-        from analytics.registry import Registry
-        from analytics.scoring import score_panel
+        from gpufleet.analytics.failure import store_history
+        from gpufleet.analytics.registry import Registry
+        from gpufleet.analytics.scoring import score_panel
 
         registry = Registry(self.models_dir)
         try:
@@ -71,7 +71,7 @@ class Analytics:
         champion = registry.champion()
         scores = score_panel(model, history.panel, version=champion)
         if champion is not None and len(scores.risk):
-            from analytics.registry import drift
+            from gpufleet.analytics.registry import drift
 
             reference = registry.meta(champion).get("score_reference", [])
             psi = drift(reference, scores.risk[:, min(1, scores.risk.shape[1] - 1)])["psi"]
@@ -85,8 +85,8 @@ class Analytics:
         self.service.cluster.remediate(now)
 
     def retrain(self, _wall: float) -> None:
-        from analytics.failure import store_history, train_and_register
-        from analytics.registry import Registry
+        from gpufleet.analytics.failure import store_history, train_and_register
+        from gpufleet.analytics.registry import Registry
 
         now = self.now()
         store = self.service.store_path
@@ -108,11 +108,11 @@ class Analytics:
     def forecast(self, _wall: float) -> None:
         import pandas as pd
 
-        from allocator.planner import pricebook
-        from allocator.planner.evaluate import forecast_paths
-        from allocator.planner.optimize import plan_type
-        from analytics.forecast import demand_from_history
-        from analytics.history.store import StoreReader
+        from gpufleet.allocator.planner import pricebook
+        from gpufleet.allocator.planner.evaluate import forecast_paths
+        from gpufleet.allocator.planner.optimize import plan_type
+        from gpufleet.analytics.forecast import demand_from_history
+        from gpufleet.analytics.history.store import StoreReader
 
         store = self.service.store_path
         if store is None:
@@ -144,7 +144,7 @@ class Analytics:
             "cost_interval90": list(plan.cost_interval90), "shortfall_probability": plan.shortfall_prob}}}}
 
     def autoscale(self, _wall: float) -> None:
-        from allocator.autoscale import AutoscaleSettings, recommend
+        from gpufleet.allocator.autoscale import AutoscaleSettings, recommend
 
         devices = self.service.fleet.devices.values()
         nodes = len({d.node for d in devices})

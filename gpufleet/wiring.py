@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from exporter.errors import ConfigError
-from exporter.schema import Device
+from gpufleet.exporter.errors import ConfigError
+from gpufleet.exporter.schema import Device
 from gpufleet.settings import Settings
 
 
@@ -22,7 +22,7 @@ def open_source(settings: Settings, collectors: list[str] | None = None) -> Any:
     """
     ex = settings.exporter
     if ex.source == "twin":
-        from simulator.twin import TwinConfig, TwinSource
+        from gpufleet.simulator.twin import TwinConfig, TwinSource
 
         tw = settings.twin
         config = TwinConfig(nodes=tw.nodes, gpus_per_node=tw.gpus_per_node, seed=tw.seed,
@@ -31,7 +31,7 @@ def open_source(settings: Settings, collectors: list[str] | None = None) -> Any:
         src: Any = TwinSource(config, speed=tw.speed)
         src.open()
         return src
-    from exporter.sources import auto
+    from gpufleet.exporter.sources import auto
 
     return auto.open_source(ex.source, collectors=collectors, node=ex.node_name, proc_root=ex.proc_root,
                             amd_pcie_throughput=ex.amd_pcie_throughput)
@@ -39,7 +39,7 @@ def open_source(settings: Settings, collectors: list[str] | None = None) -> Any:
 
 def web_config(settings: Settings, path: Path | None) -> Any:
     """TLS / basic auth for /metrics from a web-config file or the exporter settings."""
-    from exporter.sinks.web import WebConfig, load_web_config
+    from gpufleet.exporter.sinks.web import WebConfig, load_web_config
 
     if path is not None:
         return load_web_config(path)
@@ -68,7 +68,7 @@ def build_sinks(settings: Settings, default_store: Path | None = None) -> list[A
     try:
         inf = settings.influx
         if inf.url:
-            from exporter.sinks.influx import InfluxSink
+            from gpufleet.exporter.sinks.influx import InfluxSink
 
             sinks.append(InfluxSink(
                 inf.url, inf.buffer_dir or settings.data_dir / "influx-buffer",
@@ -77,7 +77,7 @@ def build_sinks(settings: Settings, default_store: Path | None = None) -> list[A
                 buffer_max_points=inf.buffer_max_points, overflow=inf.overflow))
         path = settings.store.path or default_store
         if path:
-            from exporter.sinks.store import StoreSink
+            from gpufleet.exporter.sinks.store import StoreSink
 
             st = settings.store
             sinks.append(StoreSink(path, raw_retention_days=st.raw_retention_days,
@@ -91,7 +91,7 @@ def build_sinks(settings: Settings, default_store: Path | None = None) -> list[A
 
 
 def build_alert_engine(settings: Settings, data_dir: Path) -> Any:
-    from alerting.setup import build_engine
+    from gpufleet.alerting.setup import build_engine
 
     return build_engine(settings.alerting, data_dir)
 
@@ -103,7 +103,7 @@ class SilenceAdapter:
         self.engine = engine
 
     def add(self, matchers: dict[str, str], ends_at: float, comment: str, created_by: str) -> dict[str, Any]:
-        from alerting.silences import parse_matcher
+        from gpufleet.alerting.silences import parse_matcher
 
         ms = [parse_matcher(f"{k}={v}") for k, v in sorted(matchers.items())]
         now = time.time()
@@ -137,7 +137,7 @@ class AlertAdapter:
 
 def cluster_from_devices(devices: list[Device]) -> Any:
     """The allocator's cluster state for a fleet of devices (MIG instances left out)."""
-    from allocator.state import ClusterState, NodeSpec
+    from gpufleet.allocator.state import ClusterState, NodeSpec
 
     by_node: dict[str, list[Device]] = {}
     for d in devices:
@@ -153,8 +153,8 @@ def cluster_from_devices(devices: list[Device]) -> Any:
 
 def build_job_service(settings: Settings, devices: list[Device], data_dir: Path,
                       clock: Callable[[], float]) -> Any:
-    from allocator.policies import make_policy
-    from allocator.queue import JobQueue
+    from gpufleet.allocator.policies import make_policy
+    from gpufleet.allocator.queue import JobQueue
     from gpufleet.jobs import QueueJobService
 
     al = settings.allocator

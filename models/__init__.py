@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from models.base import REGISTRY, Model
+from gpufleet.models.base import REGISTRY, Model
 
 
 def all_models() -> dict[str, type[Model]]:

@@ -15,9 +15,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-
-from models.base import register
-from models.failure_base import Calibrator, FailureModel, FailureProba, calibration_split, iter_chunks
+from gpufleet.models.base import register
+from gpufleet.models.failure_base import (
+    Calibrator,
+    FailureModel,
+    FailureProba,
+    calibration_split,
+    iter_chunks,
+)
 
 SUMMARY_STATS = ("mean", "std", "min", "max", "last", "trend", "sum", "observed")
 

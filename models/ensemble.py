@@ -9,9 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
-from models.base import REGISTRY, register
-from models.forecast_base import DEFAULT_QUANTILES, FloatArray, Forecast, Forecaster, sort_quantiles
+from gpufleet.models.base import REGISTRY, register
+from gpufleet.models.forecast_base import DEFAULT_QUANTILES, FloatArray, Forecast, Forecaster, sort_quantiles
 
 
 @register

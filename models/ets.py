@@ -10,9 +10,8 @@ where statsmodels' Holt-Winters with a 144-step season takes seconds.
 from __future__ import annotations
 
 import numpy as np
-
-from models.base import register
-from models.forecast_base import FloatArray, Forecaster
+from gpufleet.models.base import register
+from gpufleet.models.forecast_base import FloatArray, Forecaster
 
 
 def seasonal_profile(y: FloatArray, s: int, cycles: int) -> tuple[FloatArray, FloatArray]:

@@ -15,9 +15,8 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
-
-from models.base import Model, register
-from models.failure_base import FailureProba
+from gpufleet.models.base import Model, register
+from gpufleet.models.failure_base import FailureProba
 
 RATE_FEATURE = "gpu_faults_total"
 EXPOSURE_FEATURE = "observed_days"

@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
-
-from models.base import Model
+from gpufleet.models.base import Model
 
 
 def horizon_label(seconds: float) -> str:

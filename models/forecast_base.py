@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+from gpufleet.models.base import Model
 from numpy.typing import NDArray
-
-from models.base import Model
 
 DEFAULT_QUANTILES: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
 
@@ -246,7 +245,7 @@ def forecasters() -> dict[str, type[Model]]:
     import importlib
 
     for mod in ("seasonal_naive", "ets", "theta", "mstl", "lstm_forecast", "ensemble", "combination"):
-        importlib.import_module(f"models.{mod}")
-    from models.base import models_of_kind
+        importlib.import_module(f"gpufleet.models.{mod}")
+    from gpufleet.models.base import models_of_kind
 
     return models_of_kind("forecast")

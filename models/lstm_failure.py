@@ -23,9 +23,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-
-from models.base import register
-from models.failure_base import Calibrator, FailureModel, FailureProba, calibration_split
+from gpufleet.models.base import register
+from gpufleet.models.failure_base import Calibrator, FailureModel, FailureProba, calibration_split
 
 
 def _pool(Z: np.ndarray, mf: np.ndarray, pool: int) -> np.ndarray:

@@ -11,9 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
-from models.base import register
-from models.forecast_base import (
+from gpufleet.models.base import register
+from gpufleet.models.forecast_base import (
     DEFAULT_QUANTILES,
     FloatArray,
     Forecast,

@@ -11,9 +11,8 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-
-from models.base import register
-from models.forecast_base import FloatArray, Forecaster, steps_per
+from gpufleet.models.base import register
+from gpufleet.models.forecast_base import FloatArray, Forecaster, steps_per
 
 
 @register

@@ -9,9 +9,8 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
-
-from models.base import register
-from models.forecast_base import FloatArray, Forecaster
+from gpufleet.models.base import register
+from gpufleet.models.forecast_base import FloatArray, Forecaster
 
 
 class _SeasonalNaive(Forecaster):
@@ -69,7 +68,7 @@ class SeasonalMean(Forecaster):
         self.seed = seed
 
     def _fit(self, y: FloatArray) -> None:
-        from models.forecast_base import steps_per
+        from gpufleet.models.forecast_base import steps_per
 
         s = self.season_
         k = max(1, min(self.cycles, len(y) // s))

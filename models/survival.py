@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-
-from models.base import Model, register
+from gpufleet.models.base import Model, register
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-
-from models.base import register
-from models.forecast_base import FloatArray, Forecaster
+from gpufleet.models.base import register
+from gpufleet.models.forecast_base import FloatArray, Forecaster
 
 
 @register

@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from exporter.catalogue import (  # noqa: E402
+from gpufleet.exporter.catalogue import (  # noqa: E402
     DCGM_IDENTITY_LABELS,
     MIG_DCGM_LABELS,
     MIG_NATIVE_LABELS,

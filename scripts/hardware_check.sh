@@ -39,8 +39,8 @@ fi
 "$PY" - "$OUT/probe.json" "$INTERVAL" <<'PYEOF' > "$OUT/probe.txt" 2>&1
 import json, resource, sys, time
 from collections import Counter
-from exporter.catalogue import catalogue
-from exporter.sources.nvml import NvmlSource
+from gpufleet.exporter.catalogue import catalogue
+from gpufleet.exporter.sources.nvml import NvmlSource
 
 out_path, interval = sys.argv[1], float(sys.argv[2])
 src = NvmlSource()

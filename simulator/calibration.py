@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from exporter.errors import InputError
+from gpufleet.exporter.errors import InputError
 
 # metric -> (file, column, scale from the twin's base unit to the file's unit)
 REFERENCE = {
@@ -64,7 +63,7 @@ class FleetSample:
 def sample_fleet(nodes: int = 8, days: float = 3.0, seed: int = 0, step_s: float = 60.0,
                  warmup_days: float = 0.5) -> FleetSample:
     """Run an A100-only twin and collect the four metrics every step (after the twin's warm-up)."""
-    from simulator.twin import Twin, TwinConfig
+    from gpufleet.simulator.twin import Twin, TwinConfig
 
     twin = Twin(TwinConfig(nodes=nodes, seed=seed, failures=False, models=("A100-SXM4-80GB",),
                            warmup_s=warmup_days * 86400))

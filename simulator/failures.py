@@ -29,10 +29,9 @@ import heapq
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from exporter.schema import Event, EventKind
-from simulator.inventory import RACK_HAZARD, SLOT_HAZARD, GpuSlot, Node
-from simulator.physics import Physics
+from gpufleet.exporter.schema import Event, EventKind
+from gpufleet.simulator.inventory import RACK_HAZARD, SLOT_HAZARD, GpuSlot, Node
+from gpufleet.simulator.physics import Physics
 
 BASE_RATE_PER_GPU_DAY = 158 / (400 * 348.98 * 8)
 TITAN_AGE_RATE = (0.0014, 0.006, 0.098, 0.1339, 0.1251, 0.1513)  # per GPU-year by year of life

@@ -24,8 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-from exporter.errors import InputError
+from gpufleet.exporter.errors import InputError
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB

@@ -18,8 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from simulator.inventory import GpuSlot
+from gpufleet.simulator.inventory import GpuSlot
 
 # NVML clock-event reason bits (nvmlClocksEventReason*).
 REASON_BITS = {

@@ -19,14 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-from exporter.errors import ConfigError, NotFound
-from exporter.schema import CollectorStat, Device, Event, EventKind, Sample, Snapshot
-from exporter.sources.base import Source
-from simulator.failures import APP_XIDS, FailureModel
-from simulator.inventory import Inventory, default_inventory, load_inventory
-from simulator.physics import REASON_BITS, Activity, Physics
-from simulator.workload import (
+from gpufleet.exporter.errors import ConfigError, NotFound
+from gpufleet.exporter.schema import CollectorStat, Device, Event, EventKind, Sample, Snapshot
+from gpufleet.exporter.sources.base import Source
+from gpufleet.simulator.failures import APP_XIDS, FailureModel
+from gpufleet.simulator.inventory import Inventory, default_inventory, load_inventory
+from gpufleet.simulator.physics import REASON_BITS, Activity, Physics
+from gpufleet.simulator.workload import (
     APP_XID_PROB,
     Cluster,
     GenaiReplay,
@@ -125,7 +124,7 @@ class Twin:
 
     # -- identity ------------------------------------------------------------------------------
     def _device(self, node: str, g: object) -> Device:
-        from simulator.inventory import GpuSlot
+        from gpufleet.simulator.inventory import GpuSlot
         assert isinstance(g, GpuSlot)
         return Device(uuid=g.uuid, index=g.index, node=node, model=g.spec.model, vendor="nvidia",
                       pci_bus_id=g.pci_bus_id, memory_total_bytes=g.spec.memory_bytes, driver_version=DRIVER,

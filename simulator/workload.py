@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-
-from exporter.errors import InputError
+from gpufleet.exporter.errors import InputError
 
 # ---- parameters fitted to the traces (see docs/twin.md for the commands that derive them) ----------
 # openb default pod list, GPU pods only (7,064): share of pods by GPU count.

@@ -12,16 +12,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from allocator.planner.optimize import PlanSettings, TypePlan, backward_rule, charge, plan_type
-from allocator.planner.pricebook import GpuPrice
+from gpufleet.allocator.planner.optimize import PlanSettings, TypePlan, backward_rule, charge, plan_type
+from gpufleet.allocator.planner.pricebook import GpuPrice
 
 
 def forecast_paths(history: pd.Series, model: str, horizon_h: int, n: int = 200, seed: int = 0,
                    skip_h: int = 0) -> tuple[np.ndarray, Any]:
     """Sample paths (n, horizon_h) of hourly demand from ``model`` fitted on ``history`` (hourly); the first
     ``skip_h`` forecast hours are dropped (a gap between the data and the planned window)."""
-    from models.forecast_base import forecasters
+    from gpufleet.models.forecast_base import forecasters
 
     m = forecasters()[model]().fit(history.to_numpy(dtype=float), freq="1h", timestamps=history.index)  # type: ignore[attr-defined]
     fc = m.predict(skip_h + horizon_h)

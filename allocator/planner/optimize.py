@@ -19,9 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from allocator.planner.pricebook import OPTIONS, GpuPrice
-from exporter.errors import InputError
+from gpufleet.allocator.planner.pricebook import OPTIONS, GpuPrice
+from gpufleet.exporter.errors import InputError
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from exporter.errors import InputError
+from gpufleet.exporter.errors import InputError
 
 DEFAULT_PATH = Path(__file__).with_name("pricebook.yaml")
 OPTIONS = ("1y_no_upfront", "1y_partial_upfront", "1y_all_upfront", "3y_no_upfront", "3y_partial_upfront",

@@ -15,9 +15,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from allocator.planner.optimize import PlanSettings, TypePlan, charge
-from allocator.planner.pricebook import PriceBook
+from gpufleet.allocator.planner.optimize import PlanSettings, TypePlan, charge
+from gpufleet.allocator.planner.pricebook import PriceBook
 
 
 @dataclass

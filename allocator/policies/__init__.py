@@ -9,19 +9,19 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from allocator.policies.base import Policy, Request
-from exporter.errors import ConfigError
+from gpufleet.allocator.policies.base import Policy, Request
+from gpufleet.exporter.errors import ConfigError
 
 
 def _registry() -> dict[str, Callable[..., Any]]:
-    from allocator.policies.best_fit import BestFit
-    from allocator.policies.composite import Composite
-    from allocator.policies.fgd import FGD
-    from allocator.policies.first_fit import FirstFit
-    from allocator.policies.load_aware import LoadAware
-    from allocator.policies.random_fit import RandomFit
-    from allocator.policies.risk_aware import RiskAware
-    from allocator.policies.topology import TopologyAware
+    from gpufleet.allocator.policies.best_fit import BestFit
+    from gpufleet.allocator.policies.composite import Composite
+    from gpufleet.allocator.policies.fgd import FGD
+    from gpufleet.allocator.policies.first_fit import FirstFit
+    from gpufleet.allocator.policies.load_aware import LoadAware
+    from gpufleet.allocator.policies.random_fit import RandomFit
+    from gpufleet.allocator.policies.risk_aware import RiskAware
+    from gpufleet.allocator.policies.topology import TopologyAware
 
     return {c.name: c for c in (FirstFit, BestFit, RandomFit, FGD, LoadAware, TopologyAware, RiskAware, Composite)}
 

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
-
-from allocator.state import FULL, ClusterState, Placement
+from gpufleet.allocator.state import FULL, ClusterState, Placement
 
 
 @dataclass(frozen=True, slots=True)

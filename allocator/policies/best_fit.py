@@ -20,9 +20,8 @@ equals; a wholly free GPU only when no partly used one fits), and whole GPUs are
 from __future__ import annotations
 
 import numpy as np
-
-from allocator.policies.base import Request, feasible, placement
-from allocator.state import ClusterState, Placement
+from gpufleet.allocator.policies.base import Request, feasible, placement
+from gpufleet.allocator.state import ClusterState, Placement
 
 
 def pick_min(score: np.ndarray, ok: np.ndarray, rng: np.random.Generator | None) -> int:

@@ -42,11 +42,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-
-from allocator.policies.base import Request, choose_gpus, gang_gpu_mask
-from allocator.policies.fgd import FGD, TaskClass, mix_from_requests
-from allocator.policies.risk_aware import expected_loss, hazard_per_hour
-from allocator.state import FULL, ClusterState, Placement
+from gpufleet.allocator.policies.base import Request, choose_gpus, gang_gpu_mask
+from gpufleet.allocator.policies.fgd import FGD, TaskClass, mix_from_requests
+from gpufleet.allocator.policies.risk_aware import expected_loss, hazard_per_hour
+from gpufleet.allocator.state import FULL, ClusterState, Placement
 
 MULTI_GATE = 0.03
 """Share of multi-GPU requests among GPU requests above which task classes are keyed by CPU and memory too."""

@@ -29,9 +29,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-from allocator.policies.base import Request, feasible, placement
-from allocator.state import FULL, ClusterState, Placement
+from gpufleet.allocator.policies.base import Request, feasible, placement
+from gpufleet.allocator.state import FULL, ClusterState, Placement
 
 
 @dataclass(frozen=True, slots=True)

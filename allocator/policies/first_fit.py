@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-
-from allocator.policies.base import Request, feasible, placement
-from allocator.state import ClusterState, Placement
+from gpufleet.allocator.policies.base import Request, feasible, placement
+from gpufleet.allocator.state import ClusterState, Placement
 
 
 class FirstFit:

@@ -10,9 +10,8 @@ job's neighbours). Exact ties fall back to best fit (fuller nodes first). Vector
 from __future__ import annotations
 
 import numpy as np
-
-from allocator.policies.base import Request, feasible
-from allocator.state import FULL, ClusterState, Placement
+from gpufleet.allocator.policies.base import Request, feasible
+from gpufleet.allocator.state import FULL, ClusterState, Placement
 
 
 class LoadAware:

@@ -6,9 +6,8 @@ A sharing request goes to a GPU drawn uniformly among the node's GPUs with enoug
 from __future__ import annotations
 
 import numpy as np
-
-from allocator.policies.base import Request, feasible
-from allocator.state import FULL, ClusterState, Placement
+from gpufleet.allocator.policies.base import Request, feasible
+from gpufleet.allocator.state import FULL, ClusterState, Placement
 
 
 class RandomFit:

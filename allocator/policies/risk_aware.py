@@ -17,9 +17,8 @@ charges (:mod:`allocator.policies.composite`): a GPU's risk ``r`` is its probabi
 from __future__ import annotations
 
 import numpy as np
-
-from allocator.policies.base import Request, feasible
-from allocator.state import FULL, ClusterState, Placement
+from gpufleet.allocator.policies.base import Request, feasible
+from gpufleet.allocator.state import FULL, ClusterState, Placement
 
 RISK_HORIZON_H = 24.0
 """The horizon of ``ClusterState.risk``: probability of failing within this many hours (the failure

@@ -10,10 +10,9 @@ into per-node members (:attr:`allocator.jobs.JobSpec.gpus_per_node`), each place
 from __future__ import annotations
 
 import numpy as np
-
-from allocator.policies.base import Request, choose_gpus, feasible
-from allocator.policies.best_fit import BestFit
-from allocator.state import FULL, ClusterState, Placement
+from gpufleet.allocator.policies.base import Request, choose_gpus, feasible
+from gpufleet.allocator.policies.best_fit import BestFit
+from gpufleet.allocator.state import FULL, ClusterState, Placement
 
 
 class TopologyAware:

@@ -26,8 +26,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from exporter.errors import ConfigError
+from gpufleet.exporter.errors import ConfigError
 
 AGGS = ("mean", "min", "max", "last")
 TimeLike = float | int | dt.datetime | pd.Timestamp | str

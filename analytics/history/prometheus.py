@@ -23,10 +23,15 @@ from typing import Any
 import httpx
 import numpy as np
 import pandas as pd
-
-from analytics.history.base import HistoryReader, TimeLike, check_args, frame_from_series, series_column
-from exporter.catalogue import Metric, catalogue
-from exporter.errors import BackendUnavailable, ConfigError
+from gpufleet.analytics.history.base import (
+    HistoryReader,
+    TimeLike,
+    check_args,
+    frame_from_series,
+    series_column,
+)
+from gpufleet.exporter.catalogue import Metric, catalogue
+from gpufleet.exporter.errors import BackendUnavailable, ConfigError
 
 FUNCS = {"mean": "avg_over_time", "min": "min_over_time", "max": "max_over_time", "last": "last_over_time"}
 

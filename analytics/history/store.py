@@ -6,9 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
-
-from analytics.history.base import HistoryReader, TimeLike, check_args, empty_frame
-from exporter.store import HistoryStore
+from gpufleet.analytics.history.base import HistoryReader, TimeLike, check_args, empty_frame
+from gpufleet.exporter.store import HistoryStore
 
 
 class StoreReader(HistoryReader):

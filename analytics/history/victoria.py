@@ -24,11 +24,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from analytics.history.base import HistoryReader, TimeLike, check_args, frame_from_series, series_column
-from analytics.history.prometheus import PrometheusReader
-from exporter.catalogue import Metric, catalogue
-from exporter.errors import BackendUnavailable, ConfigError
+from gpufleet.analytics.history.base import (
+    HistoryReader,
+    TimeLike,
+    check_args,
+    frame_from_series,
+    series_column,
+)
+from gpufleet.analytics.history.prometheus import PrometheusReader
+from gpufleet.exporter.catalogue import Metric, catalogue
+from gpufleet.exporter.errors import BackendUnavailable, ConfigError
 
 FLUX_FUNCS = {"mean": "mean", "min": "min", "max": "max", "last": "last"}
 

@@ -5,26 +5,26 @@ Registration is explicit (no import side effects): :func:`registry` maps family 
 
 from __future__ import annotations
 
-from exporter.collectors.base import Collector
+from gpufleet.exporter.collectors.base import Collector
 
 
 def registry() -> dict[str, type[Collector]]:
     """Every NVML collector family by name, in collection order."""
-    from exporter.collectors.clocks import ClocksCollector
-    from exporter.collectors.ecc import EccCollector
-    from exporter.collectors.gpm import GpmCollector
-    from exporter.collectors.health import HealthCollector
-    from exporter.collectors.memory import MemoryCollector
-    from exporter.collectors.mig import MigCollector
-    from exporter.collectors.nvlink import NvlinkCollector
-    from exporter.collectors.pcie import PcieCollector
-    from exporter.collectors.power import PowerCollector
-    from exporter.collectors.processes import ProcessesCollector
-    from exporter.collectors.thermal import ThermalCollector
-    from exporter.collectors.throttle import ThrottleCollector
-    from exporter.collectors.utilization import UtilizationCollector
-    from exporter.collectors.virtualization import VirtualizationCollector
-    from exporter.collectors.xid import XidCollector
+    from gpufleet.exporter.collectors.clocks import ClocksCollector
+    from gpufleet.exporter.collectors.ecc import EccCollector
+    from gpufleet.exporter.collectors.gpm import GpmCollector
+    from gpufleet.exporter.collectors.health import HealthCollector
+    from gpufleet.exporter.collectors.memory import MemoryCollector
+    from gpufleet.exporter.collectors.mig import MigCollector
+    from gpufleet.exporter.collectors.nvlink import NvlinkCollector
+    from gpufleet.exporter.collectors.pcie import PcieCollector
+    from gpufleet.exporter.collectors.power import PowerCollector
+    from gpufleet.exporter.collectors.processes import ProcessesCollector
+    from gpufleet.exporter.collectors.thermal import ThermalCollector
+    from gpufleet.exporter.collectors.throttle import ThrottleCollector
+    from gpufleet.exporter.collectors.utilization import UtilizationCollector
+    from gpufleet.exporter.collectors.virtualization import VirtualizationCollector
+    from gpufleet.exporter.collectors.xid import XidCollector
 
     classes: list[type[Collector]] = [
         HealthCollector, ClocksCollector, PowerCollector, ThermalCollector, MemoryCollector,

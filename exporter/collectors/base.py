@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from exporter.nvml_query import NA, NvmlQuery
-from exporter.schema import Device, Event, Labels, Sample
+from gpufleet.exporter.nvml_query import NA, NvmlQuery
+from gpufleet.exporter.schema import Device, Event, Labels, Sample
 
 
 @dataclass(slots=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporter.collectors.base import Collector, Emitter, NvmlDevice
+from gpufleet.exporter.collectors.base import Collector, Emitter, NvmlDevice
 
 MHZ = 1e6
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporter.collectors.base import Collector, Emitter, NvmlDevice
-from exporter.nvml_query import NA
+from gpufleet.exporter.collectors.base import Collector, Emitter, NvmlDevice
+from gpufleet.exporter.nvml_query import NA
 
 LOCATIONS = (("l1_cache", "NVML_MEMORY_LOCATION_L1_CACHE"), ("l2_cache", "NVML_MEMORY_LOCATION_L2_CACHE"),
              ("device_memory", "NVML_MEMORY_LOCATION_DEVICE_MEMORY"),

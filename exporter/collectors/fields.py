@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporter.collectors.base import NvmlDevice
-from exporter.nvml_query import NA, NvmlQuery
+from gpufleet.exporter.collectors.base import NvmlDevice
+from gpufleet.exporter.nvml_query import NA, NvmlQuery
 
 _UNION = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporter.collectors.base import Collector, Emitter, NvmlDevice, make_sample
-from exporter.nvml_query import NA
+from gpufleet.exporter.collectors.base import Collector, Emitter, NvmlDevice, make_sample
+from gpufleet.exporter.nvml_query import NA
 
 PCT = 0.01
 _get, _set = object.__getattribute__, object.__setattr__  # plain ctypes fields, past the binding's str coercion

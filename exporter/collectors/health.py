@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from exporter.collectors.base import Collector, Emitter, NvmlDevice
+from gpufleet.exporter.collectors.base import Collector, Emitter, NvmlDevice
 
 
 class HealthCollector(Collector):

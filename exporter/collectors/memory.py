@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporter.collectors.base import Collector, Emitter, NvmlDevice
-from exporter.nvml_query import NA
+from gpufleet.exporter.collectors.base import Collector, Emitter, NvmlDevice
+from gpufleet.exporter.nvml_query import NA
 
 
 class MemoryCollector(Collector):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 
-from exporter.collectors.base import Collector, Emitter, NvmlDevice
-from exporter.nvml_query import NA
+from gpufleet.exporter.collectors.base import Collector, Emitter, NvmlDevice
+from gpufleet.exporter.nvml_query import NA
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporter.collectors.base import Collector, Emitter, NvmlDevice, make_sample
-from exporter.collectors.fields import field_values
-from exporter.nvml_query import NA
+from gpufleet.exporter.collectors.base import Collector, Emitter, NvmlDevice, make_sample
+from gpufleet.exporter.collectors.fields import field_values
+from gpufleet.exporter.nvml_query import NA
 
 ERRORS = (("nvlink_crc_flit_errors", "NVML_NVLINK_ERROR_DL_CRC_FLIT"),
           ("nvlink_crc_data_errors", "NVML_NVLINK_ERROR_DL_CRC_DATA"),

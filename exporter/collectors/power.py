@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from exporter.collectors.base import Collector, Emitter, NvmlDevice, make_sample
-from exporter.nvml_query import NA
+from gpufleet.exporter.collectors.base import Collector, Emitter, NvmlDevice, make_sample
+from gpufleet.exporter.nvml_query import NA
 
 MILLI = 1e-3
 PSTATE_UNKNOWN = 32

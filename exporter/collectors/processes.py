@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from exporter.collectors.base import Collector, Emitter, NvmlDevice
-from exporter.nvml_query import NA
-from exporter.procattr import ProcAttributor
+from gpufleet.exporter.collectors.base import Collector, Emitter, NvmlDevice
+from gpufleet.exporter.nvml_query import NA
+from gpufleet.exporter.procattr import ProcAttributor
 
 PCT = 0.01
 

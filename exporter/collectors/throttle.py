@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporter.collectors.base import Collector, Emitter, NvmlDevice, make_sample
-from exporter.nvml_query import NA
+from gpufleet.exporter.collectors.base import Collector, Emitter, NvmlDevice, make_sample
+from gpufleet.exporter.nvml_query import NA
 
 REASONS = (("gpu_idle", "nvmlClocksEventReasonGpuIdle"),
            ("applications_clocks_setting", "nvmlClocksEventReasonApplicationsClocksSetting"),

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from exporter.collectors.base import Collector, Emitter, NvmlDevice
-from exporter.nvml_query import NA
+from gpufleet.exporter.collectors.base import Collector, Emitter, NvmlDevice
+from gpufleet.exporter.nvml_query import NA
 
 PCT = 0.01
 

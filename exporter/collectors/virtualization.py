@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporter.catalogue import catalogue
-from exporter.collectors.base import Collector, Emitter, NvmlDevice
-from exporter.nvml_query import HIDDEN_BY_HYPERVISOR, NA, text
+from gpufleet.exporter.catalogue import catalogue
+from gpufleet.exporter.collectors.base import Collector, Emitter, NvmlDevice
+from gpufleet.exporter.nvml_query import HIDDEN_BY_HYPERVISOR, NA, text
 
 PCT = 0.01
 VM_ID_TYPES = {0: "domain_id", 1: "uuid"}

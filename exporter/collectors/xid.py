@@ -15,9 +15,9 @@ import time
 from collections import Counter
 from typing import Any
 
-from exporter.collectors.base import Collector, Emitter, NvmlDevice
-from exporter.nvml_query import NA, GpuLost, NvmlQuery
-from exporter.schema import Event, EventKind
+from gpufleet.exporter.collectors.base import Collector, Emitter, NvmlDevice
+from gpufleet.exporter.nvml_query import NA, GpuLost, NvmlQuery
+from gpufleet.exporter.schema import Event, EventKind
 
 log = logging.getLogger(__name__)
 NO_INSTANCE = 0xFFFFFFFF

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 
-from exporter.schema import Labels, Snapshot
+from gpufleet.exporter.schema import Labels, Snapshot
 
 SelfMetric = tuple[str, Labels, float]
 """A sink's own metric: (catalogue field id, labels, value), e.g. ("influx_written_points", (), 42.0)."""

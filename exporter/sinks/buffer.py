@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from exporter.errors import ConfigError
+from gpufleet.exporter.errors import ConfigError
 
 OVERFLOW_POLICIES = ("drop_oldest", "drop_newest")
 

@@ -20,10 +20,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from exporter.catalogue import Catalogue, catalogue
-from exporter.schema import Device, Sample, Snapshot
-from exporter.sinks.base import SelfMetric, Sink
-from exporter.sinks.buffer import DiskBuffer
+from gpufleet.exporter.catalogue import Catalogue, catalogue
+from gpufleet.exporter.schema import Device, Sample, Snapshot
+from gpufleet.exporter.sinks.base import SelfMetric, Sink
+from gpufleet.exporter.sinks.buffer import DiskBuffer
 
 log = logging.getLogger(__name__)
 

@@ -26,16 +26,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from gpufleet.exporter.catalogue import Catalogue, catalogue
+from gpufleet.exporter.errors import ConfigError
+from gpufleet.exporter.schema import Device, Snapshot
+from gpufleet.exporter.sinks.base import Sink
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from exporter.catalogue import Catalogue, catalogue
-from exporter.errors import ConfigError
-from exporter.schema import Device, Snapshot
-from exporter.sinks.base import Sink
-
 if TYPE_CHECKING:
-    from exporter.loop import CollectionLoop, View
+    from gpufleet.exporter.loop import CollectionLoop, View
 
 log = logging.getLogger(__name__)
 

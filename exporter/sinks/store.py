@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from exporter.schema import Snapshot
-from exporter.sinks.base import SelfMetric, Sink
+from gpufleet.exporter.schema import Snapshot
+from gpufleet.exporter.sinks.base import SelfMetric, Sink
 
 
 class StoreSink(Sink):
@@ -20,7 +20,7 @@ class StoreSink(Sink):
     name = "store"
 
     def __init__(self, path: Path | str, size_every_s: float = 60.0, **store_options: Any) -> None:
-        from exporter.store import HistoryStore
+        from gpufleet.exporter.store import HistoryStore
 
         self.store = HistoryStore(path, **store_options)
         self.written_samples = 0

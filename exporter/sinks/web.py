@@ -27,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from exporter.errors import ConfigError
+from gpufleet.exporter.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -20,17 +20,17 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from exporter.amdsmi_query import AmdQuery, entry_text, num
-from exporter.collectors import registry as nvml_registry
-from exporter.collectors.amd import amd_registry
-from exporter.collectors.amd.base import AmdCollector, AmdDevice, entry
-from exporter.collectors.amd.pcie import AmdPcieCollector
-from exporter.collectors.amd.processes import AmdProcessesCollector
-from exporter.collectors.base import Emitter
-from exporter.errors import ConfigError, SourceUnavailable
-from exporter.nvml_query import NA, GpuLost
-from exporter.schema import Device, Event, EventKind
-from exporter.sources.driver import DriverSource
+from gpufleet.exporter.amdsmi_query import AmdQuery, entry_text, num
+from gpufleet.exporter.collectors import registry as nvml_registry
+from gpufleet.exporter.collectors.amd import amd_registry
+from gpufleet.exporter.collectors.amd.base import AmdCollector, AmdDevice, entry
+from gpufleet.exporter.collectors.amd.pcie import AmdPcieCollector
+from gpufleet.exporter.collectors.amd.processes import AmdProcessesCollector
+from gpufleet.exporter.collectors.base import Emitter
+from gpufleet.exporter.errors import ConfigError, SourceUnavailable
+from gpufleet.exporter.nvml_query import NA, GpuLost
+from gpufleet.exporter.schema import Device, Event, EventKind
+from gpufleet.exporter.sources.driver import DriverSource
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from exporter.errors import ConfigError, SourceUnavailable
-from exporter.sources.base import Source
+from gpufleet.exporter.errors import ConfigError, SourceUnavailable
+from gpufleet.exporter.sources.base import Source
 
 log = logging.getLogger(__name__)
 
@@ -21,14 +21,14 @@ NONE_FOUND = "no NVIDIA or AMD GPU found on this node ({why}); use --source twin
 
 
 def nvml_source(collectors: list[str] | None, node: str | None, proc_root: Path, nvml: Any = None) -> Source:
-    from exporter.sources.nvml import NvmlSource
+    from gpufleet.exporter.sources.nvml import NvmlSource
 
     return NvmlSource(collectors=collectors, node=node, proc_root=proc_root, nvml=nvml)
 
 
 def amd_source(collectors: list[str] | None, node: str | None, proc_root: Path, amdsmi: Any = None,
                pcie_throughput: bool = False) -> Source:
-    from exporter.sources.amd import AmdSource
+    from gpufleet.exporter.sources.amd import AmdSource
 
     return AmdSource(collectors=collectors, node=node, proc_root=proc_root, amdsmi=amdsmi,
                      pcie_throughput=pcie_throughput)
@@ -71,7 +71,7 @@ def open_source(kind: str, *, collectors: list[str] | None = None, node: str | N
         raise SourceUnavailable(NONE_FOUND.format(why="; ".join(why)))
     if len(found) == 1:
         return found[0]
-    from exporter.sources.multi import MultiSource
+    from gpufleet.exporter.sources.multi import MultiSource
 
     return MultiSource(found, node=node)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 from types import TracebackType
 
-from exporter.schema import Device, Snapshot
+from gpufleet.exporter.schema import Device, Snapshot
 
 
 class Source(abc.ABC):

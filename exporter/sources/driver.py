@@ -13,10 +13,10 @@ import logging
 import time
 from typing import Any
 
-from exporter.collectors.base import Emitter
-from exporter.nvml_query import GpuLost
-from exporter.schema import CollectorStat, Device, Event, EventKind, Snapshot
-from exporter.sources.base import Source
+from gpufleet.exporter.collectors.base import Emitter
+from gpufleet.exporter.nvml_query import GpuLost
+from gpufleet.exporter.schema import CollectorStat, Device, Event, EventKind, Snapshot
+from gpufleet.exporter.sources.base import Source
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 
-from exporter.schema import CollectorStat, Device, Snapshot
-from exporter.sources.base import Source
+from gpufleet.exporter.schema import CollectorStat, Device, Snapshot
+from gpufleet.exporter.sources.base import Source
 
 log = logging.getLogger(__name__)
 

@@ -14,14 +14,14 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from exporter.collectors import registry
-from exporter.collectors.base import Collector, Emitter, NvmlDevice
-from exporter.collectors.processes import ProcessesCollector
-from exporter.collectors.xid import XidCollector
-from exporter.errors import ConfigError, SourceUnavailable
-from exporter.nvml_query import NA, GpuLost, NvmlQuery, text
-from exporter.schema import Device, Event, EventKind
-from exporter.sources.driver import DriverSource
+from gpufleet.exporter.collectors import registry
+from gpufleet.exporter.collectors.base import Collector, Emitter, NvmlDevice
+from gpufleet.exporter.collectors.processes import ProcessesCollector
+from gpufleet.exporter.collectors.xid import XidCollector
+from gpufleet.exporter.errors import ConfigError, SourceUnavailable
+from gpufleet.exporter.nvml_query import NA, GpuLost, NvmlQuery, text
+from gpufleet.exporter.schema import Device, Event, EventKind
+from gpufleet.exporter.sources.driver import DriverSource
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@
 pyarrow only (never pandas).
 """
 
-from exporter.store.reader import ReadResult
-from exporter.store.store import HistoryStore
+from gpufleet.exporter.store.reader import ReadResult
+from gpufleet.exporter.store.store import HistoryStore
 
 __all__ = ["HistoryStore", "ReadResult"]

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from exporter.store.layout import Segment, fsync_dir, list_segments, segment_name
+from gpufleet.exporter.store.layout import Segment, fsync_dir, list_segments, segment_name
 
 DAY_MS = 86_400_000
 PERIOD_MS = {"raw": (DAY_MS,), "1m": (DAY_MS,), "1h": (DAY_MS, 30 * DAY_MS), "events": (DAY_MS,)}

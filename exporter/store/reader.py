@@ -18,11 +18,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-
-from exporter.errors import ConfigError
-from exporter.schema import Device, Event, EventKind
-from exporter.store.layout import TIERS, list_segments, list_wals, series_field
-from exporter.store.wal import WalContents, read_wal
+from gpufleet.exporter.errors import ConfigError
+from gpufleet.exporter.schema import Device, Event, EventKind
+from gpufleet.exporter.store.layout import TIERS, list_segments, list_wals, series_field
+from gpufleet.exporter.store.wal import WalContents, read_wal
 
 AGGS = ("mean", "min", "max", "last")
 _DEVICE_FIELDS = {f for f in Device.__dataclass_fields__}
@@ -135,7 +134,7 @@ class StoreReader:
         return out
 
     def _wal_long(self, contents: list[tuple[int, WalContents]], fields: Sequence[str] | None) -> list[Any]:
-        from exporter.store.segments import Long
+        from gpufleet.exporter.store.segments import Long
 
         out = []
         for _seq, c in contents:
@@ -294,8 +293,7 @@ class StoreReader:
         in memory); edge files and the open log are read up front to learn their row counts.
         """
         import pyarrow.parquet as pq
-
-        from exporter.store.segments import raw_table, rollup_table
+        from gpufleet.exporter.store.segments import raw_table, rollup_table
 
         res = TIERS[tier]
         contents = self._wal_contents(tier)

@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from exporter.store.layout import ROLLUP_AGGS, fsync_dir
+from gpufleet.exporter.store.layout import ROLLUP_AGGS, fsync_dir
 
 EVENT_SCHEMA = pa.schema([("ts", pa.int64()), ("kind", pa.string()), ("uuid", pa.string()),
                           ("node", pa.string()), ("code", pa.int64()), ("detail", pa.string())])

@@ -22,13 +22,12 @@ from types import TracebackType
 from typing import Any
 
 import numpy as np
-
-from exporter.errors import Conflict, NotFound
-from exporter.schema import Device, Event, Snapshot
-from exporter.store import layout
-from exporter.store.layout import TABLE_DIRS, TIERS, list_segments, list_wals, segment_name, wal_name
-from exporter.store.reader import ReadResult, StoreReader
-from exporter.store.wal import WalContents, WalWriter, encode_record, read_wal
+from gpufleet.exporter.errors import Conflict, NotFound
+from gpufleet.exporter.schema import Device, Event, Snapshot
+from gpufleet.exporter.store import layout
+from gpufleet.exporter.store.layout import TABLE_DIRS, TIERS, list_segments, list_wals, segment_name, wal_name
+from gpufleet.exporter.store.reader import ReadResult, StoreReader
+from gpufleet.exporter.store.wal import WalContents, WalWriter, encode_record, read_wal
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +52,7 @@ def _unstored_fields() -> frozenset[str]:
     The store keeps one column per series, so per-pid / per-container series would grow without
     bound; device metadata is kept by :meth:`HistoryStore.devices` instead.
     """
-    from exporter.catalogue import catalogue
+    from gpufleet.exporter.catalogue import catalogue
 
     return frozenset(m.field for m in catalogue() if m.type == "info" or m.scope == "process")
 
@@ -156,7 +155,7 @@ class HistoryStore:
             path.unlink()
 
     def _commit_contents(self, seq: int, c: WalContents) -> None:
-        from exporter.store.segments import Long
+        from gpufleet.exporter.store.segments import Long
 
         ts, uc, sc, vals = c.arrays()
         nu = max(c.uuids, default=-1) + 1
@@ -169,7 +168,12 @@ class HistoryStore:
 
     def _commit(self, seq: int, long: Any, events: list[dict[str, Any]], labels: list[dict[str, Any]],
                 devices_changed: bool) -> None:
-        from exporter.store.segments import event_table, raw_table, rollup_table, write_parquet_atomic
+        from gpufleet.exporter.store.segments import (
+            event_table,
+            raw_table,
+            rollup_table,
+            write_parquet_atomic,
+        )
 
         if devices_changed:
             self._write_devices()
@@ -209,7 +213,7 @@ class HistoryStore:
         """Commit the open window and start a new log."""
         if self._wal is None:
             return
-        from exporter.store.segments import Long
+        from gpufleet.exporter.store.segments import Long
 
         if self._b_n or self._b_events or self._b_labels or self._b_dev:
             long = Long(np.concatenate(self._b_ts) if self._b_ts else np.empty(0, np.int64),
@@ -239,7 +243,7 @@ class HistoryStore:
             for p in layout.shadowed_segments(self.path / tier):
                 p.unlink(missing_ok=True)
         if self.compaction:
-            from exporter.store.compact import compact
+            from gpufleet.exporter.store.compact import compact
 
             for tier in (*TIERS, "events"):
                 compact(self.path / tier, tier, now, self.fsync)

@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from exporter.errors import Conflict, NotFound
-from exporter.schema import Device, Snapshot
+from gpufleet.exporter.errors import Conflict, NotFound
+from gpufleet.exporter.schema import Device, Snapshot
 
 
 class JobService(Protocol):

@@ -8,7 +8,6 @@ from typing import Any
 
 from sqlalchemy import select
 
-from exporter.errors import ConfigError
 from gpufleet.api.audit import AuditLog
 from gpufleet.api.backend import FleetState
 from gpufleet.api.db import Database, User
@@ -21,6 +20,7 @@ from gpufleet.api.security import (
     load_signing_key,
     make_hasher,
 )
+from gpufleet.exporter.errors import ConfigError
 from gpufleet.settings import ApiSettings
 
 

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from exporter.errors import BackendUnavailable
+from gpufleet.exporter.errors import BackendUnavailable
 
 
 def utcnow() -> dt.datetime:

@@ -9,9 +9,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from exporter.errors import BackendUnavailable, ConfigError, Conflict, GpufleetError, InputError, NotFound
 from gpufleet.api.deps import Forbidden
 from gpufleet.api.security import AuthError, Throttled
+from gpufleet.exporter.errors import (
+    BackendUnavailable,
+    ConfigError,
+    Conflict,
+    GpufleetError,
+    InputError,
+    NotFound,
+)
 
 PROBLEM = "application/problem+json"
 

@@ -16,8 +16,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import delete, func, select
 
-from exporter.errors import ConfigError, GpufleetError
 from gpufleet.api.db import Database, LoginFailure, RefreshToken, RevokedAccessToken, User, utcnow
+from gpufleet.exporter.errors import ConfigError, GpufleetError
 
 ROLES = ("admin", "developer", "auditor")
 ALGORITHM = "HS256"

@@ -12,7 +12,7 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 
-from exporter.errors import ConfigError
+from gpufleet.exporter.errors import ConfigError
 
 log = logging.getLogger("gpufleet.api")
 

@@ -11,7 +11,6 @@ import sys
 
 import typer
 
-from exporter.errors import BackendUnavailable, ConfigError, GpufleetError, InputError, SourceUnavailable
 from gpufleet import __version__
 from gpufleet.cli import (
     alerting_cmd,
@@ -28,6 +27,13 @@ from gpufleet.cli import (
     report_cmd,
     serve_cmd,
     twin_cmd,
+)
+from gpufleet.exporter.errors import (
+    BackendUnavailable,
+    ConfigError,
+    GpufleetError,
+    InputError,
+    SourceUnavailable,
 )
 
 app = typer.Typer(

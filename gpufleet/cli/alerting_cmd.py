@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from exporter.errors import ConfigError, InputError
+from gpufleet.exporter.errors import ConfigError, InputError
 
 alerting_app = typer.Typer(help="Alert rules, silences, notification tests and Prometheus export.",
                            no_args_is_help=True)
@@ -41,8 +41,8 @@ def export_cmd(
 
     Example: gpufleet alerting export --out deploy/prometheus --names both
     """
-    from alerting.export import export
-    from alerting.setup import rules_from
+    from gpufleet.alerting.export import export
+    from gpufleet.alerting.setup import rules_from
 
     if names not in ("native", "dcgm", "both"):
         raise ConfigError(f"--names must be native, dcgm or both, got {names!r}")
@@ -68,7 +68,7 @@ def check_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from alerting.rules import load_rules
+    from gpufleet.alerting.rules import load_rules
 
     section = _settings(config).alerting
     rules = load_rules([*section.rule_files, *(files or [])], include_pack=not no_pack and section.include_pack,
@@ -93,8 +93,8 @@ def docs_cmd(
 
     Example: gpufleet alerting docs --path docs/alerts.md
     """
-    from alerting.docgen import update_doc
-    from alerting.rules import load_rules
+    from gpufleet.alerting.docgen import update_doc
+    from gpufleet.alerting.rules import load_rules
 
     if not path.exists():
         raise InputError("file does not exist", path=str(path))
@@ -114,9 +114,9 @@ def silence_add(
 
     Example: gpufleet alerting silence add -m node=gpu-07 -m severity!=critical -d 4h --comment "PSU swap"
     """
-    from alerting.rules import parse_duration
-    from alerting.setup import silences_from
-    from alerting.silences import parse_matcher
+    from gpufleet.alerting.rules import parse_duration
+    from gpufleet.alerting.setup import silences_from
+    from gpufleet.alerting.silences import parse_matcher
 
     settings = _settings(config)
     try:
@@ -141,7 +141,7 @@ def silence_list(
     from rich.console import Console
     from rich.table import Table
 
-    from alerting.setup import silences_from
+    from gpufleet.alerting.setup import silences_from
 
     settings = _settings(config)
     now = time.time()
@@ -163,7 +163,7 @@ def silence_expire(
 
     Example: gpufleet alerting silence expire 3f9a1c2b7d4e
     """
-    from alerting.setup import silences_from
+    from gpufleet.alerting.setup import silences_from
 
     settings = _settings(config)
     s = silences_from(settings.alerting, settings.data_dir).expire(silence_id, time.time())
@@ -180,9 +180,9 @@ def test_notify(
 
     Example: gpufleet alerting test-notify --url "json://127.0.0.1:9099/alerts"
     """
-    from alerting.engine import Alert, Notification
-    from alerting.notify import Notifier, Route
-    from alerting.setup import notifier_from
+    from gpufleet.alerting.engine import Alert, Notification
+    from gpufleet.alerting.notify import Notifier, Route
+    from gpufleet.alerting.setup import notifier_from
 
     section = _settings(config).alerting
     if url:

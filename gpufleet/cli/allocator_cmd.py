@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from exporter.errors import ConfigError, InputError
+from gpufleet.exporter.errors import ConfigError, InputError
 
 allocator_app = typer.Typer(help="Place jobs: trace replay, the job queue, idle GPUs.", no_args_is_help=True)
 
@@ -50,11 +50,11 @@ def replay(
 
     Example: gpufleet allocator replay --pods ../shared/data/alibaba-openb/csv/openb_pod_list_default.csv --policy default --seeds 42-51
     """
-    from allocator.replay import parse_seeds, published_figures, replay_fgd
+    from gpufleet.allocator.replay import parse_seeds, published_figures, replay_fgd
 
     seed_list = parse_seeds(seeds)
     if mode == "timed":
-        from allocator.replay_timed import replay_timed
+        from gpufleet.allocator.replay_timed import replay_timed
 
         rep = replay_timed(nodes, pods, policy, seed=seed_list[0], compress=compress)
         out = rep.to_json()
@@ -84,9 +84,9 @@ def replay(
 
 
 def _queue(nodes: Path, config: Path | None, state_file: Path | None) -> Any:
-    from allocator.policies import make_policy
-    from allocator.queue import JobQueue
-    from allocator.state import ClusterState
+    from gpufleet.allocator.policies import make_policy
+    from gpufleet.allocator.queue import JobQueue
+    from gpufleet.allocator.state import ClusterState
 
     st = _settings(config)
     path = state_file or st.allocator.queue_path or (st.data_dir / "allocator" / "queue.json")
@@ -101,7 +101,7 @@ def _queue(nodes: Path, config: Path | None, state_file: Path | None) -> Any:
 def _read_jobs(path: Path) -> list[Any]:
     import yaml
 
-    from allocator.jobs import JobSpec
+    from gpufleet.allocator.jobs import JobSpec
 
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -183,7 +183,7 @@ def idle(
 
     Example: gpufleet allocator idle --prometheus http://127.0.0.1:9090 --nodes cluster.csv
     """
-    from allocator.idle import idle_from_prometheus
+    from gpufleet.allocator.idle import idle_from_prometheus
 
     st = _settings(config)
     q = _queue(nodes, config, state_file)

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from exporter.errors import ConfigError, InputError
+from gpufleet.exporter.errors import ConfigError, InputError
 from gpufleet.settings import load_settings
 
 cluster_app = typer.Typer(help="Cluster managers: Slurm and Kubernetes (read-out, risk remediation).",

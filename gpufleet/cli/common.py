@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 
-from exporter.errors import ConfigError
+from gpufleet.exporter.errors import ConfigError
 
 _AGES = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 

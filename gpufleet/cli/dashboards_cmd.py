@@ -24,8 +24,8 @@ def build(
 
     Example: gpufleet dashboards build --out out/grafana && sudo cp -r out/grafana/* /etc/grafana/provisioning/
     """
-    from dashboards.build import write_all
-    from dashboards.provision import write_provisioning
+    from gpufleet.dashboards.build import write_all
+    from gpufleet.dashboards.provision import write_provisioning
 
     paths = write_all(out, names)
     write_provisioning(out, prometheus_url=prometheus_url)
@@ -49,8 +49,8 @@ def push(
 
     Example: gpufleet dashboards push --grafana-url http://grafana:3000 --token $GRAFANA_TOKEN
     """
-    from dashboards.build import build_all
-    from dashboards.provision import GrafanaClient
+    from gpufleet.dashboards.build import build_all
+    from gpufleet.dashboards.provision import GrafanaClient
 
     client = GrafanaClient(grafana_url, token, verify=not insecure)
     try:

@@ -8,9 +8,9 @@ from typing import Any
 
 import typer
 
-from exporter.errors import ConfigError, SourceUnavailable
-from exporter.schema import Device
-from exporter.sources.base import Source
+from gpufleet.exporter.errors import ConfigError, SourceUnavailable
+from gpufleet.exporter.schema import Device
+from gpufleet.exporter.sources.base import Source
 from gpufleet.settings import Settings, load_settings
 
 
@@ -21,7 +21,7 @@ def _gib(n: int | None) -> str:
 def _twin_source(settings: Settings) -> Source:
     """The digital twin's Source, built from the [twin] settings as `gpufleet exporter --source twin` does."""
     try:
-        from simulator.twin import TwinConfig, TwinSource
+        from gpufleet.simulator.twin import TwinConfig, TwinSource
     except ImportError:
         raise SourceUnavailable("the digital twin (simulator.twin) is not available in this build") from None
     tw = settings.twin
@@ -35,7 +35,7 @@ def list_devices(source: str, settings: Settings) -> list[Device]:
     """Open a source, read its inventory, close it (auto: every NVIDIA and AMD GPU of this node)."""
     src: Source
     if source in ("auto", "nvml", "amd"):
-        from exporter.sources.auto import open_source
+        from gpufleet.exporter.sources.auto import open_source
 
         src = open_source(source, collectors=[], node=settings.exporter.node_name,
                           proc_root=settings.exporter.proc_root)

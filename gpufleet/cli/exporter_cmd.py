@@ -45,10 +45,10 @@ def exporter(
 
     Example: gpufleet exporter --source twin --listen 127.0.0.1:9835 --names dcgm --interval 5
     """
-    from exporter.loop import CollectionLoop, tune_process
-    from exporter.sinks.base import Sink
-    from exporter.sinks.prometheus import PrometheusSink
-    from exporter.sinks.web import MetricsServer, parse_listen
+    from gpufleet.exporter.loop import CollectionLoop, tune_process
+    from gpufleet.exporter.sinks.base import Sink
+    from gpufleet.exporter.sinks.prometheus import PrometheusSink
+    from gpufleet.exporter.sinks.web import MetricsServer, parse_listen
 
     wanted = [c.strip() for c in collectors.split(",") if c.strip()] if collectors else None
     settings = load_settings(config, {

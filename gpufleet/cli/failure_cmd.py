@@ -9,8 +9,8 @@ from typing import Any
 
 import typer
 
-from exporter.errors import ConfigError, NotFound
 from gpufleet.cli.common import parse_time
+from gpufleet.exporter.errors import ConfigError, NotFound
 
 failure_app = typer.Typer(name="failure", no_args_is_help=True,
                           help="GPU failure prediction: evaluate models, train the champion, score the fleet.")
@@ -37,7 +37,7 @@ def _print_table(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from analytics.failure_report import COLUMNS, PROVENANCE, _fmt
+    from gpufleet.analytics.failure_report import COLUMNS, PROVENANCE, _fmt
 
     console = Console()
     console.print(PROVENANCE.get(result["dataset"], "").replace("**", ""))
@@ -87,7 +87,7 @@ def evaluate(
 
     Example: gpufleet failure evaluate --dataset titan --json --out reports/titan
     """
-    from analytics import failure, failure_report
+    from gpufleet.analytics import failure, failure_report
 
     if dataset not in DATASETS:
         raise ConfigError(f"--dataset must be one of {sorted(DATASETS)}, got {dataset!r}")
@@ -98,7 +98,7 @@ def evaluate(
             progress.update(task, description=f"{dataset}: {msg}")
 
         if dataset == "titan":
-            from analytics import titan
+            from gpufleet.analytics import titan
 
             try:
                 when = dt.datetime.fromisoformat(split)
@@ -109,7 +109,7 @@ def evaluate(
             note("fitting survival models")
             result = {"dataset": "titan", **titan.backtest(recs, when)}
         elif dataset == "infinitehbd":
-            from analytics import infinitehbd
+            from gpufleet.analytics import infinitehbd
 
             note("loading")
             events = infinitehbd.load(_data_path(dataset, data))
@@ -159,9 +159,9 @@ def train(
 
     Example: gpufleet failure train --store ./twin-store --registry ./models
     """
-    from analytics import failure
-    from analytics.registry import Registry
-    from models import all_models
+    from gpufleet.analytics import failure
+    from gpufleet.analytics.registry import Registry
+    from gpufleet.models import all_models
 
     cls = all_models().get(model)
     if cls is None or cls.kind != "failure":
@@ -190,8 +190,8 @@ def score(
 
     Example: gpufleet failure score --store ./twin-store --registry ./models --top 10
     """
-    from analytics import failure, scoring
-    from analytics.registry import Registry, drift
+    from gpufleet.analytics import failure, scoring
+    from gpufleet.analytics.registry import Registry, drift
 
     reg = Registry(registry)
     version = reg.champion()
@@ -199,13 +199,13 @@ def score(
     meta = reg.meta(version) if version else {}
     window = float(meta.get("window_s", 6 * 3600.0))
     step = float(meta.get("step_s", 60.0))
-    from models.failure_base import horizon_label
+    from gpufleet.models.failure_base import horizon_label
 
     have = [horizon_label(h) for h in model.horizons_]
     if horizon not in have:
         typer.secho(f"the champion has no {horizon} horizon; ranking by {have[-1]}", fg=typer.colors.YELLOW, err=True)
         horizon = have[-1]
-    from exporter.store import HistoryStore
+    from gpufleet.exporter.store import HistoryStore
 
     _lo, hi = HistoryStore(store, create=False).span()
     if hi is None:

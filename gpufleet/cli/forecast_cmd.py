@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from exporter.errors import ConfigError, InputError
+from gpufleet.exporter.errors import ConfigError, InputError
 
 forecast_app = typer.Typer(help="Demand forecasting: rolling-origin backtests, reports, autoscaling replay.",
                            no_args_is_help=True)
@@ -31,8 +31,8 @@ def _run(frame: Any, freq: str, horizon: str, season: str, models: str, n_test: 
          as_json: bool, out: Path | None) -> None:
     from rich.progress import Progress
 
-    from analytics.backtest import evaluate
-    from models.forecast_base import steps_per
+    from gpufleet.analytics.backtest import evaluate
+    from gpufleet.models.forecast_base import steps_per
 
     try:
         h = steps_per(horizon, freq)
@@ -49,14 +49,14 @@ def _run(frame: Any, freq: str, horizon: str, season: str, models: str, n_test: 
             raise ConfigError(str(exc)) from None
     summary["seasons_steps"] = seasons
     if out is not None:
-        from analytics.forecast_report import write_report
+        from gpufleet.analytics.forecast_report import write_report
 
         write_report(out, summary, results, frame)
         (out / "backtest.json").write_text(json.dumps(_clean(summary), indent=1))
     if as_json:
         typer.echo(json.dumps(_clean(summary)))
         return
-    from analytics.forecast_report import metrics_table
+    from gpufleet.analytics.forecast_report import metrics_table
 
     typer.echo(f"default: {summary['default']} (chosen on the validation origins)\n")
     typer.echo(metrics_table(summary["models"], summary["default"]))
@@ -91,7 +91,7 @@ def backtest(
 
     Example: gpufleet forecast backtest --csv demand.csv --time-col time --value-col gpus --freq 1h --json
     """
-    from analytics.forecast import demand_from_csv
+    from gpufleet.analytics.forecast import demand_from_csv
 
     if not csv.exists():
         raise InputError("no such file", path=str(csv))
@@ -116,7 +116,7 @@ def helios(
 
     Example: gpufleet forecast helios --freq 1h --out helios-report
     """
-    from analytics.forecast import demand_from_helios
+    from gpufleet.analytics.forecast import demand_from_helios
 
     frame = demand_from_helios(folder, freq, agg)
     _run(frame, freq, horizon, "1d,7d", models, 7, 7, jobs, as_json, out)
@@ -136,7 +136,7 @@ def autoscale(
 
     Example: gpufleet forecast autoscale --gpus-per-node 8 --json
     """
-    from allocator.autoscale import AutoscaleSettings, autoscale_backtest
+    from gpufleet.allocator.autoscale import AutoscaleSettings, autoscale_backtest
 
     st = AutoscaleSettings(gpus_per_node=gpus_per_node, scale_out_window_s=out_window, scale_in_window_s=in_window)
     rows = autoscale_backtest(folder, st, delay)

@@ -9,8 +9,8 @@ from typing import Any
 
 import typer
 
-from exporter.errors import ConfigError, NotFound
 from gpufleet.cli.common import parse_time
+from gpufleet.exporter.errors import ConfigError, NotFound
 
 history_app = typer.Typer(name="history", help="The embedded history store: export and describe it.",
                           no_args_is_help=True)
@@ -19,7 +19,7 @@ DAY = 86400.0
 
 
 def _open(store: Path) -> Any:
-    from exporter.store import HistoryStore
+    from gpufleet.exporter.store import HistoryStore
 
     if not (store / "FORMAT").exists():
         raise NotFound(f"no history store at {store} (write one with `gpufleet twin run --out {store}` "
@@ -139,7 +139,7 @@ def info(store: Path = typer.Option(..., "--store", help="History store folder."
     from rich.console import Console
     from rich.table import Table
 
-    from exporter.store.layout import TIERS, list_segments, list_wals
+    from gpufleet.exporter.store.layout import TIERS, list_segments, list_wals
 
     s = _open(store)
     first, last = s.span()

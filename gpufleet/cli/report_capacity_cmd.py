@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from exporter.errors import ConfigError, InputError
+from gpufleet.exporter.errors import ConfigError, InputError
 
 PLAN_MODELS = ("seasonal_naive_daily", "seasonal_mean", "ets", "theta", "ensemble")
 
@@ -16,7 +16,7 @@ def _load(csv: Path | None, time_col: str, value_col: str, series_col: str | Non
           helios: Path | None, since: str | None) -> Any:
     import pandas as pd
 
-    from analytics.forecast import demand_from_csv, demand_from_helios, demand_from_history
+    from gpufleet.analytics.forecast import demand_from_csv, demand_from_helios, demand_from_history
 
     given = [x for x in (csv, store, helios) if x is not None]
     if len(given) != 1:
@@ -28,7 +28,7 @@ def _load(csv: Path | None, time_col: str, value_col: str, series_col: str | Non
     elif helios is not None:
         frame = demand_from_helios(helios, "1h", "mean")[["total"]]
     else:
-        from analytics.history.store import StoreReader
+        from gpufleet.analytics.history.store import StoreReader
 
         assert store is not None
         with StoreReader(store) as reader:
@@ -74,12 +74,12 @@ def capacity(
     import pandas as pd
     from rich.progress import Progress
 
-    from allocator.planner import pricebook, report
-    from allocator.planner.evaluate import forecast_paths
-    from allocator.planner.evaluate import holdout as run_holdout
-    from allocator.planner.optimize import PlanSettings, plan_type
-    from analytics.backtest import evaluate
-    from models.forecast_base import steps_per
+    from gpufleet.allocator.planner import pricebook, report
+    from gpufleet.allocator.planner.evaluate import forecast_paths
+    from gpufleet.allocator.planner.evaluate import holdout as run_holdout
+    from gpufleet.allocator.planner.optimize import PlanSettings, plan_type
+    from gpufleet.analytics.backtest import evaluate
+    from gpufleet.models.forecast_base import steps_per
 
     book = pricebook.load(prices)
     settings = PlanSettings(spot_share=spot_share, on_demand_cap=on_demand_cap, max_shortfall_prob=max_shortfall,

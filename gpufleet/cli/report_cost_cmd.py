@@ -24,9 +24,9 @@ def cost(
 
     Example: gpufleet report cost --out reports/ --default-price 2.0
     """
-    from allocator.cost import attribute, monthly, prices_from_book, write_monthly_csv
-    from allocator.queue import Usage
-    from exporter.errors import InputError
+    from gpufleet.allocator.cost import attribute, monthly, prices_from_book, write_monthly_csv
+    from gpufleet.allocator.queue import Usage
+    from gpufleet.exporter.errors import InputError
     from gpufleet.settings import load_settings
 
     st = load_settings(config)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from exporter.errors import ConfigError
+from gpufleet.exporter.errors import ConfigError
 
 twin_app = typer.Typer(name="twin", help="The digital twin: a simulated GPU fleet (no GPU needed).",
                        no_args_is_help=True)
@@ -50,8 +50,8 @@ def run(
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from exporter.store import HistoryStore
-    from simulator.twin import Twin, TwinConfig
+    from gpufleet.exporter.store import HistoryStore
+    from gpufleet.simulator.twin import Twin, TwinConfig
 
     config = TwinConfig(nodes=nodes, gpus_per_node=gpus_per_node, seed=seed, inventory=inventory,
                         aliases=_aliases(alias), failures=not no_failures, workload=workload,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from exporter.errors import ConfigError
+from gpufleet.exporter.errors import ConfigError
 from gpufleet.integrations.remediation import Action, RemediationPolicy, Remediator
 
 if TYPE_CHECKING:

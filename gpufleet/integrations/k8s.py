@@ -19,7 +19,7 @@ import json
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
-from exporter.errors import BackendUnavailable, InputError
+from gpufleet.exporter.errors import BackendUnavailable, InputError
 from gpufleet.integrations.remediation import ManagedNode
 
 TAINT_KEY = "gpufleet.io/failure-risk"

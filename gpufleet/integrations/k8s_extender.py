@@ -34,9 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from allocator.policies import make_policy
-from allocator.policies.base import Policy, Request
-from allocator.state import FULL, ClusterState, Health
+from gpufleet.allocator.policies import make_policy
+from gpufleet.allocator.policies.base import Policy, Request
+from gpufleet.allocator.state import FULL, ClusterState, Health
 
 MAX_PRIORITY = 10
 GPU_RESOURCE = "nvidia.com/gpu"

@@ -23,8 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from allocator.autoscale import AutoscaleSettings, recommend
-from exporter.errors import InputError
+from gpufleet.allocator.autoscale import AutoscaleSettings, recommend
+from gpufleet.exporter.errors import InputError
 
 PERMISSIONS: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/integrations/slurm/power"): frozenset({"admin"}),

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from exporter.errors import ConfigError, GpufleetError, NotFound
+from gpufleet.exporter.errors import ConfigError, GpufleetError, NotFound
 
 REASON_PREFIX = "gpufleet:"
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from exporter.errors import NotFound
+from gpufleet.exporter.errors import NotFound
 from gpufleet.integrations.remediation import Remediator
 
 PERMISSIONS: dict[tuple[str, str], frozenset[str]] = {

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.errors import BackendUnavailable, InputError
+from gpufleet.exporter.errors import BackendUnavailable, InputError
 from gpufleet.integrations.remediation import REASON_PREFIX, ManagedNode
 
 # one GRES entry with its index list: gpu:2(IDX:0-1)  gpu:a100:2(IDX:0,2-3)  gpu(IDX:0)

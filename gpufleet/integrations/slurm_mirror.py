@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from allocator.state import FULL, ClusterState, Health, NodeSpec, Placement
-from exporter.schema import Sample
+from gpufleet.allocator.state import FULL, ClusterState, Health, NodeSpec, Placement
+from gpufleet.exporter.schema import Sample
 from gpufleet.integrations.slurm import SlurmJob, SlurmNode
 
 # pending reasons that mean "waiting for a person, not for GPUs": not demand

@@ -12,12 +12,12 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from alerting.engine import AlertEngine, EngineConfig
-from alerting.export import _Naming, prometheus_rule
-from alerting.rules import REASON_BITS, Rule, RuleSet
-from alerting.templating import render
-from exporter.catalogue import Metric, catalogue
-from exporter.schema import Device, Sample, Snapshot
+from gpufleet.alerting.engine import AlertEngine, EngineConfig
+from gpufleet.alerting.export import _Naming, prometheus_rule
+from gpufleet.alerting.rules import REASON_BITS, Rule, RuleSet
+from gpufleet.alerting.templating import render
+from gpufleet.exporter.catalogue import Metric, catalogue
+from gpufleet.exporter.schema import Device, Sample, Snapshot
 
 STEP = 60.0
 T0 = 0.0

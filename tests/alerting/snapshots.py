@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from exporter.schema import CollectorStat, Device, Sample, Snapshot
+from gpufleet.exporter.schema import CollectorStat, Device, Sample, Snapshot
 
 
 def gpu_uuid(node: str, i: int) -> str:

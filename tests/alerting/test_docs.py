@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from alerting.docgen import is_current
-from alerting.rules import load_rules
+from gpufleet.alerting.docgen import is_current
+from gpufleet.alerting.rules import load_rules
+
 from tests.servers import ROOT
 
 

@@ -10,13 +10,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from gpufleet.alerting.engine import AlertEngine, EngineConfig, Notification
+from gpufleet.alerting.export import export
+from gpufleet.alerting.rules import load_rules
+from gpufleet.exporter.schema import Snapshot
+from gpufleet.exporter.sinks.base import Sink
+from gpufleet.simulator.twin import TwinConfig, TwinSource
 
-from alerting.engine import AlertEngine, EngineConfig, Notification
-from alerting.export import export
-from alerting.rules import load_rules
-from exporter.schema import Snapshot
-from exporter.sinks.base import Sink
-from simulator.twin import TwinConfig, TwinSource
 from tests.alerting.receiver import WebhookReceiver
 from tests.exporter.harness import run_exporter
 from tests.servers import Alertmanager, Prometheus, require_binary, wait_until

@@ -6,9 +6,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from alerting.engine import AlertEngine, EngineConfig, Notification
-from alerting.rules import load_rules
-from alerting.silences import SilenceStore, parse_matcher
+from gpufleet.alerting.engine import AlertEngine, EngineConfig, Notification
+from gpufleet.alerting.rules import load_rules
+from gpufleet.alerting.silences import SilenceStore, parse_matcher
+
 from tests.alerting.snapshots import gpu_uuid, snapshot
 
 FAST = {"GpuTemperatureHigh": {"for": "20s"}}
@@ -150,9 +151,8 @@ def test_bad_reload_keeps_last_good_rules(tmp_path: Path) -> None:
 
 
 def test_firing_gauge_in_a_registry() -> None:
+    from gpufleet.alerting.metrics import EngineCollector
     from prometheus_client import CollectorRegistry, generate_latest
-
-    from alerting.metrics import EngineCollector
 
     e, _ = _engine()
     for t in range(0, 40, 10):
@@ -164,7 +164,7 @@ def test_firing_gauge_in_a_registry() -> None:
 
 
 def test_restart_keeps_a_fleet_alert_until_its_metric_reports(tmp_path: Path) -> None:
-    from exporter.schema import Sample, Snapshot
+    from gpufleet.exporter.schema import Sample, Snapshot
 
     def queue(ts: float, wait: float) -> Snapshot:
         return Snapshot(ts=ts, node="scheduler", samples=[
@@ -186,7 +186,7 @@ def test_restart_keeps_a_fleet_alert_until_its_metric_reports(tmp_path: Path) ->
 
 
 def test_clock_reasons_from_the_bitmask_match_the_per_reason_series() -> None:
-    from exporter.schema import Sample
+    from gpufleet.exporter.schema import Sample
 
     def snap(t: float, with_mask: bool) -> object:
         s = snapshot(t, gpus=3)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from gpufleet.alerting.rules import load_rules
 
-from alerting.rules import load_rules
 from tests.alerting.cases import cases, engine_run
 
 RULES = load_rules()

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from gpufleet.alerting.engine import AlertEngine, EngineConfig, Notification
+from gpufleet.alerting.notify import Notifier, Route
+from gpufleet.alerting.rules import load_rules
+from gpufleet.alerting.silences import parse_matcher
 
-from alerting.engine import AlertEngine, EngineConfig, Notification
-from alerting.notify import Notifier, Route
-from alerting.rules import load_rules
-from alerting.silences import parse_matcher
 from tests.alerting.receiver import WebhookReceiver
 from tests.alerting.snapshots import gpu_uuid, snapshot
 from tests.servers import free_port
@@ -138,7 +138,7 @@ def test_routing_by_severity() -> None:
 
 
 def test_background_notifier_delivers_in_order(tmp_path: Path) -> None:
-    from alerting.notify import BackgroundNotifier
+    from gpufleet.alerting.notify import BackgroundNotifier
 
     notifier = Notifier([Route("outbox", [f"outbox://{tmp_path}"])])
     bg = BackgroundNotifier(notifier)
@@ -151,8 +151,9 @@ def test_background_notifier_delivers_in_order(tmp_path: Path) -> None:
 
 
 def test_build_engine_from_settings(tmp_path: Path, webhook: WebhookReceiver) -> None:
-    from alerting.notify import BackgroundNotifier
-    from alerting.setup import build_engine
+    from gpufleet.alerting.notify import BackgroundNotifier
+    from gpufleet.alerting.setup import build_engine
+
     from gpufleet.settings import load_settings
 
     settings = load_settings(overrides={"data_dir": str(tmp_path), "alerting": {
@@ -184,7 +185,7 @@ def test_channel_urls_are_accepted(url: str) -> None:
 
 
 def test_unusable_url_is_a_config_error() -> None:
-    from exporter.errors import ConfigError
+    from gpufleet.exporter.errors import ConfigError
 
     with pytest.raises(ConfigError, match="route 'pager': apprise cannot use the URL nosuchservice://"):
         Notifier([Route("pager", ["nosuchservice://secret-token"])])

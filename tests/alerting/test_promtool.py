@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from gpufleet.alerting.export import export
+from gpufleet.alerting.rules import load_rules
 
-from alerting.export import export
-from alerting.rules import load_rules
 from tests.alerting.cases import cases, promtool_test
 from tests.servers import require_binary
 
@@ -89,7 +89,7 @@ def test_promtool_hysteresis(exported: Path) -> None:
 def test_exported_rules_name_only_catalogue_metrics(exported: Path) -> None:
     import re
 
-    from exporter.catalogue import catalogue
+    from gpufleet.exporter.catalogue import catalogue
 
     names = catalogue().names("both")
     for f in ("gpufleet-rules.yml", "gpufleet-rules-dcgm.yml"):

@@ -6,10 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from alerting.rules import PACK_DIR, load_rules, parse_duration, parse_rules
-from exporter.catalogue import catalogue
-from exporter.errors import InputError
+from gpufleet.alerting.rules import PACK_DIR, load_rules, parse_duration, parse_rules
+from gpufleet.exporter.catalogue import catalogue
+from gpufleet.exporter.errors import InputError
 
 GOOD = """\
 rules:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from allocator.state import ClusterState, NodeSpec
+from gpufleet.allocator.state import ClusterState, NodeSpec
 
 
 def small_cluster(nodes: int = 2, gpus: int = 4, model: str = "A100", islands: int = 2) -> ClusterState:

@@ -50,9 +50,9 @@ def test_submit_queue_and_cost_report(env: Path) -> None:
     data = json.loads(r.output)
     assert {j["name"]: j["status"] for j in data["jobs"]} == {"prep": "running", "train": "pending"}
     # finish prep through the library (as serve would), then report its cost
-    from allocator.policies import make_policy
-    from allocator.queue import JobQueue
-    from allocator.state import ClusterState
+    from gpufleet.allocator.policies import make_policy
+    from gpufleet.allocator.queue import JobQueue
+    from gpufleet.allocator.state import ClusterState
 
     path = env / "data" / "allocator" / "queue.json"
     q = JobQueue.load(path, ClusterState.from_openb(nodes), make_policy("default"))

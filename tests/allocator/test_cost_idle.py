@@ -5,12 +5,12 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
+from gpufleet.allocator.cost import Prices, attribute, monthly, prices_from_book
+from gpufleet.allocator.idle import IdleDetector, idle_from_prometheus
+from gpufleet.allocator.queue import Usage
+from gpufleet.exporter.errors import BackendUnavailable, InputError
+from gpufleet.exporter.schema import Sample, Snapshot
 
-from allocator.cost import Prices, attribute, monthly, prices_from_book
-from allocator.idle import IdleDetector, idle_from_prometheus
-from allocator.queue import Usage
-from exporter.errors import BackendUnavailable, InputError
-from exporter.schema import Sample, Snapshot
 from tests.servers import VictoriaMetrics
 
 

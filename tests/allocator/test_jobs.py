@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 import pytest
+from gpufleet.allocator.jobs import JobSpec, Limits, PriorityClass, check_job, find_cycle, validate_batch
+from gpufleet.exporter.errors import Conflict, InputError
 
-from allocator.jobs import JobSpec, Limits, PriorityClass, check_job, find_cycle, validate_batch
-from exporter.errors import Conflict, InputError
 from tests.allocator.helpers import small_cluster
 
 

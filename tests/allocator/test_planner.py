@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from gpufleet.allocator.planner.optimize import PlanSettings, backward_rule, charge, newsvendor, plan_type
+from gpufleet.allocator.planner.pricebook import OPTIONS, derive_spot, load
+from gpufleet.exporter.errors import InputError
 
-from allocator.planner.optimize import PlanSettings, backward_rule, charge, newsvendor, plan_type
-from allocator.planner.pricebook import OPTIONS, derive_spot, load
-from exporter.errors import InputError
 from tests.servers import require_data
 
 

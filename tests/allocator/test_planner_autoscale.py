@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-
-from allocator.autoscale import REACTIVE, AutoscaleSettings, recommend, simulate
+from gpufleet.allocator.autoscale import REACTIVE, AutoscaleSettings, recommend, simulate
 
 
 def test_scale_out_only_when_pending_persists() -> None:

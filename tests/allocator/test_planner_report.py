@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from gpufleet.allocator.planner import report
+from gpufleet.allocator.planner.optimize import PlanSettings, plan_type
+from gpufleet.allocator.planner.pricebook import load
 from typer.testing import CliRunner
 
-from allocator.planner import report
-from allocator.planner.optimize import PlanSettings, plan_type
-from allocator.planner.pricebook import load
 from tests.servers import require_binary
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gpufleet.allocator.policies import POLICY_NAMES, make_policy
+from gpufleet.allocator.policies.base import Request, feasible
+from gpufleet.allocator.policies.fgd import FGD, TaskClass
+from gpufleet.allocator.state import ClusterState, Health, NodeSpec
+from gpufleet.exporter.errors import ConfigError
 
-from allocator.policies import POLICY_NAMES, make_policy
-from allocator.policies.base import Request, feasible
-from allocator.policies.fgd import FGD, TaskClass
-from allocator.state import ClusterState, Health, NodeSpec
-from exporter.errors import ConfigError
 from tests.allocator.helpers import small_cluster
 
 
@@ -119,7 +119,7 @@ def test_composite_keys_classes_by_cpu_when_multi_gpu_requests_are_frequent() ->
 
 
 def test_best_fit_scores_like_the_fgd_simulator() -> None:
-    from allocator.policies.best_fit import BestFit
+    from gpufleet.allocator.policies.best_fit import BestFit
 
     # a small node with both GPUs free vs a big node with 2 of 8 GPUs free: measured against the largest
     # node's capacity (the simulator's rule) the small node has less left; against its own, the big one

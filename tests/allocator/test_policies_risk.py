@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-
-from allocator.policies import make_policy
-from allocator.policies.base import Request
-from allocator.state import ClusterState
+from gpufleet.allocator.policies import make_policy
+from gpufleet.allocator.policies.base import Request
+from gpufleet.allocator.state import ClusterState
 
 from .helpers import small_cluster
 
@@ -67,8 +66,8 @@ def test_risk_cost_is_the_expected_gpu_hours_lost() -> None:
 
 def test_vectorised_gang_choice_matches_choose_gpus() -> None:
     """The risk term's vectorised GPU choice for gangs gives exactly the GPUs the placement takes."""
-    from allocator.policies.base import choose_gpus, gang_gpu_mask
-    from allocator.state import FULL, NodeSpec
+    from gpufleet.allocator.policies.base import choose_gpus, gang_gpu_mask
+    from gpufleet.allocator.state import FULL, NodeSpec
 
     rng = np.random.default_rng(7)
     specs = []

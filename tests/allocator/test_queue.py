@@ -3,12 +3,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from gpufleet.allocator.jobs import JobSpec, PriorityClass
+from gpufleet.allocator.policies import make_policy
+from gpufleet.allocator.queue import DONE, PENDING, RUNNING, JobQueue, TeamQuota
+from gpufleet.allocator.state import Health
+from gpufleet.exporter.errors import Conflict, InputError
 
-from allocator.jobs import JobSpec, PriorityClass
-from allocator.policies import make_policy
-from allocator.queue import DONE, PENDING, RUNNING, JobQueue, TeamQuota
-from allocator.state import Health
-from exporter.errors import Conflict, InputError
 from tests.allocator.helpers import small_cluster
 
 

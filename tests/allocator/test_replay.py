@@ -5,11 +5,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from gpufleet.allocator.openb import load_nodes, load_pods
+from gpufleet.allocator.replay import (
+    arrival_order,
+    parse_seeds,
+    published_figures,
+    replay_fgd,
+    replay_fgd_seed,
+)
+from gpufleet.allocator.replay_timed import replay_timed
+from gpufleet.exporter.errors import ConfigError, InputError
 
-from allocator.openb import load_nodes, load_pods
-from allocator.replay import arrival_order, parse_seeds, published_figures, replay_fgd, replay_fgd_seed
-from allocator.replay_timed import replay_timed
-from exporter.errors import ConfigError, InputError
 from tests.servers import require_data
 
 NODES = "sn,cpu_milli,memory_mib,gpu,model\n" + "".join(

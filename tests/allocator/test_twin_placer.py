@@ -4,9 +4,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
-from allocator.policies import make_policy
-from allocator.twin_placer import PolicyPlacer, measure
+from gpufleet.allocator.policies import make_policy
+from gpufleet.allocator.twin_placer import PolicyPlacer, measure
 
 
 def view(free: list[float], healthy: list[bool] | None = None) -> SimpleNamespace:
@@ -35,7 +34,7 @@ def test_placer_passes_risk_to_risk_aware_policies() -> None:
 
 @pytest.mark.slow
 def test_twin_runs_with_an_allocator_policy() -> None:
-    from simulator.twin import Twin, TwinConfig
+    from gpufleet.simulator.twin import Twin, TwinConfig
 
     twin = Twin(TwinConfig(nodes=2, gpus_per_node=4, seed=3, warmup_s=3600.0, step_s=300.0),
                 placer=PolicyPlacer(make_policy("default", seed=3)))
@@ -60,8 +59,8 @@ def test_risk_aware_lowers_expected_failure_loss_in_the_twin() -> None:
 
 
 def _twin_with_live_risk(seed: int = 5):  # type: ignore[no-untyped-def]
-    from allocator.live_risk import LiveRisk
-    from simulator.twin import Twin, TwinConfig
+    from gpufleet.allocator.live_risk import LiveRisk
+    from gpufleet.simulator.twin import Twin, TwinConfig
 
     twin = Twin(TwinConfig(nodes=1, gpus_per_node=4, seed=seed, warmup_s=0.0, step_s=300.0,
                            models=("H100-SXM5-80GB",)))
@@ -106,8 +105,8 @@ def test_live_risk_does_not_see_the_twins_hidden_failure_schedule() -> None:
 
 
 def test_live_risk_rules_on_counters_gauges_and_links() -> None:
-    from allocator.live_risk import LiveRisk
-    from exporter.schema import Sample
+    from gpufleet.allocator.live_risk import LiveRisk
+    from gpufleet.exporter.schema import Sample
 
     live = LiveRisk(["a", "b"], window_s=3600.0)
 

@@ -32,8 +32,8 @@ def test_evaluate_rejects_unknown_dataset() -> None:
 
 @pytest.mark.slow
 def test_train_and_score_from_a_twin_store(tmp_path: Path) -> None:
-    from exporter.store import HistoryStore
-    from simulator.twin import Twin, TwinConfig
+    from gpufleet.exporter.store import HistoryStore
+    from gpufleet.simulator.twin import Twin, TwinConfig
 
     store = tmp_path / "store"
     twin = Twin(TwinConfig(nodes=2, gpus_per_node=4, seed=5, failure_rate_multiplier=3000, fields="history"))

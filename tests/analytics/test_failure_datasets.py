@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-
-from analytics.datasets import (
+from gpufleet.analytics.datasets import (
     Panel,
     class_balance,
     make_windows,
@@ -81,7 +80,7 @@ def test_time_split_leaks_nothing() -> None:
 
 
 def test_coarsen_sums_increments_averages_gauges_and_keeps_gaps() -> None:
-    from analytics.datasets import coarsen
+    from gpufleet.analytics.datasets import coarsen
 
     p = prepare(panel(gpus=2, days=1.0))
     p.values[0, -6:, 0] = np.nan  # the last 30 minutes of one GPU's temperature are missing

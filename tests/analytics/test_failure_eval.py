@@ -6,17 +6,17 @@ import json
 from pathlib import Path
 
 import numpy as np
-
-from analytics.failure_metrics import (
+from gpufleet.analytics.failure_metrics import (
     concordance_index,
     pr_auc,
     recall_at_false_alarm_rate,
     recall_at_precision,
     roc_auc,
 )
-from analytics.registry import Registry, drift
-from analytics.scoring import explain_top, score_panel
-from models.baselines import LogisticFailure
+from gpufleet.analytics.registry import Registry, drift
+from gpufleet.analytics.scoring import explain_top, score_panel
+from gpufleet.models.baselines import LogisticFailure
+
 from tests.analytics.test_failure_datasets import FIELDS, T0, panel
 from tests.models.test_failure_contract import FEATURES, HORIZONS, windows
 
@@ -74,8 +74,8 @@ def test_registry_champion_challenger_and_drift(tmp_path: Path) -> None:
 
 
 def test_online_scoring_and_signals() -> None:
-    from analytics.datasets import make_windows, prepare
-    from models.baselines import BoostedTreesFailure
+    from gpufleet.analytics.datasets import make_windows, prepare
+    from gpufleet.models.baselines import BoostedTreesFailure
 
     p = prepare(panel(gpus=6, days=3, seed=3))
     p.values[5, -40:, 1] = 50.0  # GPU-5 suddenly throws correctable errors

@@ -6,9 +6,8 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-
-from analytics import infinitehbd, titan
-from exporter.errors import InputError
+from gpufleet.analytics import infinitehbd, titan
+from gpufleet.exporter.errors import InputError
 
 
 def test_titan_loader_names_file_and_line(tmp_path: Path) -> None:

@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from gpufleet.analytics.backtest import calibrate, evaluate, plan_origins, run_backtest, score
+from gpufleet.analytics.forecast import aggregate, demand_from_csv, load_csv, mask_outages
+from gpufleet.exporter.errors import InputError
+from gpufleet.models.forecast_base import forecasters
 from typer.testing import CliRunner
-
-from analytics.backtest import calibrate, evaluate, plan_origins, run_backtest, score
-from analytics.forecast import aggregate, demand_from_csv, load_csv, mask_outages
-from exporter.errors import InputError
-from models.forecast_base import forecasters
 
 
 def _csv(path: Path, days: int = 20, outage: bool = True) -> Path:

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from gpufleet.analytics.forecast import demand_from_helios
+from gpufleet.analytics.helios import load_vc, vc_files
+from gpufleet.exporter.errors import InputError
 
-from analytics.forecast import demand_from_helios
-from analytics.helios import load_vc, vc_files
-from exporter.errors import InputError
 from tests.servers import require_data
 
 
@@ -37,7 +37,7 @@ def test_loader_errors_name_the_line(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_helios_total_outage_is_missing_and_ets_beats_naive() -> None:
-    from analytics.backtest import evaluate
+    from gpufleet.analytics.backtest import evaluate
 
     folder = require_data("helios-earth-vc")
     frame = demand_from_helios(folder, "1h")

@@ -6,9 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-
-from analytics.forecast import demand_from_history
-from analytics.history.base import HistoryReader, TimeLike, frame_from_series
+from gpufleet.analytics.forecast import demand_from_history
+from gpufleet.analytics.history.base import HistoryReader, TimeLike, frame_from_series
 
 
 class _Fleet(HistoryReader):

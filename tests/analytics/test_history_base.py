@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from gpufleet.analytics.history.base import frame_from_series, to_seconds
+from gpufleet.analytics.history.prometheus import PrometheusReader
+from gpufleet.analytics.history.store import StoreReader
+from gpufleet.analytics.history.victoria import InfluxReader, VictoriaReader
+from gpufleet.exporter.errors import BackendUnavailable, ConfigError
+from gpufleet.exporter.store import HistoryStore
 
-from analytics.history.base import frame_from_series, to_seconds
-from analytics.history.prometheus import PrometheusReader
-from analytics.history.store import StoreReader
-from analytics.history.victoria import InfluxReader, VictoriaReader
-from exporter.errors import BackendUnavailable, ConfigError
-from exporter.store import HistoryStore
 from tests.servers import free_port
 from tests.store.helpers import T0, devices, snapshot
 

@@ -20,15 +20,15 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from gpufleet.analytics.history.prometheus import PrometheusReader
+from gpufleet.analytics.history.store import StoreReader
+from gpufleet.analytics.history.victoria import VictoriaReader
+from gpufleet.exporter.catalogue import catalogue
+from gpufleet.exporter.schema import Snapshot
+from gpufleet.exporter.sinks.influx import snapshot_lines
+from gpufleet.exporter.store import HistoryStore
+from gpufleet.simulator.twin import TwinConfig, TwinSource
 
-from analytics.history.prometheus import PrometheusReader
-from analytics.history.store import StoreReader
-from analytics.history.victoria import VictoriaReader
-from exporter.catalogue import catalogue
-from exporter.schema import Snapshot
-from exporter.sinks.influx import snapshot_lines
-from exporter.store import HistoryStore
-from simulator.twin import TwinConfig, TwinSource
 from tests.servers import Prometheus, VictoriaMetrics, wait_until
 
 FIELDS = ["temperature_gpu", "power_usage", "energy", "util_gpu", "clock_event_active"]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from gpufleet.exporter.schema import Device, Sample, Snapshot
 from sqlalchemy import select
 
-from exporter.schema import Device, Sample, Snapshot
 from gpufleet.api.app import create_app
 from gpufleet.api.backend import FleetState
 from gpufleet.api.context import build_context, initialise

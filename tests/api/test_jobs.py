@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from gpufleet.allocator.policies import make_policy
+from gpufleet.allocator.queue import JobQueue
+from gpufleet.allocator.state import ClusterState
 
-from allocator.policies import make_policy
-from allocator.queue import JobQueue
-from allocator.state import ClusterState
 from gpufleet.api.backend import FleetState
 from gpufleet.jobs import QueueJobService
 from tests.api.conftest import Api, fleet_snapshot, make_api
@@ -21,7 +21,7 @@ def japi(tmp_path: Path):  # type: ignore[no-untyped-def]
     per_node = {}
     for d in snap.devices:
         per_node.setdefault(d.node, []).append(d)
-    from exporter.schema import Snapshot
+    from gpufleet.exporter.schema import Snapshot
 
     snaps = [Snapshot(ts=snap.ts, node=n, devices=ds, up={d.uuid: 1 for d in ds}) for n, ds in per_node.items()]
     queue = JobQueue(ClusterState.from_snapshots(snaps), make_policy("default"), path=tmp_path / "queue.json")

@@ -13,8 +13,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from gpufleet.exporter.errors import ConfigError
 
-from exporter.errors import ConfigError
 from gpufleet.api.app import create_app
 from gpufleet.api.server import ApiServer
 from tests.api.conftest import Api

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from gpufleet.dashboards.build import SCHEMA_VERSION, build_all, write_all
+from gpufleet.dashboards.validate import check_model, metric_names, queries
 
-from dashboards.build import SCHEMA_VERSION, build_all, write_all
-from dashboards.validate import check_model, metric_names, queries
 from gpufleet.cli import main
 
 
@@ -45,7 +45,7 @@ def test_metric_name_extraction() -> None:
 
 
 def test_gpu_detail_shows_every_device_field() -> None:
-    from exporter.catalogue import catalogue
+    from gpufleet.exporter.catalogue import catalogue
 
     exprs = " ".join(e for _, e in queries(build_all()["gpu"]))
     wanted = [m for m in catalogue() if m.scope == "device" and m.type != "info"
@@ -87,16 +87,16 @@ def test_cli_rejects_unknown_naming_mode(tmp_path: Path, capsys: pytest.CaptureF
 
 
 def test_docs_are_current() -> None:
-    from dashboards.docs import render
+    from gpufleet.dashboards.docs import render
 
     doc = Path(__file__).resolve().parents[2] / "docs" / "dashboards.md"
     assert doc.read_text() == render(), "regenerate: python -m dashboards.docs > docs/dashboards.md"
 
 
 def test_thresholds_match_the_alert_pack() -> None:
-    from alerting.rules import load_rules
-    from dashboards import health
-    from dashboards.panels import FAILURE_RISK_WARN, TEMPERATURE_WARN_C
+    from gpufleet.alerting.rules import load_rules
+    from gpufleet.dashboards import health
+    from gpufleet.dashboards.panels import FAILURE_RISK_WARN, TEMPERATURE_WARN_C
 
     rules = {r.name: r for r in load_rules([], include_pack=True).rules}
     assert rules["GpuTemperatureHigh"].threshold == TEMPERATURE_WARN_C

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from gpufleet.dashboards.build import build_all
+from gpufleet.dashboards.validate import metric_names, queries
+from gpufleet.exporter.catalogue import catalogue
 
-from dashboards.build import build_all
-from dashboards.validate import metric_names, queries
-from exporter.catalogue import catalogue
 from gpufleet.service import Service
 from gpufleet.settings import load_settings
 from tests.servers import Prometheus, free_port

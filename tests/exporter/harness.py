@@ -15,11 +15,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from exporter.loop import CollectionLoop
-from exporter.sinks.base import Sink
-from exporter.sinks.prometheus import PrometheusSink
-from exporter.sinks.web import MetricsServer, WebConfig
-from exporter.sources.base import Source
+from gpufleet.exporter.loop import CollectionLoop
+from gpufleet.exporter.sinks.base import Sink
+from gpufleet.exporter.sinks.prometheus import PrometheusSink
+from gpufleet.exporter.sinks.web import MetricsServer, WebConfig
+from gpufleet.exporter.sources.base import Source
 
 
 @dataclass

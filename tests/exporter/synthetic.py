@@ -7,9 +7,9 @@ no samples; ``frozen`` makes a device repeat the samples (and timestamps) of its
 
 from __future__ import annotations
 
-from exporter.catalogue import catalogue
-from exporter.schema import CollectorStat, Device, Sample, Snapshot
-from exporter.sources.base import Source
+from gpufleet.exporter.catalogue import catalogue
+from gpufleet.exporter.schema import CollectorStat, Device, Sample, Snapshot
+from gpufleet.exporter.sources.base import Source
 
 # Families a node exporter produces: every device / process family except those other processes
 # export (analytics outputs, allocator state).

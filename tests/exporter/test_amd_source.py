@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 
 import pytest
+from gpufleet.exporter.catalogue import catalogue
+from gpufleet.exporter.collectors.amd import amd_registry
+from gpufleet.exporter.errors import ConfigError, SourceUnavailable
+from gpufleet.exporter.schema import EventKind
+from gpufleet.exporter.sources.amd import AmdSource, load_amdsmi
 
-from exporter.catalogue import catalogue
-from exporter.collectors.amd import amd_registry
-from exporter.errors import ConfigError, SourceUnavailable
-from exporter.schema import EventKind
-from exporter.sources.amd import AmdSource, load_amdsmi
 from tests.exporter.fake_amdsmi import AmdSmiLibraryException, FakeAmdGpu, FakeAmdSmi
 from tests.exporter.test_procattr import make_proc
 
@@ -96,7 +96,7 @@ def test_na_strings_are_left_out() -> None:
 
 def test_missing_function_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     fake = fleet(missing={"amdsmi_get_violation_status"})
-    with caplog.at_level(logging.WARNING, logger="exporter.amdsmi_query"), AmdSource(amdsmi=fake.module) as src:
+    with caplog.at_level(logging.WARNING, logger="gpufleet.exporter.amdsmi_query"), AmdSource(amdsmi=fake.module) as src:
         snaps = [src.collect(float(t)) for t in range(2)]
     assert all(not [s for s in snap.samples if s.field == "clock_event_active"] for snap in snaps)
     warnings = [r for r in caplog.records if "amdsmi_get_violation_status" in r.getMessage()]
@@ -135,8 +135,8 @@ def test_unexpected_error_fails_only_its_collector() -> None:
 
 
 def test_amd_throttle_reasons_match_the_catalogue_list() -> None:
-    from exporter.catalogue import AMD_CLOCK_EVENT_REASONS
-    from exporter.collectors.amd.throttle import REASONS
+    from gpufleet.exporter.catalogue import AMD_CLOCK_EVENT_REASONS
+    from gpufleet.exporter.collectors.amd.throttle import REASONS
 
     assert tuple(reason for reason, _ in REASONS) == AMD_CLOCK_EVENT_REASONS
 

@@ -6,9 +6,8 @@ import csv
 from pathlib import Path
 
 import pytest
-
-from exporter.catalogue import catalogue, load_catalogue
-from exporter.errors import InputError
+from gpufleet.exporter.catalogue import catalogue, load_catalogue
+from gpufleet.exporter.errors import InputError
 
 REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference"
 

@@ -82,7 +82,7 @@ def test_twin_exporter_serves_metrics_and_writes_influx_and_store(victoria: Vict
         return len(r.json()["data"]) == 2
     wait_until(in_victoria, 30, "twin points in VictoriaMetrics")
 
-    from exporter.store import HistoryStore
+    from gpufleet.exporter.store import HistoryStore
 
     store = HistoryStore(tmp_path / "store", create=False)
     try:

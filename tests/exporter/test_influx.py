@@ -8,13 +8,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from gpufleet.exporter.errors import ConfigError
+from gpufleet.exporter.loop import CollectionLoop
+from gpufleet.exporter.schema import Device, Sample, Snapshot
+from gpufleet.exporter.sinks.base import Sink
+from gpufleet.exporter.sinks.buffer import DiskBuffer
+from gpufleet.exporter.sinks.influx import InfluxSink, snapshot_lines
 
-from exporter.errors import ConfigError
-from exporter.loop import CollectionLoop
-from exporter.schema import Device, Sample, Snapshot
-from exporter.sinks.base import Sink
-from exporter.sinks.buffer import DiskBuffer
-from exporter.sinks.influx import InfluxSink, snapshot_lines
 from tests.exporter.synthetic import SyntheticSource
 from tests.servers import VictoriaMetrics, free_port, wait_until
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from gpufleet.exporter.errors import ConfigError
+from gpufleet.exporter.loop import CollectionLoop
+from gpufleet.exporter.schema import Snapshot
+from gpufleet.exporter.sinks.base import Sink
+from gpufleet.exporter.sinks.prometheus import PrometheusSink
+from gpufleet.exporter.sources.base import Source
 
-from exporter.errors import ConfigError
-from exporter.loop import CollectionLoop
-from exporter.schema import Snapshot
-from exporter.sinks.base import Sink
-from exporter.sinks.prometheus import PrometheusSink
-from exporter.sources.base import Source
 from tests.exporter.synthetic import SyntheticSource
 
 

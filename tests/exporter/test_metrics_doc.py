@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from exporter.catalogue import catalogue
+from gpufleet.exporter.catalogue import catalogue
 
 ROOT = Path(__file__).resolve().parents[2]
 

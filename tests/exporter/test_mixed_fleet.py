@@ -7,15 +7,15 @@ import subprocess
 import sys
 
 import pytest
+from gpufleet.exporter.errors import SourceUnavailable
+from gpufleet.exporter.loop import CollectionLoop
+from gpufleet.exporter.sinks.prometheus import PrometheusSink
+from gpufleet.exporter.sources.amd import AmdSource
+from gpufleet.exporter.sources.auto import open_source
+from gpufleet.exporter.sources.multi import MultiSource
+from gpufleet.exporter.sources.nvml import NvmlSource
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.errors import SourceUnavailable
-from exporter.loop import CollectionLoop
-from exporter.sinks.prometheus import PrometheusSink
-from exporter.sources.amd import AmdSource
-from exporter.sources.auto import open_source
-from exporter.sources.multi import MultiSource
-from exporter.sources.nvml import NvmlSource
 from gpufleet.cli import main
 from tests.exporter.fake_amdsmi import FakeAmdGpu, FakeAmdSmi
 from tests.exporter.fake_pynvml import FakeGpu, FakeNvml, FakeVgpu

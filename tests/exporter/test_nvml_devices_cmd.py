@@ -6,8 +6,8 @@ import json
 import sys
 
 import pytest
+from gpufleet.exporter.errors import SourceUnavailable
 
-from exporter.errors import SourceUnavailable
 from gpufleet.cli import main
 from tests.exporter.fake_pynvml import GIB, FakeGpu, FakeMig, FakeNvml
 
@@ -53,7 +53,7 @@ def test_devices_json(fake_pynvml: FakeNvml, capsys: pytest.CaptureFixture[str])
 
 def test_devices_without_driver_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     """The real pynvml on a machine without the NVIDIA driver: one red line, exit 4, no traceback."""
-    from exporter.sources.nvml import NvmlSource
+    from gpufleet.exporter.sources.nvml import NvmlSource
 
     try:
         NvmlSource(collectors=[]).open()

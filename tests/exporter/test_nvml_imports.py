@@ -12,11 +12,11 @@ HEAVY = ("torch", "pandas", "statsmodels", "sklearn")
 
 SCRIPT = f"""
 import importlib, json, pkgutil, sys
-import exporter
-names = ["exporter"] + [m.name for m in pkgutil.walk_packages(exporter.__path__, "exporter.")]
+import gpufleet.exporter as exporter
+names = ["gpufleet.exporter"] + [m.name for m in pkgutil.walk_packages(exporter.__path__, "gpufleet.exporter.")]
 for name in names:
     importlib.import_module(name)
-from exporter.collectors import registry
+from gpufleet.exporter.collectors import registry
 registry()
 print(json.dumps({{"modules": names, "heavy": [m for m in {HEAVY!r} if m in sys.modules]}}))
 """
@@ -26,5 +26,6 @@ def test_exporter_imports_no_heavy_libraries() -> None:
     out = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, capture_output=True, text=True, timeout=120,
                          check=True)
     got = json.loads(out.stdout.strip().splitlines()[-1])
-    assert "exporter.sources.nvml" in got["modules"] and "exporter.collectors.xid" in got["modules"]
+    assert "gpufleet.exporter.sources.nvml" in got["modules"]
+    assert "gpufleet.exporter.collectors.xid" in got["modules"]
     assert got["heavy"] == []

@@ -8,12 +8,12 @@ from collections.abc import Iterator
 
 import pynvml
 import pytest
+from gpufleet.exporter.catalogue import catalogue
+from gpufleet.exporter.collectors import registry
+from gpufleet.exporter.errors import ConfigError, SourceUnavailable
+from gpufleet.exporter.schema import EventKind, Snapshot
+from gpufleet.exporter.sources.nvml import NvmlSource
 
-from exporter.catalogue import catalogue
-from exporter.collectors import registry
-from exporter.errors import ConfigError, SourceUnavailable
-from exporter.schema import EventKind, Snapshot
-from exporter.sources.nvml import NvmlSource
 from tests.exporter.fake_pynvml import GIB, FakeGpu, FakeMig, FakeNvml, FakeVgpu
 
 H100, A100, T4, RTX = "NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-40GB", "Tesla T4", "NVIDIA GeForce RTX 4090"

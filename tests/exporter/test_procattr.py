@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
+from gpufleet.exporter.procattr import ProcAttributor, parse_cgroup
+from gpufleet.exporter.sources.nvml import NvmlSource
 
-from exporter.procattr import ProcAttributor, parse_cgroup
-from exporter.sources.nvml import NvmlSource
 from tests.exporter.fake_pynvml import GIB, FakeGpu, FakeNvml
 
 CID = "3f4e" + "0123456789abcdef" * 3 + "a1b2c3d4e5f6"

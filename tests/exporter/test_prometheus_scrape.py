@@ -7,9 +7,9 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+from gpufleet.exporter.catalogue import DCGM_IDENTITY_LABELS, NATIVE_IDENTITY_LABELS
+from gpufleet.exporter.sources.base import Source
 
-from exporter.catalogue import DCGM_IDENTITY_LABELS, NATIVE_IDENTITY_LABELS
-from exporter.sources.base import Source
 from tests.exporter.harness import RunningExporter, run_exporter
 from tests.exporter.synthetic import SyntheticSource, exporter_metrics
 from tests.servers import Prometheus, wait_until
@@ -32,7 +32,8 @@ def _expected(mode: str, fields: set[str] | None = None) -> dict[str, set[str]]:
 
 def _nvml_source(tmp: Path, node: str) -> Source:
     """The scripted fake NVML fleet: Hopper with GPM and a process, Ampere with MIG, a T4."""
-    from exporter.sources.nvml import NvmlSource
+    from gpufleet.exporter.sources.nvml import NvmlSource
+
     from tests.exporter.fake_pynvml import GIB, FakeGpu, FakeMig, FakeNvml
     from tests.exporter.test_procattr import make_proc
 

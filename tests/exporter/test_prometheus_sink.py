@@ -6,13 +6,13 @@ import re
 import subprocess
 
 import pytest
+from gpufleet.exporter.catalogue import catalogue
+from gpufleet.exporter.errors import ConfigError
+from gpufleet.exporter.loop import CollectionLoop
+from gpufleet.exporter.sinks.prometheus import PrometheusSink
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.catalogue import catalogue
-from exporter.errors import ConfigError
-from exporter.loop import CollectionLoop
-from exporter.sinks.prometheus import PrometheusSink
 from tests.exporter.synthetic import SyntheticSource, exporter_metrics
 from tests.servers import require_binary
 
@@ -139,7 +139,7 @@ def test_promtool_on_dcgm_output_reports_only_dcgms_own_naming() -> None:
 
 
 def test_values_render_exactly() -> None:
-    from exporter.sinks.prometheus import Family, render_text
+    from gpufleet.exporter.sinks.prometheus import Family, render_text
 
     fam = Family("gpufleet_gpu_power_usage_watts", "gauge", "h", [
         ("u1", (("uuid", "u1"),), (), 1410000000.0), ("u2", (("uuid", "u2"),), (), 0.51),
@@ -156,8 +156,9 @@ def test_fast_renderer_gives_the_reference_text(names: str) -> None:
     """SnapshotRenderer (cached line prefixes) renders byte for byte what build_families + render_text
     give, over the synthetic fleet (MIG, processes, summed links, an unknown device) and the fake-NVML
     fleet, with and without stale devices, over consecutive snapshots (values change, prefixes are kept)."""
-    from exporter.sinks.prometheus import SnapshotRenderer, build_families, render_text
-    from exporter.sources.nvml import NvmlSource
+    from gpufleet.exporter.sinks.prometheus import SnapshotRenderer, build_families, render_text
+    from gpufleet.exporter.sources.nvml import NvmlSource
+
     from tests.exporter.fake_pynvml import FakeGpu, FakeMig, FakeNvml
 
     fake = FakeNvml([FakeGpu("GPU-a", processes=[(11, 2**30)]), FakeGpu("GPU-b", model="Tesla T4"),
@@ -182,8 +183,8 @@ def test_fast_renderer_gives_the_reference_text(names: str) -> None:
 def test_fast_renderer_values_render_exactly() -> None:
     """Value texts are remembered by value: -0.0 and 0.0, 1 and 1.0, NaN and infinities still come out
     as the reference renderer writes them, cycle after cycle."""
-    from exporter.schema import Device, Sample, Snapshot
-    from exporter.sinks.prometheus import SnapshotRenderer, build_families, render_text
+    from gpufleet.exporter.schema import Device, Sample, Snapshot
+    from gpufleet.exporter.sinks.prometheus import SnapshotRenderer, build_families, render_text
 
     dev = Device(uuid="GPU-x", index=0, node="n", model="m")
     renderer = SnapshotRenderer("both", catalogue())
@@ -199,7 +200,7 @@ def test_fast_renderer_follows_series_that_come_and_go() -> None:
     in another order still renders exactly as the reference does."""
     import random
 
-    from exporter.sinks.prometheus import SnapshotRenderer, build_families, render_text
+    from gpufleet.exporter.sinks.prometheus import SnapshotRenderer, build_families, render_text
 
     source = SyntheticSource(3)
     renderer = SnapshotRenderer("both", catalogue())

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from gpufleet.exporter.nvml_query import HIDDEN_BY_HYPERVISOR
+from gpufleet.exporter.sources.nvml import NvmlSource
 
-from exporter.nvml_query import HIDDEN_BY_HYPERVISOR
-from exporter.sources.nvml import NvmlSource
 from tests.exporter.fake_pynvml import GIB, FakeGpu, FakeNvml, FakeVgpu
 
 A100, H100 = "NVIDIA A100-SXM4-40GB", "NVIDIA H100 80GB HBM3"

@@ -11,9 +11,9 @@ from pathlib import Path
 import bcrypt
 import httpx
 import pytest
+from gpufleet.exporter.errors import ConfigError
+from gpufleet.exporter.sinks.web import load_web_config, parse_listen
 
-from exporter.errors import ConfigError
-from exporter.sinks.web import load_web_config, parse_listen
 from tests.exporter.harness import run_exporter
 from tests.exporter.synthetic import SyntheticSource
 from tests.servers import Prometheus, require_binary
@@ -83,9 +83,9 @@ def test_gzip_scrape_is_the_same_exposition() -> None:
     import gzip
     import http.client
 
-    from exporter.loop import CollectionLoop
-    from exporter.sinks.prometheus import PrometheusSink
-    from exporter.sinks.web import MetricsServer, accepts_gzip
+    from gpufleet.exporter.loop import CollectionLoop
+    from gpufleet.exporter.sinks.prometheus import PrometheusSink
+    from gpufleet.exporter.sinks.web import MetricsServer, accepts_gzip
 
     assert accepts_gzip("gzip") and accepts_gzip("deflate, gzip;q=0.5") and accepts_gzip("*")
     assert not accepts_gzip("") and not accepts_gzip("identity") and not accepts_gzip("gzip;q=0")

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from gpufleet.allocator.state import FULL, ClusterState, Health, NodeSpec, Placement
 
-from allocator.state import FULL, ClusterState, Health, NodeSpec, Placement
 from gpufleet.integrations.k8s_extender import PERMISSIONS, Extender, create_extender_app
 from tests.integrations.kube_api import node
 

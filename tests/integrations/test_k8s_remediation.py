@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from gpufleet.exporter.errors import BackendUnavailable
 
-from exporter.errors import BackendUnavailable
 from gpufleet.integrations.k8s import BAND_LABEL, HELD_ANNOTATION, TAINT_KEY, KubeNodeManager
 from gpufleet.integrations.remediation import Action, RemediationPolicy, Remediator, audit_fields
 from tests.integrations.kube_api import KubeAPI, node

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from gpufleet.exporter.errors import BackendUnavailable, ConfigError
 
-from exporter.errors import BackendUnavailable, ConfigError
 from gpufleet.integrations.remediation import RemediationPolicy
 from gpufleet.integrations.slurm import (
     SlurmClient,

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from gpufleet.allocator.autoscale import AutoscaleSettings
 
-from allocator.autoscale import AutoscaleSettings
 from gpufleet.integrations.power import PowerAdvisor, power_router
 from tests.servers import ROOT, free_port, wait_until
 

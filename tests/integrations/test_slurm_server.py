@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from gpufleet.exporter.errors import BackendUnavailable
 
-from exporter.errors import BackendUnavailable
 from gpufleet.integrations.remediation import RemediationPolicy, Remediator
 from gpufleet.integrations.slurm import SlurmClient, SlurmJob, SlurmNodeManager
 from gpufleet.integrations.slurm_mirror import (

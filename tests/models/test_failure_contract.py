@@ -9,10 +9,9 @@ import pickle
 
 import numpy as np
 import pytest
-
-from models import all_models
-from models.base import Model, NotFittedError
-from models.failure_base import FailureProba
+from gpufleet.models import all_models
+from gpufleet.models.base import Model, NotFittedError
+from gpufleet.models.failure_base import FailureProba
 
 KINDS = ("failure", "survival", "events")
 REG = {n: c for n, c in all_models().items() if c.kind in KINDS}
@@ -58,7 +57,7 @@ def fit_predict(model: Model, seed: int = 0) -> np.ndarray:
         model.fit(Xs, dur, ev, feature_names=("a", "b", "c"))  # type: ignore[attr-defined]
         res = model.predict_proba(Xs[:50], np.full(50, 86400 * 100.0), 30 * 86400.0)  # type: ignore[attr-defined]
         return np.asarray(res.proba)[:, None]
-    from models.event_history import EXPOSURE_FEATURE, RATE_FEATURE
+    from gpufleet.models.event_history import EXPOSURE_FEATURE, RATE_FEATURE
 
     rng = np.random.default_rng(seed)
     Z = np.column_stack([rng.poisson(1, 300), np.full(300, 100.0), rng.poisson(0.2, 300)]).astype(float)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+from gpufleet.models.baselines import BoostedTreesFailure, OperatorRules, window_summary
+from gpufleet.models.failure_base import Calibrator, horizon_label
+from gpufleet.models.survival import AgeOnlySurvival, CoxSurvival
 
-from models.baselines import BoostedTreesFailure, OperatorRules, window_summary
-from models.failure_base import Calibrator, horizon_label
-from models.survival import AgeOnlySurvival, CoxSurvival
 from tests.models.test_failure_contract import FEATURES, HORIZONS, windows
 
 
@@ -33,7 +33,7 @@ def test_window_summary_marks_missing_fields() -> None:
 
 
 def test_gbt_learns_the_precursor() -> None:
-    from analytics.failure_metrics import pr_auc
+    from gpufleet.analytics.failure_metrics import pr_auc
 
     X, mask, y = windows(n=600)
     m = BoostedTreesFailure(max_iter=20).fit(X[:400], mask[:400], y[:400], feature_names=FEATURES, horizons=HORIZONS)
@@ -63,8 +63,8 @@ def test_cox_finds_the_risky_covariate() -> None:
 
 
 def test_transfer_features_ignore_gpu_model_fingerprints() -> None:
-    from models.baselines import RELATIVE_FIELDS, transfer_summary
-    from models.lstm_failure import LSTMFailure
+    from gpufleet.models.baselines import RELATIVE_FIELDS, transfer_summary
+    from gpufleet.models.lstm_failure import LSTMFailure
 
     X, mask, y = windows(n=300)
     rel = np.array([f in RELATIVE_FIELDS for f in FEATURES])

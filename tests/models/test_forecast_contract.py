@@ -6,9 +6,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-from models.base import NotFittedError
-from models.forecast_base import DEFAULT_QUANTILES, Forecast, Forecaster, fill_missing, forecasters, steps_per
+from gpufleet.models.base import NotFittedError
+from gpufleet.models.forecast_base import (
+    DEFAULT_QUANTILES,
+    Forecast,
+    Forecaster,
+    fill_missing,
+    forecasters,
+    steps_per,
+)
 
 TINY: dict[str, dict[str, Any]] = {"lstm": {"epochs": 2, "hidden": 4, "max_windows": 32}}
 

@@ -23,7 +23,7 @@ def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert len(list((out / "grafana" / "dashboards").glob("*.json"))) == 7
     assert (out / "cost-report" / "cost_monthly.csv").read_text().count("\n") >= 2
     assert (out / "history").is_dir()
-    from exporter.store import HistoryStore
+    from gpufleet.exporter.store import HistoryStore
 
     with HistoryStore(out / "history") as store:
         assert store.span()[1] is not None and "allocated_gpus" in store.fields()

@@ -62,7 +62,7 @@ def test_metrics_are_complete_and_promtool_clean(service: Service) -> None:
     names = [line.split("{")[0].split(" ")[0] for line in body.splitlines() if line and not line.startswith("#")]
     info_lines = [line for line in body.splitlines() if line.startswith("gpufleet_gpu_info{")]
     assert len(info_lines) == 8, "identity series must not be duplicated"
-    from exporter.catalogue import catalogue
+    from gpufleet.exporter.catalogue import catalogue
 
     assert set(names) <= catalogue().names("native")
     check = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, text=True)

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from gpufleet.simulator.twin import TwinConfig, TwinSource
 
 from gpufleet.demo import DemoConfig, run
 from gpufleet.service import Service
 from gpufleet.settings import load_settings
-from simulator.twin import TwinConfig, TwinSource
 from tests.servers import free_port
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gpufleet.simulator.calibration import REFERENCE, ks_distance, ks_report, sample_fleet
 
-from simulator.calibration import REFERENCE, ks_distance, ks_report, sample_fleet
 from tests.servers import require_data
 
 # Fixed bound for every metric (not tuned per run): the largest gap between the twin's CDF and the

@@ -8,10 +8,10 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 import pytest
+from gpufleet.exporter.schema import EventKind
+from gpufleet.simulator import failures as fm
+from gpufleet.simulator.twin import Twin, TwinConfig
 
-from exporter.schema import EventKind
-from simulator import failures as fm
-from simulator.twin import Twin, TwinConfig
 from tests.servers import require_data
 
 T0 = 1_700_000_000.0

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from gpufleet.exporter.errors import InputError
+from gpufleet.simulator.inventory import SPECS, default_inventory, load_inventory, resolve_model
 
-from exporter.errors import InputError
-from simulator.inventory import SPECS, default_inventory, load_inventory, resolve_model
 from tests.servers import require_data
 
 

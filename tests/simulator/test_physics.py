@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-
-from simulator.inventory import default_inventory
-from simulator.physics import POWER_CAP, SW_THERMAL, TAU_S, Activity, Physics
+from gpufleet.simulator.inventory import default_inventory
+from gpufleet.simulator.physics import POWER_CAP, SW_THERMAL, TAU_S, Activity, Physics
 
 
 def _physics(n_nodes: int = 1) -> Physics:

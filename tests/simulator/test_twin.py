@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from exporter.catalogue import catalogue
-from exporter.schema import EventKind
-from simulator.twin import Twin, TwinConfig, TwinSource
+from gpufleet.exporter.catalogue import catalogue
+from gpufleet.exporter.schema import EventKind
+from gpufleet.simulator.twin import Twin, TwinConfig, TwinSource
 
 T0 = 1_700_000_000.0
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gpufleet.exporter.schema import EventKind
+from gpufleet.exporter.store import HistoryStore
+from gpufleet.simulator.twin import Twin, TwinConfig
 from typer.testing import CliRunner
 
-from exporter.schema import EventKind
-from exporter.store import HistoryStore
 from gpufleet.cli import app
-from simulator.twin import Twin, TwinConfig
 from tests.servers import require_data
 
 T0 = 1_700_000_000.0

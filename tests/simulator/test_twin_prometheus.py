@@ -7,9 +7,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from gpufleet.exporter.catalogue import catalogue
+from gpufleet.simulator.twin import TwinConfig, TwinSource
 
-from exporter.catalogue import catalogue
-from simulator.twin import TwinConfig, TwinSource
 from tests.exporter.harness import run_exporter
 from tests.servers import Prometheus, require_binary, wait_until
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from gpufleet.exporter.errors import InputError
+from gpufleet.simulator.workload import Cluster, FirstFitPlacer, GenaiReplay, Job, OpenbReplay, PlacementState
 
-from exporter.errors import InputError
-from simulator.workload import Cluster, FirstFitPlacer, GenaiReplay, Job, OpenbReplay, PlacementState
 from tests.servers import require_data
 
 

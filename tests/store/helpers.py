@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from exporter.schema import Device, Event, EventKind, Sample, Snapshot
+from gpufleet.exporter.schema import Device, Event, EventKind, Sample, Snapshot
 
 T0 = 1_750_000_000.0  # aligned to neither a minute nor an hour on purpose
 

@@ -12,16 +12,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from gpufleet.exporter.store import HistoryStore
+from gpufleet.exporter.store.layout import list_segments, list_wals
 
-from exporter.store import HistoryStore
-from exporter.store.layout import list_segments, list_wals
 from tests.servers import ROOT, wait_until
 from tests.store.helpers import T0, devices, snapshot
 
 WRITER = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, sys.argv[2])
-    from exporter.store import HistoryStore
+    from gpufleet.exporter.store import HistoryStore
     from tests.store.helpers import devices, snapshot
     s = HistoryStore(sys.argv[1], segment_seconds=60)
     devs = devices()
@@ -128,7 +128,7 @@ def test_log_left_after_commit_is_not_read_twice(tmp_path: Path) -> None:
 COMPACTING_WRITER = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, sys.argv[2])
-    from exporter.store import HistoryStore
+    from gpufleet.exporter.store import HistoryStore
     from tests.store.helpers import devices, snapshot
     devs = devices()
     with HistoryStore(sys.argv[1], fsync=False) as s:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from gpufleet.exporter.store import HistoryStore
 
-from exporter.store import HistoryStore
 from gpufleet.cli import main
 from tests.store.helpers import T0, devices, snapshot
 

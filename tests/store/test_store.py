@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from gpufleet.exporter.errors import ConfigError, Conflict, NotFound
+from gpufleet.exporter.schema import Event, EventKind
+from gpufleet.exporter.store import HistoryStore, layout
+from gpufleet.exporter.store.layout import list_segments
 
-from exporter.errors import ConfigError, Conflict, NotFound
-from exporter.schema import Event, EventKind
-from exporter.store import HistoryStore, layout
-from exporter.store.layout import list_segments
 from tests.store.helpers import T0, devices, snapshot, value
 
 
@@ -192,7 +192,7 @@ def test_closed_days_are_compacted_without_changing_answers(tmp_path: Path) -> N
 
 
 def test_info_and_per_process_series_are_not_columns(tmp_path: Path) -> None:
-    from exporter.schema import Sample
+    from gpufleet.exporter.schema import Sample
 
     devs = devices()
     snap = snapshot(0, devs)

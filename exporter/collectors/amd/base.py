@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from exporter.amdsmi_query import AmdQuery, num
-from exporter.collectors.base import Emitter
-from exporter.nvml_query import NA
-from exporter.schema import Device, Labels
+from gpufleet.exporter.amdsmi_query import AmdQuery, num
+from gpufleet.exporter.collectors.base import Emitter
+from gpufleet.exporter.nvml_query import NA
+from gpufleet.exporter.schema import Device, Labels
 
 
 @dataclass(slots=True)

@@ -3,8 +3,8 @@ video clock; current and maximum from one ``amdsmi_get_clock_info`` call each.""
 
 from __future__ import annotations
 
-from exporter.collectors.amd.base import AmdCollector, AmdDevice, entry
-from exporter.collectors.base import Emitter
+from gpufleet.exporter.collectors.amd.base import AmdCollector, AmdDevice, entry
+from gpufleet.exporter.collectors.base import Emitter
 
 MHZ = 1e6
 CLOCKS = (("GFX", "clock_sm", "clock_sm_max"), ("MEM", "clock_memory", "clock_memory_max"),

@@ -3,10 +3,10 @@ counts by RAS block (UMC, SDMA, GFX, MMHUB, XGMI_WAFL...) and retired (bad) page
 
 from __future__ import annotations
 
-from exporter.amdsmi_query import num
-from exporter.collectors.amd.base import AmdCollector, AmdDevice, entry
-from exporter.collectors.base import Emitter
-from exporter.nvml_query import NA
+from gpufleet.exporter.amdsmi_query import num
+from gpufleet.exporter.collectors.amd.base import AmdCollector, AmdDevice, entry
+from gpufleet.exporter.collectors.base import Emitter
+from gpufleet.exporter.nvml_query import NA
 
 BLOCKS = ("UMC", "SDMA", "GFX", "MMHUB", "ATHUB", "PCIE_BIF", "HDP", "XGMI_WAFL", "DF", "SMN", "SEM", "MP0",
           "MP1", "FUSE", "MCA", "VCN", "JPEG", "IH", "MPIO")

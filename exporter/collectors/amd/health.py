@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from exporter.collectors.amd.base import AmdCollector, AmdDevice
-from exporter.collectors.base import Emitter
+from gpufleet.exporter.collectors.amd.base import AmdCollector, AmdDevice
+from gpufleet.exporter.collectors.base import Emitter
 
 
 class AmdHealthCollector(AmdCollector):

@@ -4,10 +4,10 @@ throughput (``amdsmi_get_gpu_pci_throughput`` samples for one second per GPU, so
 
 from __future__ import annotations
 
-from exporter.amdsmi_query import num
-from exporter.collectors.amd.base import AmdCollector, AmdDevice, entry
-from exporter.collectors.base import Emitter
-from exporter.nvml_query import NA
+from gpufleet.exporter.amdsmi_query import num
+from gpufleet.exporter.collectors.amd.base import AmdCollector, AmdDevice, entry
+from gpufleet.exporter.collectors.base import Emitter
+from gpufleet.exporter.nvml_query import NA
 
 # transfer rate (MT/s) -> PCIe generation
 GENERATIONS = {2500: 1, 5000: 2, 8000: 3, 16000: 4, 32000: 5, 64000: 6, 128000: 7}

@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from exporter.amdsmi_query import num
-from exporter.collectors.amd.base import AmdCollector, AmdDevice, entry
-from exporter.collectors.base import Emitter
+from gpufleet.exporter.amdsmi_query import num
+from gpufleet.exporter.collectors.amd.base import AmdCollector, AmdDevice, entry
+from gpufleet.exporter.collectors.base import Emitter
 
 MICRO = 1e-6
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from exporter.amdsmi_query import num
-from exporter.collectors.amd.base import AmdCollector, AmdDevice, entry
-from exporter.collectors.base import Emitter
-from exporter.nvml_query import NA
-from exporter.procattr import ProcAttributor
+from gpufleet.exporter.amdsmi_query import num
+from gpufleet.exporter.collectors.amd.base import AmdCollector, AmdDevice, entry
+from gpufleet.exporter.collectors.base import Emitter
+from gpufleet.exporter.nvml_query import NA
+from gpufleet.exporter.procattr import ProcAttributor
 
 
 class AmdProcessesCollector(AmdCollector):

@@ -5,10 +5,10 @@ Memory temperature: the VRAM sensor, or on HBM parts without one the hottest HBM
 
 from __future__ import annotations
 
-from exporter.amdsmi_query import num
-from exporter.collectors.amd.base import AmdCollector, AmdDevice
-from exporter.collectors.base import Emitter
-from exporter.nvml_query import NA
+from gpufleet.exporter.amdsmi_query import num
+from gpufleet.exporter.collectors.amd.base import AmdCollector, AmdDevice
+from gpufleet.exporter.collectors.base import Emitter
+from gpufleet.exporter.nvml_query import NA
 
 HBM = ("HBM_0", "HBM_1", "HBM_2", "HBM_3")
 

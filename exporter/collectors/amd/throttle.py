@@ -5,9 +5,9 @@ AMD-only reasons (vr_thermal_slowdown, hbm_thermal_slowdown)."""
 
 from __future__ import annotations
 
-from exporter.amdsmi_query import num
-from exporter.collectors.amd.base import AmdCollector, AmdDevice, entry
-from exporter.collectors.base import Emitter
+from gpufleet.exporter.amdsmi_query import num
+from gpufleet.exporter.collectors.amd.base import AmdCollector, AmdDevice, entry
+from gpufleet.exporter.collectors.base import Emitter
 
 REASONS = (("sw_power_cap", "active_ppt_pwr"), ("sw_thermal_slowdown", "active_socket_thrm"),
            ("hw_thermal_slowdown", "active_prochot_thrm"), ("vr_thermal_slowdown", "active_vr_thrm"),

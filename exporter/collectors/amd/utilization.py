@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from exporter.collectors.amd.base import AmdCollector, AmdDevice, entry
-from exporter.collectors.base import Emitter
+from gpufleet.exporter.collectors.amd.base import AmdCollector, AmdDevice, entry
+from gpufleet.exporter.collectors.base import Emitter
 
 PCT = 0.01
 

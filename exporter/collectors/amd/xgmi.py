@@ -3,10 +3,10 @@ data read / written (KB -> bytes, cumulative)."""
 
 from __future__ import annotations
 
-from exporter.amdsmi_query import num
-from exporter.collectors.amd.base import AmdCollector, AmdDevice, entry
-from exporter.collectors.base import Emitter
-from exporter.nvml_query import NA
+from gpufleet.exporter.amdsmi_query import num
+from gpufleet.exporter.collectors.amd.base import AmdCollector, AmdDevice, entry
+from gpufleet.exporter.collectors.base import Emitter
+from gpufleet.exporter.nvml_query import NA
 
 KB = 1024
 STATE = {"U": 1, "D": 0}  # "X" (disabled: not cabled) and "N/A" are absent

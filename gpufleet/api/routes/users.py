@@ -8,10 +8,10 @@ from fastapi import APIRouter, Path, Query, Request
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from exporter.errors import Conflict, NotFound
 from gpufleet.api.db import User
 from gpufleet.api.deps import Ctx, CurrentUser, audit_as
 from gpufleet.api.schemas import Page, UserCreate, UserPublic, UserUpdate
+from gpufleet.exporter.errors import Conflict, NotFound
 
 router = APIRouter(prefix="/users", tags=["users"])
 UserId = Annotated[int, Path(ge=1, le=2**31 - 1, description="user id")]
