@@ -37,8 +37,12 @@ class StoreSink(Sink):
         now = time.monotonic()
         if not self._closed and now - self._size_at >= self._size_every:  # walking the folder is not free
             self._size, self._size_at = self.store.size_bytes(), now
+            self._quarantine = self.store.quarantine()
+        q = getattr(self, "_quarantine", {"files": 0, "rows_lost": 0, "records_lost": 0})
         return [("store_bytes", (), float(self._size)),
-                ("store_written_samples", (), float(self.written_samples))]
+                ("store_written_samples", (), float(self.written_samples)),
+                ("store_quarantined_files", (), float(q["files"])),
+                ("store_lost_records", (), float(q["rows_lost"] + q["records_lost"]))]
 
     def close(self) -> None:
         if not self._closed:

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from gpufleet.exporter.store.layout import Segment, fsync_dir, list_segments, segment_name
+from gpufleet.exporter.store.integrity import VERIFIER, remove_segment
+from gpufleet.exporter.store.layout import Segment, list_segments, segment_name
+from gpufleet.exporter.store.segments import seal
 
 DAY_MS = 86_400_000
 PERIOD_MS = {"raw": (DAY_MS,), "1m": (DAY_MS,), "1h": (DAY_MS, 30 * DAY_MS), "events": (DAY_MS,)}
@@ -65,9 +67,7 @@ def merge(segs: list[Segment], path: Path, compression: str, fsync: bool = True)
             import os
 
             os.fsync(fh.fileno())
-    tmp.replace(path)
-    if fsync:
-        fsync_dir(path.parent)
+    seal(tmp, path, fsync)
 
 
 def compact(folder: Path, tier: str, now_ms: int, fsync: bool = True) -> int:
@@ -90,9 +90,11 @@ def _compact(folder: Path, tier: str, period: int, now_ms: int, fsync: bool) -> 
         hi = max(s.hi for s in group)
         if any(s.hi >= lo and s.lo <= hi for s in segs if s not in group):
             continue  # another segment's sequence numbers fall in this range: it would be shadowed
+        if len(VERIFIER.good(group, folder.parent)) != len(group):
+            continue  # a damaged input was quarantined: never seal its bytes into a new file
         target = folder / segment_name(group[0].tmin, max(s.tmax for s in group), lo, hi)
         merge(group, target, COMPRESSION[tier], fsync)
         for s in group:
-            s.path.unlink(missing_ok=True)
+            remove_segment(s.path)
         merged += len(group)
     return merged

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,10 +21,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from gpufleet.exporter.errors import ConfigError
 from gpufleet.exporter.schema import Device, Event, EventKind
+from gpufleet.exporter.store.integrity import VERIFIER
 from gpufleet.exporter.store.layout import TIERS, list_segments, list_wals, series_field
 from gpufleet.exporter.store.wal import WalContents, read_wal
 
 AGGS = ("mean", "min", "max", "last")
+log = logging.getLogger(__name__)
+_WARNED: set[tuple[Path, int]] = set()
 _DEVICE_FIELDS = {f for f in Device.__dataclass_fields__}
 
 
@@ -119,6 +123,10 @@ class StoreReader:
     def __init__(self, path: Path) -> None:
         self.path = path
 
+    def _good(self, folder: str) -> list[Any]:
+        """Segments of ``folder`` that verify against their digest; damaged ones are skipped and quarantined."""
+        return VERIFIER.good(list_segments(self.path / folder), self.path)
+
     # ------------------------------------------------------------------ wal
     def _wal_contents(self, folder: str) -> list[tuple[int, WalContents]]:
         """Open logs not yet committed to ``folder`` (listed before the folder, see module doc)."""
@@ -130,6 +138,10 @@ class StoreReader:
                 continue
             c = read_wal(p)
             if c is not None:
+                if c.damaged and (p, c.size) not in _WARNED:
+                    _WARNED.add((p, c.size))
+                    log.warning("history store %s: open write-ahead log %s is corrupt: %s", self.path, p.name,
+                                c.describe())
                 out.append((seq, c))
         return out
 
@@ -190,7 +202,7 @@ class StoreReader:
         import pyarrow.parquet as pq
 
         names: set[str] = set()
-        for s in list_segments(self.path / "raw"):
+        for s in self._good("raw"):
             try:
                 names.update(pq.read_schema(s.path).names)
             except FileNotFoundError:
@@ -217,7 +229,7 @@ class StoreReader:
             rows = []
             contents = self._wal_contents(folder)
             try:
-                for s in list_segments(self.path / folder):
+                for s in self._good(folder):
                     if (lo is not None and s.tmax < lo) or (hi is not None and s.tmin >= hi):
                         continue
                     rows += pq.read_table(s.path).to_pylist()
@@ -298,7 +310,7 @@ class StoreReader:
         res = TIERS[tier]
         contents = self._wal_contents(tier)
         pieces: list[_Piece] = []
-        for seg in list_segments(self.path / tier):
+        for seg in self._good(tier):
             if (lo is not None and seg.tmax < lo) or (hi is not None and seg.tmin >= hi):
                 continue
             pf = pq.ParquetFile(seg.path)

@@ -141,7 +141,7 @@ def event_table(events: list[dict[str, Any]]) -> pa.Table:
 
 def write_parquet_atomic(table: pa.Table, path: Path, fsync: bool = True, row_group_size: int = 1 << 20,
                          compression: str = "zstd") -> None:
-    """Write to a temporary name in the same folder, fsync, rename: readers see all or nothing.
+    """Write to a temporary name in the same folder, fsync, seal its digest, rename: all or nothing.
 
     Raw segments use zstd (smallest); rollups use lz4 (about 2x faster to decode, see docs/storage.md).
     Columns without nulls are written as required (no definition levels: about 30% faster to read).
@@ -156,9 +156,18 @@ def write_parquet_atomic(table: pa.Table, path: Path, fsync: bool = True, row_gr
             os.fsync(fd)
         finally:
             os.close(fd)
+    seal(tmp, path, fsync)
+
+
+def seal(tmp: Path, path: Path, fsync: bool = True) -> None:
+    """Record ``tmp``'s digest in ``path``'s sidecar, then rename it into place (see integrity.py)."""
+    from gpufleet.exporter.store.integrity import VERIFIER, write_sidecar
+
+    write_sidecar(tmp, path, fsync)
     os.replace(tmp, path)
     if fsync:
         fsync_dir(path.parent)
+    VERIFIER.trust(path)
 
 
 def required_where_complete(table: pa.Table) -> pa.Table:

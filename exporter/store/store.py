@@ -25,6 +25,17 @@ import numpy as np
 from gpufleet.exporter.errors import Conflict, NotFound
 from gpufleet.exporter.schema import Device, Event, Snapshot
 from gpufleet.exporter.store import layout
+from gpufleet.exporter.store.integrity import (
+    QUARANTINE,
+    SIDECAR_SUFFIX,
+    VERIFIER,
+    quarantine_file,
+    quarantine_summary,
+    remove_segment,
+    sidecar,
+    verify_file,
+    write_sidecar,
+)
 from gpufleet.exporter.store.layout import TABLE_DIRS, TIERS, list_segments, list_wals, segment_name, wal_name
 from gpufleet.exporter.store.reader import ReadResult, StoreReader
 from gpufleet.exporter.store.wal import WalContents, WalWriter, encode_record, read_wal
@@ -107,6 +118,7 @@ class HistoryStore:
         for sub in ("wal", *TIERS, *TABLE_DIRS):
             (self.path / sub).mkdir(exist_ok=True)
         self._cleanup_tmp()
+        self.seal_legacy_segments()
         self._seq = self._max_seq() + 1
         self._devices: dict[str, dict[str, Any]] = self.reader.device_records()
         self._recover()
@@ -125,6 +137,33 @@ class HistoryStore:
             for f in files:
                 if f.startswith(".") and ".tmp" in f:
                     os.unlink(os.path.join(root, f))
+
+    def seal_legacy_segments(self) -> list[tuple[Path, str]]:
+        """Record a digest for segments written before digests existed (after a structural check).
+
+        Returns the (path, reason) of legacy segments that failed the check (they are quarantined).
+        Orphan sidecars (of segments removed by a crash mid-deletion) are removed.
+        """
+        bad = []
+        for sub in (*TIERS, *TABLE_DIRS):
+            folder = self.path / sub
+            for name in os.listdir(folder) if folder.is_dir() else []:
+                p = folder / name
+                if name.endswith(".parquet" + SIDECAR_SUFFIX) and not p.with_name(name[:-len(SIDECAR_SUFFIX)]).exists():
+                    p.unlink(missing_ok=True)
+            for seg in list_segments(folder):
+                if sidecar(seg.path).exists():
+                    continue
+                v = verify_file(seg.path)
+                if v.ok:
+                    write_sidecar(seg.path, seg.path, self.fsync)
+                    VERIFIER.trust(seg.path)
+                else:
+                    log.warning("history store %s: segment %s (written before digests) is unreadable (%s); "
+                                "quarantined", self.path, seg.path.relative_to(self.path), v.reason)
+                    quarantine_file(self.path, seg.path, v.reason, rows=v.rows)
+                    bad.append((seg.path, v.reason))
+        return bad
 
     def _max_seq(self) -> int:
         seq = max((s for s, _ in list_wals(self.path / "wal")), default=0)
@@ -149,9 +188,17 @@ class HistoryStore:
             c = read_wal(path)
             if c is None:
                 continue
-            if c.torn:
-                log.warning("history store %s: dropped a torn record at the end of %s", self.path, path.name)
             self._commit_contents(seq, c)
+            if c.damaged:  # never expected: keep the log for inspection, say exactly what was lost
+                log.error("history store %s: write-ahead log %s is corrupt: %s (%s); recovered what was intact "
+                          "and moved the log to %s/", self.path, path.name, c.describe(), "; ".join(c.problems),
+                          QUARANTINE)
+                quarantine_file(self.path, path, "; ".join(c.problems), records=c.corrupt_records,
+                                lost_bytes=c.corrupt_bytes + c.torn_bytes, kind="log")
+                continue
+            if c.torn:
+                log.warning("history store %s: dropped a torn record (%d bytes) at the end of %s (%d records "
+                            "recovered)", self.path, c.torn_bytes, path.name, c.records)
             path.unlink()
 
     def _commit_contents(self, seq: int, c: WalContents) -> None:
@@ -200,14 +247,15 @@ class HistoryStore:
 
     def _open_wal(self) -> None:
         self._wal = WalWriter(self.path / "wal" / wal_name(self._seq), fsync=False)
-        # The log declares the full dictionaries so it decodes on its own.
+        # The log declares the full dictionaries so it decodes on its own (twice: see wal.py).
         meta: dict[str, Any] = {}
         if self._unames:
             meta["u"] = dict(enumerate(self._unames))
         if self._snames:
             meta["s"] = dict(enumerate(self._snames))
         if meta:
-            self._wal.append(encode_record(0, np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0), meta))
+            rec = encode_record(0, np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0), meta)
+            self._wal.append(rec + rec)
 
     def _roll(self) -> None:
         """Commit the open window and start a new log."""
@@ -235,13 +283,13 @@ class HistoryStore:
             keep_ms = self.retention_ms[tier]
             for seg in list_segments(self.path / tier):
                 if seg.tmax < now - keep_ms:
-                    seg.path.unlink(missing_ok=True)
+                    remove_segment(seg.path)
         for seg in list_segments(self.path / "events"):
             if seg.tmax < now - self.retention_ms["1h"]:
-                seg.path.unlink(missing_ok=True)
+                remove_segment(seg.path)
         for tier in (*TIERS, *TABLE_DIRS):
             for p in layout.shadowed_segments(self.path / tier):
-                p.unlink(missing_ok=True)
+                remove_segment(p)
         if self.compaction:
             from gpufleet.exporter.store.compact import compact
 
@@ -326,7 +374,11 @@ class HistoryStore:
             meta["dev"] = devs
             self._b_dev = True
         assert self._wal is not None
-        self._wal.append(encode_record(ts_ms, uc, sc, values, meta or None))
+        frame = encode_record(ts_ms, uc, sc, values, meta or None)
+        if new_u or new_s:  # new names are declared twice, so one damaged record cannot orphan later ones
+            names = {k: v for k, v in (("u", new_u), ("s", new_s)) if v}
+            frame = encode_record(0, np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0), names) + frame
+        self._wal.append(frame)  # one write(2)
         if len(values):
             self._b_ts.append(np.full(len(values), ts_ms, np.int64))
             self._b_u.append(uc)
@@ -353,7 +405,11 @@ class HistoryStore:
             self._wal.sync()
 
     def commit(self) -> None:
-        """Commit the open window to segments now (also done at window boundaries and on close)."""
+        """Commit the open window to segments now (also done at window boundaries and on close).
+
+        Takes the writer lock first, so it also recovers logs a crashed writer left behind.
+        """
+        self._ensure_writer()
         if self._wal is not None:
             self._roll()
             self._window_end = None
@@ -406,6 +462,10 @@ class HistoryStore:
         """(first, last) sample timestamp in unix seconds over all tiers; (None, None) when empty."""
         lo, hi = self.reader.span_ms()
         return (None if lo is None else lo / 1000, None if hi is None else hi / 1000)
+
+    def quarantine(self) -> dict[str, int]:
+        """Damaged files moved to ``quarantine/``: ``files``, ``rows_lost`` (segments), ``records_lost`` (logs)."""
+        return quarantine_summary(self.path)
 
     def size_bytes(self) -> int:
         """Bytes on disk."""

@@ -1,4 +1,4 @@
-"""CLI: `gpufleet history` commands: export a history store to CSV / Parquet, describe a store."""
+"""CLI: `gpufleet history` commands: export a history store to CSV / Parquet, describe and check a store."""
 
 from __future__ import annotations
 
@@ -163,6 +163,36 @@ def info(store: Path = typer.Option(..., "--store", help="History store folder."
                   fmt_t(min((x.tmin for x in segs), default=None) and min(x.tmin for x in segs) / 1000),
                   fmt_t(max((x.tmax for x in segs), default=None) and max(x.tmax for x in segs) / 1000))
     console.print(t)
+
+
+@history_app.command("check")
+def check(
+    store: Path = typer.Option(..., "--store", help="History store folder."),
+    repair: bool = typer.Option(False, "--repair", help="Quarantine damaged files and recover what logs still hold."),
+) -> None:
+    """Verify every write-ahead log and segment of a history store; exit 3 when something is damaged.
+
+    Prints one line per damaged file (what is wrong, how many records / rows / bytes are lost).
+    With --repair (needs the writer lock: stop the writer first), damaged files are moved to
+    STORE/quarantine/, intact records of damaged logs are committed, and segments written before
+    digests existed get one.
+
+    Example: gpufleet history check --store ./twin-history --repair
+    """
+    from gpufleet.exporter.store.check import check_store, repair_store
+
+    if not (store / "FORMAT").exists():
+        raise NotFound(f"no history store at {store}")
+    rep = repair_store(store) if repair else check_store(store)
+    for f in rep.files:
+        if not f.ok:
+            typer.echo(f"DAMAGED  {f.path}: {f.detail}")
+    typer.echo(f"{len(rep.files)} files checked, {len(rep.damaged)} damaged; lost: {rep.records_lost} log records "
+               f"({rep.bytes_lost} bytes), {rep.rows_lost} segment rows")
+    if rep.damaged:
+        typer.echo("repaired: damaged files moved to quarantine/, intact records recovered" if repair
+                   else "run with --repair to quarantine damaged files and recover what is intact")
+        raise typer.Exit(3)  # a data error (the exit code of InputError)
 
 
 def register(app: typer.Typer) -> None:
