@@ -357,7 +357,7 @@ def panel_from_reader(reader: Any, since: float, until: float, step: float = 60.
     values = np.full((len(uu), len(times), len(fields)), np.nan, dtype=np.float32)
     fidx = {f: i for i, f in enumerate(fields)}
     for df in parts:
-        ts = df["ts"].astype("int64").to_numpy() / 1e9
+        ts = df["ts"].dt.as_unit("ns").astype("int64").to_numpy() / 1e9
         k = ((ts - since) // step).astype(np.int64)
         g = np.array([uu[str(u)] for u in df["uuid"].astype(str)], dtype=np.int64)
         ok = (k >= 0) & (k < len(times))

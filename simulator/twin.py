@@ -428,7 +428,7 @@ class TwinSource(Source):
         self._wall0: float | None = None
         names = [n.name for n in self.twin.nodes]
         if node is not None and node not in names:
-            raise NotFound(f"no node {node!r} in the twin; nodes: {', '.join(names)}")
+            raise ConfigError(f"twin.node {node!r} is not a node of the twin; nodes: {', '.join(names)}")
         self._nodes = [names.index(node)] if node is not None else list(range(len(names)))
         self.node = node or "twin"
 
