@@ -29,3 +29,9 @@ def test_wheel_top_level_is_gpufleet_alone(tmp_path: Path) -> None:
     assert "gpufleet/exporter/catalogue.csv" in names
     assert "gpufleet/allocator/planner/pricebook.yaml" in names
     assert any(n.startswith("gpufleet/alerting/pack/") and n.endswith(".yaml") for n in names)
+    # every package folder of the source tree ships (the package list in pyproject.toml is explicit)
+    folders = [("gpufleet", ROOT / "gpufleet"), *((f"gpufleet/{p}", ROOT / p) for p in MAPPED)]
+    for prefix, base in folders:
+        for init in base.rglob("__init__.py"):
+            rel = init.relative_to(base).as_posix()
+            assert f"{prefix}/{rel}" in names, f"{prefix}/{rel} is missing: add its package to pyproject.toml"
