@@ -18,6 +18,9 @@ def _condition(r: Rule) -> str:
         return f"{sel}: a node's series vanished (remembered {format_duration(r.window)})"
     if r.kind in ("increase", "rate"):
         text = f"{r.kind} of {sel} over {format_duration(r.window)} {r.op} {limit}"
+    elif r.kind == "below_recent_max":
+        text = (f"GPUs of a node with {sel} series in the last {format_duration(r.window)} minus those "
+                f"with one now {r.op} {limit}")
     elif r.kind == "below_inventory":
         text = f"GPUs in a node's inventory minus {sel} up {r.op} {limit}"
     elif r.kind == "stale":

@@ -11,7 +11,8 @@ its firing alerts every ``repeat_interval``. An alert already notified is not no
 down mutes its GPUs' alerts; a firing critical alert of a GPU mutes that GPU's warnings); silences
 mute what they match until their end time. Muted alerts keep their state but send nothing.
 
-State (alerts and group send times) is saved to ``state.json`` in the state folder after each change,
+State (alerts and group send times) is saved to ``state.json`` in the state folder after each change
+(or, with a ``state_backend`` — the service's database — as one row per changed alert or group),
 so a restart neither pages again for an alert already notified nor forgets one that is firing.
 The engine keeps running on the last good rules when a reloaded rule file is bad.
 """
@@ -23,10 +24,10 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from gpufleet.alerting.evaluate import SeriesKey, SeriesStore
 from gpufleet.alerting.rules import Rule, RuleSet
@@ -126,14 +127,26 @@ def _key_str(rule: Rule, key: SeriesKey) -> str:
     return f"{_rule_id(rule)}|{node}|{uuid}|{extra}"
 
 
+class AlertStateBackend(Protocol):
+    """Row storage for alert state (the service's database, ``gpufleet.state``): alerts as
+    :meth:`Alert.public` dicts by ``key``, notification groups' last send times."""
+
+    def load(self) -> tuple[list[dict[str, Any]], dict[str, float]]: ...
+    def write(self, alerts: Sequence[Mapping[str, Any]], removed: Iterable[str], groups: Mapping[str, float]) -> None: ...
+
+
 class AlertEngine:
     """Evaluate a rule set on snapshots; hand notifications to ``notify`` (a callable)."""
 
     def __init__(self, rules: RuleSet, *, config: EngineConfig | None = None,
                  state_dir: Path | str | None = None, silences: SilenceStore | None = None,
                  notify: Callable[[Notification], Any] | None = None,
-                 reload: Callable[[], RuleSet] | None = None, clock: Callable[[], float] = time.time) -> None:
+                 reload: Callable[[], RuleSet] | None = None, clock: Callable[[], float] = time.time,
+                 state_backend: AlertStateBackend | None = None) -> None:
         self.config = config or EngineConfig()
+        self.state_backend = state_backend
+        self._saved_alerts: dict[str, dict[str, Any]] = {}
+        self._saved_groups: dict[str, float] = {}
         self.rules = rules
         self.store = SeriesStore(rules, stale_after=self.config.stale_after)
         self.state_dir = Path(state_dir) if state_dir else None
@@ -374,6 +387,10 @@ class AlertEngine:
         return self.state_dir / "state.json" if self.state_dir else None
 
     def save_state(self, force: bool = False) -> None:
+        if self.state_backend is not None:
+            if self._dirty or force:
+                self._save_rows()
+            return
         path = self.state_path
         if path is None or not (self._dirty or force):
             return
@@ -386,7 +403,30 @@ class AlertEngine:
         os.replace(tmp, path)
         self._dirty = False
 
+    def _save_rows(self) -> None:
+        """Write only the alerts and groups that changed since the last write (one transaction)."""
+        now_alerts = {k: a.public() for k, a in self.alerts.items()}
+        changed = [d for k, d in now_alerts.items() if self._saved_alerts.get(k) != d]
+        removed = [k for k in self._saved_alerts if k not in now_alerts]
+        groups = {k: v for k, v in self.groups.items() if self._saved_groups.get(k) != v}
+        if changed or removed or groups:
+            assert self.state_backend is not None
+            self.state_backend.write(changed, removed, groups)
+        self._saved_alerts, self._saved_groups = now_alerts, dict(self.groups)
+        self._dirty = False
+
     def _load_state(self) -> None:
+        if self.state_backend is not None:
+            alerts, groups = self.state_backend.load()
+            try:
+                self.alerts = {d["key"]: Alert(**d) for d in alerts}
+                self.groups = {str(k): float(v) for k, v in groups.items()}
+            except (ValueError, TypeError, KeyError) as exc:
+                log.error("stored alert state is unreadable (%s); starting empty", exc)
+                self.alerts, self.groups = {}, {}
+            self._saved_alerts = {k: a.public() for k, a in self.alerts.items()}
+            self._saved_groups = dict(self.groups)
+            return
         path = self.state_path
         if path is None or not path.exists():
             return

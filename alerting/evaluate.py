@@ -10,7 +10,9 @@ with the same meaning as the PromQL :mod:`alerting.export` writes for it:
 - ``increase`` / ``rate`` extrapolate like Prometheus; with ``new_series`` a series that appeared
   within the window after its node was first seen also matches on its current value;
 - ``absent`` on a device metric: a node that had series within the window and has none now;
-- ``below_inventory``: GPUs of a node listed in its inventory minus those up.
+- ``below_inventory``: GPUs of a node listed in its inventory minus those up;
+- ``below_recent_max``: GPUs of a node with a series within the window minus those with one now
+  (PromQL: ``count by (node) (max_over_time(M[W])) - count by (node) (M)``).
 """
 
 from __future__ import annotations
@@ -70,12 +72,14 @@ class SeriesStore:
         self._mask_sources: dict[str, bool] = {}
         self.recent: dict[str, dict[SeriesKey, float]] = {}  # field -> series -> last time its value changed
         self.last_seen: dict[tuple[str, str], tuple[float, int]] = {}  # (field, node) -> (ts, series)
+        self.series_seen: dict[tuple[str, str], dict[tuple[str, Labels], float]] = {}  # (field, node) -> series -> ts
         self.set_rules(rules)
 
     def set_rules(self, rules: RuleSet) -> None:
         self.fields: set[str] = set()
         self.counter_windows: dict[str, float] = {}
         self.absent_fields: set[str] = set()
+        self.recent_max_windows: dict[str, float] = {}
         for r in rules.rules:
             self.fields.add(r.metric.field)
             if r.threshold_metric is not None:
@@ -84,6 +88,9 @@ class SeriesStore:
                 self.counter_windows[r.metric.field] = max(self.counter_windows.get(r.metric.field, 0.0), r.window)
             if r.kind == "absent":
                 self.absent_fields.add(r.metric.field)
+            if r.kind == "below_recent_max":
+                self.recent_max_windows[r.metric.field] = max(self.recent_max_windows.get(r.metric.field, 0.0),
+                                                              r.window)
         # clock_event_active{reason} is one bit of clock_event_reasons: from a source that sends the
         # bitmask, read one sample per GPU instead of one per reason.
         self.reason_bits: dict[str, int] = {}
@@ -140,6 +147,8 @@ class SeriesStore:
             lab = (("collector", st.collector),)
             if "collector_success" in wanted:
                 own.setdefault("collector_success", {}).setdefault(lab, {})[""] = 1.0 if st.success else 0.0
+            if "collector_duration" in wanted:
+                own.setdefault("collector_duration", {}).setdefault(lab, {})[""] = st.duration_s
             if "collector_last_success" in wanted and st.success:
                 own.setdefault("collector_last_success", {}).setdefault(lab, {})[""] = st.ts
         if "snapshot_age" in wanted and "snapshot_age" not in own:
@@ -174,6 +183,13 @@ class SeriesStore:
         for f in self.absent_fields:
             if f in series:
                 self.last_seen[(f, node)] = (ts, sum(len(g) for g in series[f].values()))
+        for f, window in self.recent_max_windows.items():
+            seen = self.series_seen.setdefault((f, node), {})
+            for labels, group in series.get(f, {}).items():
+                for uuid in group:
+                    seen[(uuid, labels)] = ts
+            for k in [k for k, t in seen.items() if t < ts - window - self.stale_after]:
+                del seen[k]
         for f, window in self.counter_windows.items():
             horizon = ts - window - self.stale_after
             recent = self.recent.setdefault(f, {})
@@ -271,9 +287,18 @@ class SeriesStore:
             groups = nd.series.get(f)
             if not groups:
                 continue
+            if rule.kind == "below_recent_max":
+                now_count = sum(len(g) for g in groups.values())
+                horizon = now - rule.window
+                seen_at = self.series_seen.get((f, node), {})
+                gone = float(sum(1 for t in seen_at.values() if t >= horizon) - now_count)
+                key: SeriesKey = (node, "", ())
+                if rule.cond(gone, key in active):
+                    out.append(Hit(key, gone, thr))
+                continue
             if rule.kind == "below_inventory":
                 missing = float(sum(1 for g in groups.values() for v in g.values() if v == 0))
-                key: SeriesKey = (node, "", ())
+                key = (node, "", ())
                 if rule.cond(missing, key in active):
                     out.append(Hit(key, missing, thr))
                 continue

@@ -6,7 +6,7 @@ threshold (hysteresis), a severity, labels and annotations::
 
     rules:
       - name: GpuTemperatureHigh
-        kind: threshold            # threshold | increase | rate | absent | stale | below_inventory
+        kind: threshold            # threshold | increase | rate | absent | stale | below_inventory | below_recent_max
         metric: gpufleet_gpu_temperature_celsius
         match: {}                  # label: value or [values] (any of)
         op: ">"
@@ -40,7 +40,7 @@ from gpufleet.exporter.errors import InputError
 
 PACK_DIR = Path(__file__).with_name("pack")
 
-KINDS = ("threshold", "increase", "rate", "absent", "stale", "below_inventory")
+KINDS = ("threshold", "increase", "rate", "absent", "stale", "below_inventory", "below_recent_max")
 OPS = (">", ">=", "<", "<=", "==", "!=")
 SEVERITIES = ("critical", "warning", "info")
 SCOPE_OF = {"device": "gpu", "process": "gpu", "node": "node", "fleet": "fleet"}
@@ -125,7 +125,7 @@ class Rule:
     @property
     def scope(self) -> str:
         """gpu, node or fleet: what one alert of this rule is about."""
-        if self.kind in ("below_inventory", "absent") and self.metric.scope != "fleet":
+        if self.kind in ("below_inventory", "absent", "below_recent_max") and self.metric.scope != "fleet":
             return "node"
         return SCOPE_OF[self.metric.scope]
 
@@ -292,6 +292,8 @@ def _one_rule(path: str, raw: Any, cat: Catalogue, overrides: dict[str, dict[str
         raise ctx.fail("stale needs a *_timestamp_seconds metric", "metric")
     if kind == "below_inventory" and metric.name != "gpufleet_gpu_up":
         raise ctx.fail("below_inventory works on gpufleet_gpu_up", "metric")
+    if kind == "below_recent_max" and metric.scope != "device":
+        raise ctx.fail(f"below_recent_max counts a node's GPUs: {metric.name} is not a per-GPU metric", "metric")
     severity = raw.get("severity")
     if severity not in SEVERITIES:
         raise ctx.fail(f"severity must be one of {', '.join(SEVERITIES)}, got {severity!r}", "severity")
@@ -364,7 +366,7 @@ def _finish(ctx: _Ctx, at: _Located, raw: _Located, name: str, kind: str, metric
             threshold = _number(ctx, spec["threshold"], "threshold", at)
         else:
             threshold = 0.0
-    if kind in ("increase", "rate") and spec["window"] <= 0:
+    if kind in ("increase", "rate", "below_recent_max") and spec["window"] <= 0:
         raise ctx.fail(f"{kind} needs a window, e.g. window: 5m", "window")
     clear = None
     if spec["clear"] is not None:

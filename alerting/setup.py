@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gpufleet.alerting.engine import AlertEngine, EngineConfig
+from gpufleet.alerting.engine import AlertEngine, AlertStateBackend, EngineConfig
 from gpufleet.alerting.notify import BackgroundNotifier, Notifier, Route
 from gpufleet.alerting.rules import RuleSet, load_rules
-from gpufleet.alerting.silences import SilenceStore, parse_matcher
+from gpufleet.alerting.silences import SilenceBackend, SilenceStore, parse_matcher
 from prometheus_client import CollectorRegistry
 
 
@@ -31,11 +31,13 @@ def notifier_from(section: Any, registry: CollectorRegistry | None = None) -> No
                     registry=registry)
 
 
-def silences_from(section: Any, data_dir: Path) -> SilenceStore:
-    return SilenceStore(state_dir(section, data_dir) / "silences.json")
+def silences_from(section: Any, data_dir: Path, backend: SilenceBackend | None = None) -> SilenceStore:
+    return SilenceStore(state_dir(section, data_dir) / "silences.json", backend=backend)
 
 
-def build_engine(section: Any, data_dir: Path, registry: CollectorRegistry | None = None) -> AlertEngine:
+def build_engine(section: Any, data_dir: Path, registry: CollectorRegistry | None = None, *,
+                 silence_backend: SilenceBackend | None = None,
+                 state_backend: AlertStateBackend | None = None) -> AlertEngine:
     """The engine with the pack + rule files, persisted state, silences and the apprise notifier.
 
     Call ``engine.step(snapshots)`` after each collection cycle; ``engine.reload_rules()`` on SIGHUP
@@ -45,6 +47,7 @@ def build_engine(section: Any, data_dir: Path, registry: CollectorRegistry | Non
                           group_interval=section.group_interval, repeat_interval=section.repeat_interval,
                           stale_after=section.stale_after, dashboard_url=section.dashboard_url)
     sd = state_dir(section, data_dir)
-    return AlertEngine(rules_from(section), config=config, state_dir=sd, silences=SilenceStore(sd / "silences.json"),
+    return AlertEngine(rules_from(section), config=config, state_dir=sd, state_backend=state_backend,
+                       silences=SilenceStore(sd / "silences.json", backend=silence_backend),
                        notify=BackgroundNotifier(notifier_from(section, registry)),
                        reload=lambda: rules_from(section))

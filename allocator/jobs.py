@@ -3,6 +3,10 @@
 A job asks for GPUs (a whole count, or a fraction of one GPU in thousandths), GPU memory per GPU, allowed
 GPU types, a priority class, gang scheduling (all-or-nothing, possibly across nodes), preemptibility,
 checkpointing with an interval, dependencies on other jobs, an estimated duration, a user and a team.
+It also names what to run: ``command`` (an argv list; with ``image`` for the Kubernetes executor), ``env``,
+``workdir``, a task type (training, inference, rendering, batch), a maximum runtime, retries with backoff and
+what a failed dependency does to it (``on_failure``: ``block`` or ``continue``). ``duration_s`` is only used
+by the simulated executor (the twin's clock).
 
 :func:`validate_batch` rejects, with the reason, a job that asks for more GPUs than any gang could ever get,
 an unknown GPU type, a negative size, a dependency on a job that does not exist, or a dependency cycle
@@ -12,6 +16,7 @@ an unknown GPU type, a negative size, a dependency on a job that does not exist,
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -42,6 +47,19 @@ class PriorityClass(enum.IntEnum):
                              f"{', '.join(c.name.lower() for c in cls)}") from None
 
 
+TASK_TYPES = ("training", "inference", "rendering", "batch")
+ON_FAILURE = ("block", "continue")
+_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def id_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a job id (it must be URL-safe: letters, digits, ``.``, ``_``, ``-``), or None."""
+    if not isinstance(name, str) or not _JOB_ID.match(name):
+        return (f"job name {name!r} is not URL-safe: use 1-128 letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit")
+    return None
+
+
 @dataclass
 class JobSpec:
     name: str
@@ -64,6 +82,22 @@ class JobSpec:
     team: str = "default"
     cpu_milli: int = 0
     memory_mib: int = 0
+    command: tuple[str, ...] = ()
+    """What to run, as an argv list (empty: nothing to run, only for the simulated executor)."""
+    image: str | None = None
+    """Container image (Kubernetes executor)."""
+    env: dict[str, str] = field(default_factory=dict)
+    workdir: str | None = None
+    task_type: str = "batch"
+    max_runtime_s: float | None = None
+    """Stop (and fail) the job after this many seconds of running."""
+    retries: int = 0
+    """How often a failed run is started again."""
+    retry_backoff_s: float = 30.0
+    """Wait before the first retry; doubled for each further one."""
+    on_failure: str = "block"
+    """What happens to this job when a dependency fails: ``block`` (stay blocked, with the reason) or
+    ``continue`` (run anyway)."""
 
     @property
     def fractional(self) -> bool:
@@ -95,6 +129,8 @@ class JobSpec:
         d["priority"] = self.priority.name.lower()
         d["gpu_types"] = list(self.gpu_types)
         d["depends_on"] = list(self.depends_on)
+        d["command"] = list(self.command)
+        d["env"] = dict(self.env)
         return d
 
     @classmethod
@@ -109,6 +145,14 @@ class JobSpec:
         kw["priority"] = PriorityClass.parse(kw.get("priority", "normal"))
         kw["gpu_types"] = tuple(kw.get("gpu_types", ()) or ())
         kw["depends_on"] = tuple(kw.get("depends_on", ()) or ())
+        cmd = kw.get("command", ()) or ()
+        if isinstance(cmd, str) or not all(isinstance(a, str) for a in cmd):
+            raise InputError(f"job {d['name']}: command must be a list of strings (an argv), got {cmd!r}")
+        kw["command"] = tuple(cmd)
+        env = kw.get("env", {}) or {}
+        if not isinstance(env, Mapping):
+            raise InputError(f"job {d['name']}: env must be a mapping of names to strings")
+        kw["env"] = {str(k): str(v) for k, v in env.items()}
         return cls(**kw)
 
 
@@ -145,34 +189,55 @@ class Limits:
 
 
 def check_job(job: JobSpec, limits: Limits) -> str | None:
-    """The reason this job can never run, or None."""
+    """Every reason this job can never run (joined with "; "), or None."""
+    why = job_problems(job, limits)
+    return "; ".join(why) if why else None
+
+
+def job_problems(job: JobSpec, limits: Limits) -> list[str]:
+    """Every reason this job can never run (empty when it can)."""
+    why: list[str] = []
+    bad_id = id_problem(job.name)
+    if bad_id:
+        why.append(bad_id)
+    if job.task_type not in TASK_TYPES:
+        why.append(f"unknown task_type {job.task_type!r}; use one of {', '.join(TASK_TYPES)}")
+    if job.on_failure not in ON_FAILURE:
+        why.append(f"on_failure must be one of {', '.join(ON_FAILURE)}, got {job.on_failure!r}")
+    if job.retries < 0 or job.retry_backoff_s < 0:
+        why.append("retries and retry_backoff_s must not be negative")
+    if job.max_runtime_s is not None and job.max_runtime_s <= 0:
+        why.append("max_runtime_s must be positive")
+    if job.image and not job.command:
+        why.append("a job with an image needs a command")
     for fld in ("gpus", "gpu_milli", "gpu_memory_bytes", "cpu_milli", "memory_mib"):
         if getattr(job, fld) < 0:
-            return f"negative size: {fld}={getattr(job, fld)}"
+            why.append(f"negative size: {fld}={getattr(job, fld)}")
     if job.duration_s <= 0 or job.checkpoint_interval_s <= 0:
-        return "duration and checkpoint interval must be positive"
+        why.append("duration and checkpoint interval must be positive")
     if job.gpu_milli == 0 and job.gpus > 0:
-        return "gpu_milli must be positive for a GPU job"
+        why.append("gpu_milli must be positive for a GPU job")
     if job.gpus > 1 and job.gpu_milli != FULL:
-        return "a multi-GPU job takes whole GPUs (gpu_milli 1000)"
+        why.append("a multi-GPU job takes whole GPUs (gpu_milli 1000)")
     unknown = [t for t in job.gpu_types if t not in limits.types]
     if unknown:
-        return f"unknown GPU type(s) {', '.join(unknown)}; the cluster has {', '.join(sorted(limits.types))}"
+        why.append(f"unknown GPU type(s) {', '.join(unknown)}; the cluster has {', '.join(sorted(limits.types))}")
     types = list(job.gpu_types) or sorted(limits.types)
     if job.gpus > 0 and not job.fractional:
         per = job.gpus_per_node or job.gpus
         best_total = max((limits.gpus_by_type.get(t, 0) for t in types), default=0)
         best_node = max((limits.max_per_node_by_type.get(t, 0) for t in types), default=0)
         if job.gpus > best_total:
-            return f"asks for {job.gpus} GPUs; the largest pool of an allowed type has {best_total}"
+            why.append(f"asks for {job.gpus} GPUs; the largest pool of an allowed type has {best_total}")
         if per > best_node:
-            return (f"asks for {per} GPUs on one node; no node of an allowed type has more than {best_node}"
-                    + ("" if job.gpus_per_node else " (set gpus_per_node to spread the gang over nodes)"))
+            why.append(f"asks for {per} GPUs on one node; no node of an allowed type has more than {best_node}"
+                       + ("" if job.gpus_per_node else " (set gpus_per_node to spread the gang over nodes)"))
     if job.gpu_memory_bytes:
         mem = [limits.gpu_memory_by_type[t] for t in types if t in limits.gpu_memory_by_type]
         if mem and len(mem) == len(types) and job.gpu_memory_bytes > max(mem):
-            return f"asks for {job.gpu_memory_bytes} bytes of GPU memory; the largest allowed GPU has {int(max(mem))}"
-    return None
+            why.append(f"asks for {job.gpu_memory_bytes} bytes of GPU memory; "
+                       f"the largest allowed GPU has {int(max(mem))}")
+    return why
 
 
 def find_cycle(graph: Mapping[str, Sequence[str]]) -> list[str] | None:

@@ -13,25 +13,51 @@ jobs of teams running above their guarantee on that type are preempted to give t
 
 Interrupts (:meth:`JobQueue.interrupt_gpu`, :meth:`JobQueue.drain_node`): jobs on a failed or drained GPU are
 requeued to resume from their last checkpoint; the GPU-hours since that checkpoint are counted as lost.
-Preempted jobs are requeued the same way. The queue writes its state to a JSON file after every change
-(write to a temporary file, then rename) and :meth:`JobQueue.load` restores it, re-applying placements.
+Preempted jobs are requeued the same way.
+
+Lifecycle: ``pending`` → ``placed`` (GPUs chosen and held) → ``starting`` (handed to the executor) →
+``running`` → ``succeeded`` | ``failed`` | ``cancelled`` | ``interrupted`` (→ ``requeued``, waiting again, ahead
+of its class when a fault interrupted it). Every change goes through :meth:`JobQueue._transition`, which
+calls each function in ``listeners`` with ``(record, old_state, new_state, reason, now)`` (audit, metrics).
+With ``auto_start`` (the simulated executor) a placed job runs at once; otherwise the job service drives
+``starting`` / ``running`` / the exit through :meth:`JobQueue.mark` and :meth:`JobQueue.finish`. A failed run
+is retried ``retries`` times with doubling backoff; a dependant of a job that failed for good stays blocked
+with the reason, or runs when its ``on_failure`` is ``continue``.
+
+Persistence: with a :class:`QueueStore` (the service's database, ``gpufleet.state``) every operation writes
+only what it changed — the job rows touched, their state transitions, new usage stretches, changed operator
+overrides, the sequence and counters — as one :class:`QueueChanges` batch (one transaction; a scheduling
+pass is one batch). A :class:`JobRecord` reports every attribute change to its queue, so a new code path
+that changes a job cannot forget to persist it. Without a store, ``path`` keeps the older whole-file JSON
+(write to a temporary file, then rename; used by the offline ``gpufleet allocator`` tools) and
+:meth:`JobQueue.load` restores it, re-applying placements.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from gpufleet.allocator.jobs import JobSpec, Limits, PriorityClass, Rejection, validate_batch
 from gpufleet.allocator.policies.base import Policy, Request
-from gpufleet.allocator.state import FULL, ClusterState, Health, Placement
+from gpufleet.allocator.state import FULL, ClusterState, Health, Override, Placement
 from gpufleet.exporter.errors import InputError, NotFound
 
-PENDING, RUNNING, DONE, CANCELLED = "pending", "running", "done", "cancelled"
+PENDING, PLACED, STARTING, RUNNING = "pending", "placed", "starting", "running"
+SUCCEEDED, FAILED, CANCELLED, INTERRUPTED, REQUEUED = "succeeded", "failed", "cancelled", "interrupted", "requeued"
+DONE = SUCCEEDED
+STATES = (PENDING, PLACED, STARTING, RUNNING, SUCCEEDED, FAILED, CANCELLED, INTERRUPTED, REQUEUED)
+HOLDING = frozenset({PLACED, STARTING, RUNNING})
+"""States in which a job holds its GPUs."""
+WAITING = frozenset({PENDING, REQUEUED})
+FINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
+Listener = Callable[["JobRecord", str, str, str, float], None]
 
 
 @dataclass
@@ -60,6 +86,24 @@ class JobRecord:
     restarts: int = 0
     preemptions: int = 0
     lost_gpu_hours: float = 0.0
+    reason: str | None = None
+    """Why the job is in its state (a failure, a block, an interruption)."""
+    exit_code: int | None = None
+    failures: int = 0
+    not_before: float = 0.0
+    """A retry waits until then (backoff)."""
+    ahead: bool = False
+    """Requeued after a fault: goes first in its class."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # every change is reported to the queue that holds this record (for its write-through store)
+        watch: Callable[[JobRecord, str, Any, Any], None] | None = self.__dict__.get("_watch")
+        if watch is None or name.startswith("_"):
+            object.__setattr__(self, name, value)
+            return
+        old = self.__dict__.get(name)
+        object.__setattr__(self, name, value)
+        watch(self, name, old, value)
 
     @property
     def remaining_s(self) -> float:
@@ -70,7 +114,9 @@ class JobRecord:
                 "started": self.started, "finished": self.finished, "first_start": self.first_start,
                 "placements": [[p.node, list(p.gpus), p.milli] for p in self.placements],
                 "gpu_type": self.gpu_type, "done_s": self.done_s, "restarts": self.restarts,
-                "preemptions": self.preemptions, "lost_gpu_hours": self.lost_gpu_hours}
+                "preemptions": self.preemptions, "lost_gpu_hours": self.lost_gpu_hours, "reason": self.reason,
+                "exit_code": self.exit_code, "failures": self.failures, "not_before": self.not_before,
+                "ahead": self.ahead}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> JobRecord:
@@ -78,6 +124,11 @@ class JobRecord:
         for k in ("status", "started", "finished", "first_start", "gpu_type", "done_s", "restarts",
                   "preemptions", "lost_gpu_hours"):
             setattr(rec, k, d[k])
+        for k in ("reason", "exit_code", "failures", "not_before", "ahead"):
+            if k in d:
+                setattr(rec, k, d[k])
+        if rec.status == "done":  # state files written before the lifecycle had "succeeded"
+            rec.status = SUCCEEDED
         rec.placements = [Placement(int(n), tuple(int(g) for g in gs), int(m)) for n, gs, m in d["placements"]]
         return rec
 
@@ -100,9 +151,37 @@ class Usage:
         return self.gpus * max(0.0, self.end - self.start) / 3600.0
 
 
+@dataclass
+class QueueChanges:
+    """What one queue operation changed, for a :class:`QueueStore` to write as one transaction."""
+
+    jobs: list[JobRecord] = field(default_factory=list)
+    transitions: list[tuple[str, str | None, str, float]] = field(default_factory=list)
+    """(job, from state or None for a new job, to state, time)."""
+    usage: list[Usage] = field(default_factory=list)
+    overrides: list[tuple[tuple[str, str], Override | None]] = field(default_factory=list)
+    seq: int = 0
+    counters: dict[str, float] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.jobs or self.transitions or self.usage or self.overrides)
+
+
+class QueueStore(Protocol):
+    """Where a queue writes its changes row by row (``gpufleet.state.StateStore`` is the database one)."""
+
+    def write(self, changes: QueueChanges) -> None: ...
+
+    def load(self) -> dict[str, Any] | None:
+        """The stored queue in :meth:`JobQueue.to_dict`'s shape (``None``: nothing stored yet)."""
+        ...
+
+
 class JobQueue:
     def __init__(self, state: ClusterState, policy: Policy, *, quotas: Mapping[str, TeamQuota] | None = None,
-                 aging_per_hour: float = 0.25, path: str | Path | None = None) -> None:
+                 aging_per_hour: float = 0.25, path: str | Path | None = None,
+                 store: QueueStore | None = None, auto_start: bool = True) -> None:
+        self.store = store
         self.state = state
         self.policy = policy
         self.quotas = dict(quotas or {})
@@ -116,15 +195,64 @@ class JobQueue:
         self._pending: set[str] = set()
         self._observed = 0
         self.limits = Limits.of(state)
+        self.auto_start = auto_start
+        self.listeners: list[Listener] = []
+        # write-through bookkeeping (see QueueChanges): records touched, transitions, usage not yet written
+        self._dirty: dict[str, JobRecord] = {}
+        self._transitions: list[tuple[str, str | None, str, float]] = []
+        self._usage_written = 0
+        self._batch_depth = 0
+        self._now: float | None = None
+
+    def _transition(self, rec: JobRecord, new: str, reason: str | None, now: float) -> None:
+        """The one place a job changes state; tells every listener (audit, metrics)."""
+        self._now = now
+        old = rec.status
+        rec.status = new
+        if reason is not None or new in (PLACED, SUCCEEDED):
+            rec.reason = reason
+        if new in WAITING:
+            self._pending.add(rec.spec.name)
+        for fn in self.listeners:
+            fn(rec, old, new, reason or "", now)
+
+    def _watch(self, rec: JobRecord, name: str, old: Any, new: Any) -> None:
+        self._dirty[rec.spec.name] = rec
+        if name == "status" and old != new:
+            at = self._now if self._now is not None else time.time()
+            self._transitions.append((rec.spec.name, old, new, at))
+
+    def _adopt(self, rec: JobRecord, new: bool) -> None:
+        """Hold ``rec`` in this queue: watch its changes (and record its creation when ``new``)."""
+        self.jobs[rec.spec.name] = rec
+        rec._watch = self._watch  # type: ignore[attr-defined]
+        if new:
+            self._dirty[rec.spec.name] = rec
+            self._transitions.append((rec.spec.name, None, rec.status,
+                                      self._now if self._now is not None else rec.submitted))
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group several operations into one write (one transaction)."""
+        self._batch_depth += 1
+        try:
+            yield
+        finally:
+            self._batch_depth -= 1
+        self._save()
 
     # ------------------------------------------------------------------ submission
     def submit(self, jobs: Iterable[JobSpec], now: float) -> tuple[list[str], list[Rejection]]:
         """Validate a batch and queue the good jobs; returns (accepted names, rejections with reasons)."""
+        self._now = now
         ok, rejected = validate_batch(jobs, self.limits, known=self.jobs.keys())
         for j in ok:
             self._seq += 1
-            self.jobs[j.name] = JobRecord(j, self._seq, now)
+            rec = JobRecord(j, self._seq, now)
+            self._adopt(rec, new=True)
             self._pending.add(j.name)
+            for fn in self.listeners:
+                fn(rec, "", PENDING, "submitted", now)
         observe = getattr(self.policy, "observe", None)
         if ok and observe is not None:  # policies that learn the request mix see the submitted jobs
             self._seen.extend(m for j in ok for m in j.members())
@@ -134,12 +262,13 @@ class JobQueue:
         self._save()
         return [j.name for j in ok], rejected
 
-    def cancel(self, name: str, now: float) -> None:
+    def cancel(self, name: str, now: float, reason: str = "cancelled") -> None:
         rec = self._get(name)
-        if rec.status == RUNNING:
+        self._now = now
+        if rec.status in HOLDING:
             self._stop(rec, now)
-        rec.status = CANCELLED
         rec.finished = now
+        self._transition(rec, CANCELLED, reason, now)
         self._save()
 
     def _get(self, name: str) -> JobRecord:
@@ -152,25 +281,48 @@ class JobQueue:
     def effective_priority(self, rec: JobRecord, now: float) -> float:
         return int(rec.spec.priority) + self.aging_per_hour * max(0.0, now - rec.submitted) / 3600.0
 
+    def _blocker(self, rec: JobRecord) -> tuple[bool, str | None]:
+        """(ready, reason it is blocked for good) from its dependencies."""
+        ready = True
+        for name in rec.spec.depends_on:
+            d = self.jobs.get(name)
+            if d is None:
+                return False, f"dependency {name} does not exist"
+            if d.status == SUCCEEDED:
+                continue
+            if d.status in (FAILED, CANCELLED):
+                if rec.spec.on_failure == "continue":
+                    continue
+                return False, f"blocked: dependency {name} {d.status}" + (f" ({d.reason})" if d.reason else "")
+            ready = False
+        return ready, None
+
     def ready(self, now: float) -> list[JobRecord]:
-        """Pending jobs whose dependencies have completed, best first."""
+        """Waiting jobs whose dependencies have completed (or failed, with ``on_failure: continue``), best
+        first; a job requeued after a fault goes first in its class."""
         out = []
         for name in self.pending_names():
             rec = self.jobs[name]
-            deps = [self.jobs.get(d) for d in rec.spec.depends_on]
-            if all(d is not None and d.status == DONE for d in deps):
+            ok, blocked = self._blocker(rec)
+            if blocked is not None and rec.reason != blocked:
+                rec.reason = blocked
+                for fn in self.listeners:
+                    fn(rec, rec.status, rec.status, blocked, now)
+            if ok and rec.not_before <= now:
                 out.append(rec)
-        out.sort(key=lambda r: (-self.effective_priority(r, now), r.seq))
+        out.sort(key=lambda r: (-int(self.effective_priority(r, now)), not r.ahead, -self.effective_priority(r, now),
+                                r.seq))
         return out
 
     def pending_names(self) -> list[str]:
         """Names of pending jobs (an index kept beside ``jobs``; stale entries are dropped here)."""
-        self._pending = {n for n in self._pending if self.jobs[n].status == PENDING}
+        self._pending = {n for n in self._pending if self.jobs[n].status in WAITING}
         return sorted(self._pending, key=lambda n: self.jobs[n].seq)
 
     def schedule(self, now: float) -> list[str]:
         """Start every ready job that fits (preempting or reclaiming where allowed); returns started names."""
         started = []
+        self._now = now
         for rec in self.ready(now):
             if self._try_start(rec, now) or self._try_with_victims(rec, now):
                 started.append(rec.spec.name)
@@ -196,7 +348,7 @@ class JobQueue:
 
     def team_usage(self, team: str, gpu_type: str) -> float:
         return sum(r.spec.gpu_count for r in self.jobs.values()
-                   if r.status == RUNNING and r.spec.team == team and r.gpu_type == gpu_type)
+                   if r.status in HOLDING and r.spec.team == team and r.gpu_type == gpu_type)
 
     def _quota_ok(self, rec: JobRecord, gpu_type: str) -> bool:
         q = self.quotas.get(rec.spec.team)
@@ -214,10 +366,13 @@ class JobQueue:
             return False
         rec.placements = ps
         rec.gpu_type = gtype
-        rec.status = RUNNING
         rec.started = now
         if rec.first_start is None:
             rec.first_start = now
+        self._transition(rec, PLACED, None, now)
+        if self.auto_start:
+            self._transition(rec, STARTING, None, now)
+            self._transition(rec, RUNNING, None, now)
         return True
 
     def _unplace(self, rec: JobRecord, ps: list[Placement]) -> None:
@@ -230,7 +385,7 @@ class JobQueue:
         out = []
         q = self.quotas.get(rec.spec.team)
         for r in self.jobs.values():
-            if r.status != RUNNING or not r.spec.preemptible or r is rec:
+            if r.status not in HOLDING or not r.spec.preemptible or r is rec:
                 continue
             lower = int(r.spec.priority) < int(eff)
             reclaim = False
@@ -290,12 +445,48 @@ class JobQueue:
 
     def complete(self, name: str, now: float) -> None:
         rec = self._get(name)
-        if rec.status != RUNNING:
+        if rec.status not in HOLDING:
             raise InputError(f"job {name} is {rec.status}, not running")
+        self._now = now
         self._stop(rec, now)
         rec.done_s = rec.spec.duration_s
-        rec.status = DONE
         rec.finished = now
+        rec.exit_code = 0
+        self._transition(rec, SUCCEEDED, None, now)
+        self._save()
+
+    def mark(self, name: str, state: str, now: float, reason: str | None = None) -> None:
+        """The executor moved a placed job on: ``starting`` or ``running``."""
+        rec = self._get(name)
+        if state not in (STARTING, RUNNING) or rec.status not in HOLDING:
+            raise InputError(f"job {name} is {rec.status}; it cannot become {state}")
+        if rec.status != state:
+            self._transition(rec, state, reason, now)
+            self._save()
+
+    def finish(self, name: str, now: float, exit_code: int, reason: str | None = None) -> None:
+        """A run ended with ``exit_code``: succeeded (0), retried after its backoff, or failed for good."""
+        rec = self._get(name)
+        if rec.status not in HOLDING:
+            raise InputError(f"job {name} is {rec.status}, not running")
+        if exit_code == 0 and reason is None:
+            self.complete(name, now)
+            return
+        self._now = now
+        rec.exit_code = exit_code
+        why = reason or f"exited with code {exit_code}"
+        self._stop(rec, now)
+        rec.started = None
+        if rec.failures < rec.spec.retries:
+            rec.not_before = now + rec.spec.retry_backoff_s * (2 ** rec.failures)
+            rec.failures += 1
+            rec.restarts += 1
+            self._transition(rec, FAILED, why, now)
+            self._transition(rec, REQUEUED, f"retry {rec.failures} of {rec.spec.retries} after: {why}", now)
+        else:
+            rec.failures += 1
+            rec.finished = now
+            self._transition(rec, FAILED, why, now)
         self._save()
 
     def _requeue(self, rec: JobRecord, now: float, reason: str) -> None:
@@ -310,9 +501,10 @@ class JobQueue:
         rec.done_s = min(rec.spec.duration_s, rec.done_s + saved)
         rec.lost_gpu_hours += lost
         rec.restarts += 1
-        rec.status = PENDING
         rec.started = None
-        self._pending.add(rec.spec.name)
+        rec.ahead = rec.ahead or reason not in ("preemption", "reclaim")
+        self._transition(rec, INTERRUPTED, {"interrupt": "GPU fault or drain"}.get(reason, reason), now)
+        self._transition(rec, REQUEUED, f"requeued after {reason}", now)
         self.counters["gpu_hours_lost"] += lost
         if reason == "preemption":
             rec.preemptions += 1
@@ -324,22 +516,38 @@ class JobQueue:
             self.counters["interruptions"] += 1
 
     def jobs_on(self, node: int, gpu: int | None = None) -> list[JobRecord]:
-        return [r for r in self.jobs.values() if r.status == RUNNING and any(
+        return [r for r in self.jobs.values() if r.status in HOLDING and any(
             p.node == node and (gpu is None or gpu in p.gpus) for p in r.placements)]
 
-    def interrupt_gpu(self, uuid: str, now: float, health: Health = Health.LOST) -> list[str]:
-        """A GPU failed (or is drained): requeue its jobs from their last checkpoint. Returns their names."""
+    def interrupt_gpu(self, uuid: str, now: float, health: Health = Health.LOST,
+                      only_preemptible: bool = False) -> list[str]:
+        """A GPU failed (or is drained): requeue its jobs (a drain: only its preemptible ones) from their last
+        checkpoint. Returns their names."""
         i, j = self.state.locate(uuid)
-        hit = self.jobs_on(i, j)
+        self._now = now
+        hit = [r for r in self.jobs_on(i, j) if r.spec.preemptible or not only_preemptible]
         for rec in hit:
             self._requeue(rec, now, reason="interrupt")
         self.state.set_gpu_health(uuid, health)
         self._save()
         return [r.spec.name for r in hit]
 
-    def drain_node(self, node: str, now: float, health: Health = Health.DRAINING) -> list[str]:
+    def interrupt(self, name: str, now: float, reason: str = "interrupt") -> None:
+        """One job's run was lost (its worker died, its node failed): requeue it from its last checkpoint."""
+        rec = self._get(name)
+        if rec.status in HOLDING:
+            self._now = now
+            self._requeue(rec, now, reason=reason)
+            self._save()
+
+    def drain_node(self, node: str, now: float, health: Health = Health.DRAINING,
+                   only_preemptible: bool = True) -> list[str]:
+        """Stop the node's preemptible jobs (they resume from their checkpoint elsewhere), let the others
+        finish, and take no new work there (``only_preemptible=False``, e.g. a spot interruption notice: stop
+        every job there). Returns the stopped jobs' names."""
         i = self.state.node_index(node)
-        hit = self.jobs_on(i)
+        self._now = now
+        hit = [r for r in self.jobs_on(i) if r.spec.preemptible or not only_preemptible]
         for rec in hit:
             self._requeue(rec, now, reason="interrupt")
         self.state.set_node_health(i, health)
@@ -349,9 +557,10 @@ class JobQueue:
     def finish_due(self, now: float) -> list[str]:
         """Complete running jobs whose remaining work has elapsed (for simulations)."""
         due = [r for r in self.jobs.values()
-               if r.status == RUNNING and r.started is not None and r.started + r.remaining_s <= now + 1e-9]
-        for r in due:
-            self.complete(r.spec.name, r.started + r.remaining_s if r.started is not None else now)
+               if r.status in HOLDING and r.started is not None and r.started + r.remaining_s <= now + 1e-9]
+        with self.batch():
+            for r in due:
+                self.complete(r.spec.name, r.started + r.remaining_s if r.started is not None else now)
         return [r.spec.name for r in due]
 
     # ------------------------------------------------------------------ persistence
@@ -360,9 +569,35 @@ class JobQueue:
                 "jobs": [r.to_dict() for r in self.jobs.values()],
                 "usage": [u.__dict__ | {"uuids": list(u.uuids)} for u in self.usage],
                 "quotas": {t: {"guaranteed": q.guaranteed, "maximum": q.maximum} for t, q in self.quotas.items()},
-                "health": {"nodes": self.state.node_health.tolist(), "gpus": self.state.gpu_health.tolist()}}
+                "overrides": {f"{k}:{t}": {"state": o.health.name.lower(), "reason": o.reason, "by": o.by, "at": o.at}
+                              for (k, t), o in self.state.overrides.items()}}
+
+    def pending_changes(self) -> QueueChanges:
+        """Take what changed since the last write (the write-through store's batch)."""
+        ch = QueueChanges(jobs=list(self._dirty.values()), transitions=self._transitions,
+                          usage=self.usage[self._usage_written:], overrides=self.state.take_override_changes(),
+                          seq=self._seq, counters=dict(self.counters))
+        self._dirty = {}
+        self._transitions = []
+        self._usage_written = len(self.usage)
+        return ch
+
+    def rewrite_all(self) -> None:
+        """Write the whole queue at the next save (an import into an empty store)."""
+        self._dirty = dict(self.jobs)
+        self._usage_written = 0
+        self.state.override_changes.update(self.state.overrides)
+        if self.store is not None:
+            self.store.write(self.pending_changes())
 
     def _save(self) -> None:
+        if self._batch_depth:
+            return
+        if self.store is not None:
+            changes = self.pending_changes()
+            if changes:
+                self.store.write(changes)
+            return
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -380,24 +615,54 @@ class JobQueue:
             return cls(state, policy, path=p, **kwargs)
         except json.JSONDecodeError as exc:
             raise InputError(f"queue state is not valid JSON: {exc.msg}", path=str(p), line=exc.lineno) from None
+        return cls.from_data(data, state, policy, path=p, **kwargs)
+
+    @classmethod
+    def open(cls, store: QueueStore, state: ClusterState, policy: Policy, **kwargs: Any) -> JobQueue:
+        """The queue kept in ``store`` (empty when nothing is stored), writing every change through to it."""
+        data = store.load()
+        if data is None:
+            return cls(state, policy, store=store, **kwargs)
+        return cls.from_data(data, state, policy, store=store, **kwargs)
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any], state: ClusterState, policy: Policy, **kwargs: Any) -> JobQueue:
+        """A queue from :meth:`to_dict`'s shape (running jobs keep their GPUs, overrides are re-applied)."""
         quotas = {t: TeamQuota(q["guaranteed"], q["maximum"]) for t, q in data.get("quotas", {}).items()}
-        q = cls(state, policy, quotas=kwargs.pop("quotas", None) or quotas, path=p, **kwargs)
+        q = cls(state, policy, quotas=kwargs.pop("quotas", None) or quotas, **kwargs)
         q._seq = int(data["seq"])
         q.counters.update(data["counters"])
         health = data.get("health")
-        if health and len(health["nodes"]) == state.n_nodes:
-            state.node_health[:] = health["nodes"]
-            state.gpu_health[:] = health["gpus"]
-            state.refresh()
+        if health and len(health["nodes"]) == state.n_nodes:  # files older than operator overrides
+            for i, h in enumerate(health["nodes"]):
+                if h in (Health.DRAINING, Health.CORDONED):
+                    state.set_node_override(i, Health(h))
+            for i, row in enumerate(health["gpus"]):
+                for j, h in enumerate(row):
+                    if h in (Health.DRAINING, Health.CORDONED) and j < len(state.uuids[i]):
+                        state.set_gpu_override(state.uuids[i][j], Health(h))
+        for key, o in data.get("overrides", {}).items():
+            kind, _, target = key.partition(":")
+            try:
+                if kind == "gpu":
+                    state.set_gpu_override(target, Health[o["state"].upper()], reason=o.get("reason", ""),
+                                           by=o.get("by", ""), at=float(o.get("at", 0.0)))
+                elif kind == "node":
+                    state.set_node_override(target, Health[o["state"].upper()], reason=o.get("reason", ""),
+                                            by=o.get("by", ""), at=float(o.get("at", 0.0)))
+            except NotFound:  # the GPU or node left the fleet; its override stays stored for its return
+                continue
+        state.override_changes.clear()  # what was loaded is stored already
         for d in data["jobs"]:
             rec = JobRecord.from_dict(d)
-            q.jobs[rec.spec.name] = rec
-            if rec.status == PENDING:
+            q._adopt(rec, new=False)
+            if rec.status in WAITING:
                 q._pending.add(rec.spec.name)
-            if rec.status == RUNNING:
+            if rec.status in HOLDING:
                 for pl, req in zip(rec.placements, rec.spec.members(), strict=False):
                     state.allocate(pl, req.cpu_milli, req.mem_mib)
         q.usage = [Usage(**(u | {"uuids": tuple(u.get("uuids", ()))})) for u in data.get("usage", [])]
+        q._usage_written = len(q.usage)
         return q
 
     # ------------------------------------------------------------------ views
@@ -413,5 +678,6 @@ def gpu_units(rec: JobRecord) -> float:
     return sum(len(p.gpus) * p.milli for p in rec.placements) / FULL
 
 
-__all__ = ["CANCELLED", "DONE", "PENDING", "RUNNING", "JobQueue", "JobRecord", "PriorityClass", "TeamQuota",
-           "Usage"]
+__all__ = ["CANCELLED", "DONE", "FAILED", "FINAL", "HOLDING", "INTERRUPTED", "PENDING", "PLACED", "REQUEUED",
+           "RUNNING", "STARTING", "STATES", "SUCCEEDED", "WAITING", "JobQueue", "JobRecord", "PriorityClass", "QueueChanges",
+           "QueueStore", "TeamQuota", "Usage"]

@@ -7,7 +7,12 @@ the most GPUs any node has; absent slots have ``gpu_present`` False and never ho
 The state also carries what placement policies may want beyond capacity: the GPU type and memory, NVLink
 islands (GPUs of one island talk over NVLink; a gang inside one island is fastest), live utilisation and
 memory use from the exporter's :class:`~exporter.schema.Snapshot`, the predicted failure risk per GPU, and
-node / GPU health (``lost``, ``draining``, ``cordoned``: none of those accept new work).
+node / GPU health (``lost``, ``draining``, ``cordoned``, ``offline``: none of those accept new work).
+
+Health has two sources kept apart: what is *observed* (a GPU is up or lost, from each snapshot) and what an
+operator *overrides* (cordon, drain, offline, with a reason, who and when). The effective health the
+policies read (``gpu_health`` / ``node_health``) is the worse of the two, so a snapshot that sees a cordoned
+GPU up leaves it cordoned. Changed overrides are noted in ``override_changes`` for the persistence layer.
 """
 
 from __future__ import annotations
@@ -35,6 +40,18 @@ class Health(enum.IntEnum):
     DRAINING = 1
     CORDONED = 2
     LOST = 3
+    OFFLINE = 4
+    """Taken out of service by an operator (an override; observed health is only OK or LOST)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Override:
+    """An operator's override of a GPU or node: its state, why, who set it and when."""
+
+    health: Health
+    reason: str = ""
+    by: str = ""
+    at: float = 0.0
 
 
 @dataclass(slots=True)
@@ -87,6 +104,13 @@ class ClusterState:
     n_full: np.ndarray = field(init=False)
     tot_free: np.ndarray = field(init=False)
     version: np.ndarray = field(init=False)
+    gpu_observed: np.ndarray = field(init=False)
+    gpu_override: np.ndarray = field(init=False)
+    node_override: np.ndarray = field(init=False)
+    overrides: dict[tuple[str, str], Override] = field(init=False)
+    """Operator overrides by (``"gpu"``, uuid) or (``"node"``, name); only non-OK ones are kept."""
+    override_changes: set[tuple[str, str]] = field(init=False)
+    """Keys of overrides changed since the persistence layer last took them (see :meth:`take_override_changes`)."""
     _uuid_index: dict[str, tuple[int, int]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -102,6 +126,11 @@ class ClusterState:
         self.n_full = np.zeros(n, dtype=np.int32)
         self.tot_free = np.zeros(n, dtype=np.int32)
         self.version = np.zeros(n, dtype=np.int64)
+        self.gpu_observed = np.zeros((n, g), dtype=np.int8)
+        self.gpu_override = np.zeros((n, g), dtype=np.int8)
+        self.node_override = np.zeros(n, dtype=np.int8)
+        self.overrides = {}
+        self.override_changes = set()
         self._uuid_index = {u: (i, j) for i, row in enumerate(self.uuids) for j, u in enumerate(row)}
         self.refresh()
 
@@ -164,7 +193,9 @@ class ClusterState:
 
     # ------------------------------------------------------------------ live inputs
     def update_from_snapshot(self, snap: Snapshot) -> None:
-        """Take live utilisation, memory use and up/lost state from one node's snapshot."""
+        """Take live utilisation, memory use and up/lost state from one node's snapshot.
+
+        Only the *observed* health changes: an operator's cordon, drain or offline holds across cycles."""
         for s in snap.samples:
             where = self._uuid_index.get(s.uuid)
             if where is None or s.labels:
@@ -176,7 +207,7 @@ class ClusterState:
         for uuid, up in snap.up.items():
             where = self._uuid_index.get(uuid)
             if where is not None:
-                self.set_gpu_health(uuid, Health.OK if up else Health.LOST)
+                self.set_observed(uuid, bool(up))
 
     def set_risk(self, risk: Mapping[str, float], default: float = 0.0) -> None:
         """Predicted failure probability per GPU uuid (for one horizon); GPUs not named get ``default``."""
@@ -199,15 +230,60 @@ class ClusterState:
         except ValueError:
             raise NotFound(f"no node named {name}") from None
 
-    def set_gpu_health(self, uuid: str, health: Health) -> None:
+    def set_observed(self, uuid: str, up: bool) -> None:
+        """What the telemetry sees: the GPU is up or lost (overrides are left alone)."""
         i, j = self.locate(uuid)
-        self.gpu_health[i, j] = int(health)
-        self.refresh(i)
+        val = int(Health.OK if up else Health.LOST)
+        if self.gpu_observed[i, j] == val:
+            return
+        self.gpu_observed[i, j] = val
+        self._effective_gpu(i, j)
 
-    def set_node_health(self, node: str | int, health: Health) -> None:
+    def set_gpu_override(self, uuid: str, health: Health, *, reason: str = "", by: str = "",
+                         at: float = 0.0) -> None:
+        """An operator's cordon / drain / offline of one GPU (``Health.OK`` lifts the override)."""
+        i, j = self.locate(uuid)
+        self.gpu_override[i, j] = int(health)
+        self._note_override(("gpu", uuid), health, reason, by, at)
+        self._effective_gpu(i, j)
+
+    def set_node_override(self, node: str | int, health: Health, *, reason: str = "", by: str = "",
+                          at: float = 0.0) -> None:
+        """An operator's (or a cluster manager's) cordon / drain / offline of a node; OK lifts it."""
         i = node if isinstance(node, int) else self.node_index(node)
+        self.node_override[i] = int(health)
+        self._note_override(("node", self.names[i]), health, reason, by, at)
         self.node_health[i] = int(health)
         self.refresh(i)
+
+    def _note_override(self, key: tuple[str, str], health: Health, reason: str, by: str, at: float) -> None:
+        if health == Health.OK:
+            if self.overrides.pop(key, None) is None:
+                return
+        else:
+            self.overrides[key] = Override(Health(int(health)), reason, by, at)
+        self.override_changes.add(key)
+
+    def take_override_changes(self) -> list[tuple[tuple[str, str], Override | None]]:
+        """Overrides changed since the last call: (key, override or None where it was lifted)."""
+        out = [(k, self.overrides.get(k)) for k in sorted(self.override_changes)]
+        self.override_changes.clear()
+        return out
+
+    def _effective_gpu(self, i: int, j: int) -> None:
+        self.gpu_health[i, j] = max(int(self.gpu_observed[i, j]), int(self.gpu_override[i, j]))
+        self.refresh(i)
+
+    def set_gpu_health(self, uuid: str, health: Health) -> None:
+        """``LOST`` is observed (the GPU comes back when the telemetry sees it up); any other health is an
+        override (``OK`` lifts it)."""
+        if health == Health.LOST:
+            self.set_observed(uuid, False)
+        else:
+            self.set_gpu_override(uuid, health)
+
+    def set_node_health(self, node: str | int, health: Health) -> None:
+        self.set_node_override(node, health)
 
     # ------------------------------------------------------------------ bookkeeping
     @property

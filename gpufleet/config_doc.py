@@ -23,7 +23,7 @@ data_dir = "/var/lib/gpufleet"
 
 [exporter]
 source = "nvml"          # nvml | amd | auto | twin
-listen = "0.0.0.0:9835"
+listen = "0.0.0.0:19835"
 names = "both"           # native | dcgm | both
 interval = 10
 
@@ -60,6 +60,9 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
         if isinstance(default, BaseModel):
             default = default.model_dump(mode="json")
         shown = "**secret**" if "Secret" in _type(ann) and default is not None else json.dumps(default, default=str)
+        extra = f.json_schema_extra
+        if isinstance(extra, dict) and "doc_default" in extra:  # a default computed per machine (XDG folder)
+            shown = str(extra["doc_default"])
         env = "GPUFLEET_" + ("__".join([*prefix.split(".")[:1], name]) if prefix else name).upper()
         key = f"{prefix}.{name}" if prefix else name
         typ = _type(ann).replace("|", "\\|")

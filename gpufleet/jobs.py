@@ -1,4 +1,16 @@
-"""The API's job service over the allocator's queue: submission, listing, cancel, allocations, GPU health.
+"""The job service: the allocator's queue places jobs, an executor runs them, recovery restarts them.
+
+Each step (:meth:`QueueJobService.tick`, once per collection cycle, and after every submission): the
+executor's events are applied (running, exited with a code, lost), runs past their ``max_runtime_s`` are
+stopped, the queue schedules (placing, preempting), and placed jobs are handed to the executor once the GPUs
+they were given are no longer held by a run that is still stopping. Every state transition is audited
+(when the API's audit log is attached) and counted for ``/metrics``.
+
+Recovery: a GPU that is lost (``gpu_up 0``, XID 79 in the twin), a drained GPU or node (by an operator, or
+a failure risk at or above ``jobs.drain_risk_threshold``) or a spot interruption notice stops the affected
+jobs with SIGTERM and ``jobs.grace_s`` for a last checkpoint, requeues them ahead of their class, places them
+away from the failed or draining GPUs and restarts them with ``GPUFLEET_RESUME=1`` and the same
+``GPUFLEET_CHECKPOINT_DIR``. A drain stops preemptible jobs only and lets the others finish.
 
 The queue is not thread-safe; the service's scheduler thread and the API's request threads share it
 through this adapter's lock.
@@ -7,60 +19,184 @@ through this adapter's lock.
 from __future__ import annotations
 
 import builtins
+import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from gpufleet.allocator.jobs import JobSpec, PriorityClass, validate_batch
-from gpufleet.allocator.queue import JobQueue, JobRecord
+from gpufleet.allocator.queue import (
+    CANCELLED,
+    FINAL,
+    HOLDING,
+    INTERRUPTED,
+    PLACED,
+    RUNNING,
+    STARTING,
+    STATES,
+    JobQueue,
+    JobRecord,
+)
 from gpufleet.allocator.state import FULL, Health
+from gpufleet.executors.base import ExecEvent, Executor, ExecutorError, RunSpec, read_log
+from gpufleet.executors.simulated import SimulatedExecutor
 from gpufleet.exporter.errors import Conflict, InputError, NotFound
 from gpufleet.exporter.schema import Snapshot
+from gpufleet.settings import JobsSettings, Settings
 
-_PRIORITY = {"batch": "batch", "normal": "normal", "high": "high", "critical": "critical"}
+log = logging.getLogger(__name__)
+
 _HEALTH = {"ok": Health.OK, "cordoned": Health.CORDONED, "draining": Health.DRAINING}
+_SPEC_FIELDS = ("command", "image", "env", "workdir", "max_runtime_s", "retries", "retry_backoff_s", "on_failure")
+
+
+def make_executor(settings: Settings) -> Executor:
+    """The executor ``settings.executor.kind`` names."""
+    ex = settings.executor
+    if ex.kind == "local":
+        from gpufleet.executors.local import LocalExecutor
+
+        return LocalExecutor(systemd=ex.systemd)
+    if ex.kind == "simulated":
+        return SimulatedExecutor()
+    if ex.kind == "celery":
+        from gpufleet.executors.celery_exec import CeleryExecutor
+
+        if ex.celery_broker_url is None:
+            raise InputError("executor.kind = celery needs executor.celery_broker_url (redis://HOST:PORT/DB)")
+        backend = ex.celery_result_backend or ex.celery_broker_url
+        return CeleryExecutor(ex.celery_broker_url.get_secret_value(), backend.get_secret_value(),
+                              heartbeat_timeout_s=ex.heartbeat_timeout_s,
+                              visibility_timeout_s=settings.jobs.max_runtime_s + 3600.0)
+    raise InputError(f"executor {ex.kind!r} is not available in this build; use local, celery or simulated")
+
+
+def open_queue(url: str, state: Any, policy: Any, *, legacy_path: Path | None = None, **kwargs: Any) -> JobQueue:
+    """The queue kept in the service's database at ``url``; an older ``queue.json`` at ``legacy_path`` is
+    imported once when the database holds no queue yet (then renamed ``.imported``)."""
+    from gpufleet.state import open_state
+    from gpufleet.state.legacy import read_json, retire
+
+    store = open_state(url)
+    store.bind(list(state.names), [list(u) for u in state.uuids])
+    if legacy_path is not None and store.load() is None:
+        data = read_json(Path(legacy_path))
+        if data is not None:
+            queue = JobQueue.from_data(data, state, policy, store=store, **kwargs)
+            queue.rewrite_all()  # jobs, usage and operator overrides: everything the file held
+            retire(Path(legacy_path))
+            return queue
+    return JobQueue.open(store, state, policy, **kwargs)
 
 
 class QueueJobService:
-    def __init__(self, queue: JobQueue, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, queue: JobQueue, clock: Callable[[], float] = time.time, executor: Executor | None = None,
+                 *, settings: JobsSettings | None = None, data_dir: str | Path | None = None,
+                 audit: Any = None) -> None:
         self.queue = queue
         self.clock = clock
         self.lock = threading.RLock()
+        self.settings = settings or JobsSettings()
+        base = Path(data_dir) if data_dir is not None else (queue.path.parent if queue.path else Path("."))
+        self.log_dir = Path(self.settings.log_dir or base / "jobs" / "logs")
+        self.checkpoint_dir = Path(self.settings.checkpoint_dir or base / "jobs" / "checkpoints")
+        self.executor = executor or SimulatedExecutor()
+        self.sim = self.executor if isinstance(self.executor, SimulatedExecutor) else SimulatedExecutor()
+        self.audit = audit
+        queue.auto_start = False
+        queue.listeners.append(self._on_transition)
+        self._runs: dict[str, tuple[Executor, int]] = {}
+        """The current run of each started job: its executor and attempt number."""
+        self._stopping: dict[str, str] = {}
+        """Current runs stopped on purpose (max runtime), with the reason their exit is a failure."""
+        self._stopped: dict[str, Executor] = {}
+        """Runs stopped because their job left its GPUs (cancel, interrupt, preemption); exit awaited."""
+        self._placed: set[str] = {n for n, r in queue.jobs.items() if r.status in (PLACED, STARTING)}
+        self._run_started: dict[str, float] = {}
+        self.stats: dict[str, float] = {"queue_wait_seconds_sum": 0.0, "queue_wait_count": 0.0,
+                                        "run_seconds_sum": 0.0, "run_count": 0.0}
+        self.transitions: dict[tuple[str, str], int] = {}
+
+    # -- transitions ---------------------------------------------------------------------------------
+    def _on_transition(self, rec: JobRecord, old: str, new: str, reason: str, now: float) -> None:
+        name = rec.spec.name
+        self.transitions[(old, new)] = self.transitions.get((old, new), 0) + 1
+        if new == PLACED:
+            self._placed.add(name)
+            self.stats["queue_wait_seconds_sum"] += max(0.0, now - rec.submitted)
+            self.stats["queue_wait_count"] += 1
+        elif new != STARTING:
+            self._placed.discard(name)
+        if old == RUNNING and new != RUNNING and name in self._run_started:
+            self.stats["run_seconds_sum"] += max(0.0, now - self._run_started.pop(name))
+            self.stats["run_count"] += 1
+        if new in (INTERRUPTED, CANCELLED) and name in self._runs:
+            ex, _ = self._runs.pop(name)
+            self._stopped[name] = ex
+            ex.stop(name, self.settings.grace_s, reason or new)
+        if self.audit is not None and old != new:
+            try:
+                self.audit.append(user=rec.spec.user, role="system", action=f"job.{new}", target=name,
+                                  outcome="ok", source="scheduler", ts=now,
+                                  detail={"from": old, "reason": reason, "attempt": rec.restarts + 1})
+            except Exception:
+                log.exception("audit of job %s %s -> %s failed", name, old, new)
 
     # -- API -----------------------------------------------------------------------------------------
+    def _spec(self, job_id: str, j: Mapping[str, Any], ids: Mapping[str, str], user: str,
+              team: str | None) -> JobSpec:
+        ttype = j.get("task_type") or self.settings.default_task_type
+        d = self.settings.task_types.get(ttype)
+        if d is None:
+            raise InputError(f"job {j['name']}: unknown task_type {ttype!r}")
+        gpus = float(j.get("gpus", 1))
+        if gpus >= 1 and gpus != int(gpus):
+            raise InputError(f"job {j['name']}: ask for a whole number of GPUs or a fraction below 1, got {gpus}")
+        whole, milli = (0, round(gpus * FULL)) if gpus < 1 else (int(gpus), FULL)
+        ckpt = j.get("checkpointing")
+        if ckpt is None:
+            ckpt = d.checkpointing or j.get("checkpoint_interval_s") is not None
+        extra = {k: j[k] for k in _SPEC_FIELDS if j.get(k) is not None}
+        if "command" in extra:
+            extra["command"] = tuple(extra["command"])
+        return JobSpec(
+            name=job_id, gpus=max(whole, 1) if milli == FULL else 1, gpu_milli=milli,
+            gpu_memory_bytes=int(j.get("gpu_memory_bytes") or 0), gpu_types=tuple(j.get("gpu_types") or ()),
+            priority=PriorityClass.parse(j.get("priority") or d.priority),
+            gang=bool(d.gang if j.get("gang") is None else j["gang"]),
+            preemptible=bool(d.preemptible if j.get("preemptible") is None else j["preemptible"]),
+            checkpointing=bool(ckpt),
+            checkpoint_interval_s=float(j.get("checkpoint_interval_s") or d.checkpoint_interval_s),
+            depends_on=tuple(ids.get(x, x) for x in j.get("depends_on", [])),
+            duration_s=float(j.get("duration_s") or 3600.0), user=user, team=team or "default",
+            task_type=ttype, **extra)
+
     def submit(self, jobs: list[dict[str, Any]], user: str, team: str | None) -> list[dict[str, Any]]:
         now = self.clock()
         with self.lock:
             base = self.queue._seq  # ids continue the queue's own sequence
             ids: dict[str, str] = {}
-            specs = []
+            named = []
             for k, j in enumerate(jobs):
                 job_id = f"j{base + k + 1}-{j['name']}"
                 ids[j.get("client_id") or j["name"]] = job_id
-                specs.append((job_id, j))
-            out_specs = []
-            for job_id, j in specs:
-                gpus = float(j["gpus"])
-                whole, milli = (0, round(gpus * FULL)) if gpus < 1 else (int(gpus), FULL)
-                if gpus >= 1 and gpus != int(gpus):
-                    raise InputError(f"job {j['name']}: ask for a whole number of GPUs or a fraction below 1, got {gpus}")
-                prio = PriorityClass.parse(_PRIORITY[j.get("priority", "normal")])
-                out_specs.append(JobSpec(
-                    name=job_id, gpus=max(whole, 1) if milli == FULL else 1, gpu_milli=milli,
-                    gpu_memory_bytes=int(j.get("gpu_memory_bytes") or 0), gpu_types=tuple(j.get("gpu_types") or ()),
-                    priority=prio, gang=bool(j.get("gang", True)), preemptible=bool(j.get("preemptible", False)),
-                    checkpointing=j.get("checkpoint_interval_s") is not None,
-                    checkpoint_interval_s=float(j.get("checkpoint_interval_s") or 3600.0),
-                    depends_on=tuple(ids.get(d, d) for d in j.get("depends_on", [])),
-                    duration_s=float(j.get("duration_s") or 3600.0), user=user, team=team or "default"))
+                named.append((job_id, j))
+            reasons: list[str] = []
+            specs = []
+            for job_id, j in named:
+                try:
+                    specs.append(self._spec(job_id, j, ids, user, team))
+                except InputError as exc:
+                    reasons.append(str(exc))
             # all-or-nothing for a batch: validate every job first and report every reason
-            _, rejected = validate_batch(out_specs, self.queue.limits, known=self.queue.jobs.keys())
-            if rejected:
-                reasons = "; ".join(f"{r.job}: {r.reason}" for r in rejected)
-                raise InputError(f"batch rejected: {reasons}")
-            accepted, _ = self.queue.submit(out_specs, now)
-            self.queue.schedule(now)
+            _, rejected = validate_batch(specs, self.queue.limits, known=self.queue.jobs.keys())
+            reasons += [f"{r.job}: {r.reason}" for r in rejected]
+            if reasons:
+                raise InputError(f"batch rejected: {'; '.join(reasons)}")
+            accepted, _ = self.queue.submit(specs, now)
+            self._step(now)
             return [self._public(self.queue.jobs[n]) for n in accepted]
 
     def list(self, user: str | None = None) -> list[dict[str, Any]]:
@@ -68,22 +204,32 @@ class QueueJobService:
             recs = sorted(self.queue.jobs.values(), key=lambda r: -r.seq)
             return [self._public(r) for r in recs if user is None or r.spec.user == user]
 
+    def _rec(self, job_id: str) -> JobRecord:
+        rec = self.queue.jobs.get(job_id)
+        if rec is None:
+            raise NotFound(f"no job {job_id!r}")
+        return rec
+
     def get(self, job_id: str) -> dict[str, Any]:
         with self.lock:
-            rec = self.queue.jobs.get(job_id)
-            if rec is None:
-                raise NotFound(f"no job {job_id!r}")
-            return self._public(rec)
+            return self._public(self._rec(job_id))
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         with self.lock:
-            rec = self.queue.jobs.get(job_id)
-            if rec is None:
-                raise NotFound(f"no job {job_id!r}")
-            if rec.status in ("done", "cancelled"):
+            rec = self._rec(job_id)
+            if rec.status in FINAL:
                 raise Conflict(f"job {job_id} is {rec.status} already")
             self.queue.cancel(job_id, self.clock())
             return self._public(rec)
+
+    def logs(self, job_id: str, offset: int = 0) -> tuple[str, int]:
+        """The job's log (stdout and stderr of every attempt) from ``offset`` bytes; and the next offset."""
+        with self.lock:
+            self._rec(job_id)
+            ex = self._runs.get(job_id, (self.executor, 0))[0]
+        if ex.name in ("local", "simulated"):
+            return read_log(self.log_dir / f"{job_id}.log", offset)
+        return ex.logs(job_id, offset)
 
     def allocations(self) -> builtins.list[dict[str, Any]]:
         with self.lock:
@@ -96,17 +242,34 @@ class QueueJobService:
                                     "share": p.milli / FULL})
             return out
 
-    def set_gpu_health(self, uuid: str, state: str) -> None:
+    def set_gpu_health(self, uuid: str, state: str, reason: str = "", by: str = "") -> None:
+        """An operator's cordon (no new work), drain (preemptible jobs stop after a last checkpoint, the
+        others finish) or ok (lift it)."""
         with self.lock:
             health = _HEALTH.get(state, Health.CORDONED)
+            now = self.clock()
             if state == "draining":
-                self.queue.interrupt_gpu(uuid, self.clock(), health=Health.DRAINING)
-            else:
-                self.queue.state.set_gpu_health(uuid, health)
+                self.queue.interrupt_gpu(uuid, now, health=Health.DRAINING, only_preemptible=True)
+            self.queue.state.set_gpu_override(uuid, health, reason=reason, by=by, at=now)
+            self.queue._save()
+
+    def gpu_overrides(self) -> dict[str, str]:
+        """Operator overrides of GPUs held across restarts: uuid -> state (cordoned, draining...)."""
+        with self.lock:
+            return {t: o.health.name.lower() for (k, t), o in self.queue.state.overrides.items() if k == "gpu"}
+
+    def drain_node(self, node: str, *, spot_notice: bool = False) -> builtins.list[str]:
+        """An operator's drain (preemptible jobs stop) or a spot interruption notice (every job stops)."""
+        with self.lock:
+            return self.queue.drain_node(node, self.clock(), only_preemptible=not spot_notice)
 
     # -- the service's scheduler ---------------------------------------------------------------------
-    def observe(self, snapshot: Snapshot, now: float) -> builtins.list[str]:
-        """Take live load and up/lost state; requeue the jobs of GPUs that were lost; schedule."""
+    def observe(self, snapshot: Snapshot, now: float, silent: frozenset[str] = frozenset()) -> builtins.list[str]:
+        """Take live load and up/lost state; requeue the jobs of GPUs that were lost; schedule.
+
+        ``silent`` (fleet mode): nodes whose exporter stopped answering. Their GPUs are unknown, neither
+        healthy nor lost: nothing new is placed there and their running jobs are left alone until the
+        node answers again (an operator's override of the node is kept either way)."""
         with self.lock:
             st = self.queue.state
             lost = [u for u, up in snapshot.up.items() if not up and u in st._uuid_index
@@ -114,21 +277,124 @@ class QueueJobService:
             st.update_from_snapshot(snapshot)
             for uuid in lost:
                 self.queue.interrupt_gpu(uuid, now, health=Health.LOST)
+            for i, name in enumerate(st.names):
+                want = int(st.node_override[i])
+                if name in silent:
+                    want = max(want, int(Health.CORDONED))
+                if int(st.node_health[i]) != want:
+                    st.node_health[i] = want
+                    st.refresh(i)
             return self.tick(now)
 
     def set_risk(self, risk: dict[str, float]) -> None:
+        """Failure risk per GPU; a GPU at or above the drain threshold is drained (its preemptible jobs move)."""
         with self.lock:
-            self.queue.state.set_risk(risk)
+            st = self.queue.state
+            st.set_risk(risk)
+            now = self.clock()
+            for uuid, r in risk.items():
+                where = st._uuid_index.get(uuid)
+                if where is not None and r >= self.settings.drain_risk_threshold and st.gpu_health[where] == Health.OK:
+                    self.queue.interrupt_gpu(uuid, now, health=Health.DRAINING, only_preemptible=True)
 
     def persist(self) -> None:
         with self.lock:
             self.queue._save()
 
     def tick(self, now: float) -> builtins.list[str]:
-        """Finish due jobs and start what fits (called each collection cycle)."""
+        """Apply executor events, stop overdue runs, schedule, start placed jobs; returns the started ones."""
         with self.lock:
-            self.queue.finish_due(now)
-            return self.queue.schedule(now)
+            return self._step(now)
+
+    def close(self) -> None:
+        with self.lock:
+            for ex in {id(self.executor): self.executor, id(self.sim): self.sim}.values():
+                ex.close()
+
+    # -- internals -------------------------------------------------------------------------------------
+    def _executors(self) -> builtins.list[Executor]:
+        return [self.executor] if self.sim is self.executor else [self.executor, self.sim]
+
+    def _poll(self, now: float) -> None:
+        for ex in self._executors():
+            for ev in ex.poll(now):
+                self._apply(ev, now)
+
+    def _step(self, now: float) -> builtins.list[str]:
+        self._poll(now)
+        self._enforce_runtime(now)
+        self.queue.schedule(now)
+        started = self._start_placed(now)
+        self._poll(now)
+        return started
+
+    def _apply(self, ev: ExecEvent, now: float) -> None:
+        name = ev.job_id
+        cur = self._runs.get(name)
+        if cur is None or cur[1] != ev.attempt:  # an older run (stopped on purpose) reporting
+            if ev.kind in ("exited", "lost"):
+                self._stopped.pop(name, None)
+            return
+        rec = self.queue.jobs.get(name)
+        if rec is None or rec.status not in HOLDING:
+            self._runs.pop(name, None)
+            return
+        if ev.kind == "running":
+            if rec.status != RUNNING:
+                self._run_started[name] = now
+                self.queue.mark(name, RUNNING, now)
+            return
+        self._runs.pop(name, None)
+        if ev.kind == "lost":
+            self.queue.interrupt(name, now, reason=ev.reason or "run lost")
+            return
+        self.queue.finish(name, now, int(ev.exit_code if ev.exit_code is not None else -1),
+                          reason=self._stopping.pop(name, None))
+
+    def _enforce_runtime(self, now: float) -> None:
+        for name, (ex, _) in list(self._runs.items()):
+            rec = self.queue.jobs[name]
+            limit = min(rec.spec.max_runtime_s or self.settings.max_runtime_s, self.settings.max_runtime_s)
+            began = self._run_started.get(name)
+            if began is not None and now - began > limit and name not in self._stopping:
+                self._stopping[name] = f"stopped after max_runtime_s {limit:g}"
+                ex.stop(name, self.settings.grace_s, self._stopping[name])
+
+    def run_spec(self, rec: JobRecord) -> RunSpec:
+        st = self.queue.state
+        uuids = [st.uuids[p.node][g] for p in rec.placements for g in p.gpus]
+        node = st.names[rec.placements[0].node] if rec.placements else ""
+        return RunSpec(
+            job_id=rec.spec.name, attempt=rec.restarts + 1, command=list(rec.spec.command), node=node,
+            gpu_indexes=[g for p in rec.placements for g in p.gpus], gpu_uuids=uuids,
+            log_path=str(self.log_dir / f"{rec.spec.name}.log"),
+            checkpoint_dir=str(self.checkpoint_dir / rec.spec.name), resume=rec.restarts > 0,
+            env=dict(rec.spec.env), workdir=rec.spec.workdir, image=rec.spec.image, gpu_type=rec.gpu_type,
+            max_runtime_s=rec.spec.max_runtime_s, duration_s=rec.remaining_s, depends_on=list(rec.spec.depends_on),
+            cpu_milli=rec.spec.cpu_milli, memory_mib=rec.spec.memory_mib)
+
+    def _start_placed(self, now: float) -> builtins.list[str]:
+        started = []
+        busy: set[str] = set()
+        for ex in self._executors():
+            busy |= ex.busy_uuids()
+        for name in sorted(self._placed, key=lambda n: self.queue.jobs[n].seq):
+            rec = self.queue.jobs[name]
+            if rec.status != PLACED or name in self._runs:
+                continue
+            ex = self.executor if rec.spec.command else self.sim
+            run = self.run_spec(rec)
+            if name in self._stopped or ex.active(name) or busy.intersection(run.gpu_uuids):
+                continue  # the previous run (or the one it preempts) is still writing its last checkpoint
+            try:
+                ex.start(run)
+            except ExecutorError as exc:
+                self.queue.finish(name, now, 127, reason=str(exc))
+                continue
+            self._runs[name] = (ex, run.attempt)
+            self.queue.mark(name, STARTING, now)
+            started.append(name)
+        return started
 
     def _public(self, rec: JobRecord) -> dict[str, Any]:
         st = self.queue.state
@@ -138,5 +404,16 @@ class QueueJobService:
             "priority": rec.spec.priority.name.lower(), "depends_on": list(rec.spec.depends_on),
             "submitted_at": rec.submitted, "started_at": rec.started, "finished_at": rec.finished,
             "placement": [st.uuids[p.node][g] for p in rec.placements for g in p.gpus],
-            "reason": None,
+            "node": st.names[rec.placements[0].node] if rec.placements else None,
+            "reason": rec.reason, "exit_code": rec.exit_code, "task_type": rec.spec.task_type,
+            "command": list(rec.spec.command), "image": rec.spec.image, "restarts": rec.restarts,
+            "preemptible": rec.spec.preemptible, "checkpointing": rec.spec.checkpointing,
         }
+
+    def counts(self) -> dict[str, int]:
+        """Jobs by state (every state, zero included)."""
+        with self.lock:
+            out = dict.fromkeys(STATES, 0)
+            for r in self.queue.jobs.values():
+                out[r.status] = out.get(r.status, 0) + 1
+            return out

@@ -141,6 +141,9 @@ class ServiceMetrics:
         self._add(fams, "model_training_runs", [((("model", m), ("outcome", o)), c)
                                                 for (m, o), c in self.training_runs.items()])
         self._add(fams, "model_score_drift", [((("model", m),), v) for m, v in self.drift.items()])
+        audit = getattr(svc, "audit", None)
+        if audit is not None and audit.last_checkpoint_seq is not None:
+            self._add(fams, "audit_checkpoint_seq", [((), audit.last_checkpoint_seq)])
         return fams
 
     def note_training(self, model: str, outcome: str) -> None:

@@ -104,11 +104,14 @@ class Service:
         self.settings = settings
         self.clock = clock
         self.data_dir = Path(settings.data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        from gpufleet.api.private_files import private_dir
+
+        private_dir(self.data_dir)  # 0700: the database, keys and audit evidence live here
         self.fleet = FleetState(settings=masked(settings))
         if source is not None:
             source.open()
-        self.source = source or wiring.open_source(settings)
+        self.fleet_mode = source is None and bool(settings.fleet.url)  # the whole fleet from Prometheus / VM
+        self.source = source or (wiring.open_fleet(settings) if self.fleet_mode else wiring.open_source(settings))
         try:
             self.sinks = wiring.build_sinks(settings, default_store=self.data_dir / "history")
             self.store_path = wiring.store_path(settings, self.data_dir)
@@ -118,12 +121,14 @@ class Service:
             from gpufleet.metrics import ServiceMetrics
 
             self.metrics = ServiceMetrics(self)
-            host, port = parse_listen(settings.exporter.listen)
+            host, port = parse_listen(settings.serve.metrics_listen)
             self.metrics_server = MetricsServer(self.render_metrics, host, port,
                                                 web=wiring.web_config(settings, None))
             self.engine = wiring.build_alert_engine(settings, self.data_dir)
-            self.jobs = wiring.build_job_service(settings, self.source.devices(), self.data_dir, clock)
+            self.jobs = wiring.build_job_service(settings, self.source.devices(), self.data_dir, clock,
+                                                 capacity=self.source.capacity() if self.fleet_mode else None)
             self.fleet.jobs = self.jobs
+            self.fleet.gpu_state.update(self.jobs.gpu_overrides())  # operator overrides held across restarts
             self.fleet.silences = wiring.SilenceAdapter(self.engine)
             self.fleet.alert_source = wiring.AlertAdapter(self.engine)
             self.loop.add_sink(CycleHook(self))
@@ -141,7 +146,10 @@ class Service:
                 from gpufleet.api.context import build_context
 
                 ctx = build_context(settings.api, self.data_dir, fleet=self.fleet, settings_view=self.fleet.settings)
-                self.cluster.audit = ctx.audit
+                self.cluster.audit = self.audit = ctx.audit
+                self.jobs.audit = ctx.audit  # every job state transition is audited
+                self.scheduler.tasks.append(PeriodicTask("audit_checkpoint", settings.api.audit_checkpoint_interval,
+                                                         ctx.audit.checkpoint_due))  # signed chain head
                 self.api = wiring.build_api(settings, ctx, self.render_metrics, extra=self.cluster.routers())
         except BaseException:
             self.source.close()
@@ -157,18 +165,32 @@ class Service:
                 self.store_sink.write(self.analytics.cycle_samples(snapshot))
             except GpufleetError:
                 log.exception("writing analytics samples to the history store failed")
+        view = self.source.view if self.fleet_mode else None
+        if view is not None:
+            self.fleet.update_health(view.health)
         try:
-            self.jobs.observe(snapshot, now)
+            if view is not None:
+                self.jobs.observe(snapshot, now, silent=frozenset(view.silent_nodes()))
+            else:
+                self.jobs.observe(snapshot, now)
         except GpufleetError:
             log.exception("allocator update failed")
         self.metrics.update_idle(snapshot)
         try:
-            self.engine.step([self.metrics.with_analytics(snapshot)], now=now)
+            enriched = self.metrics.with_analytics(snapshot)
+            if view is not None:  # per node, as one exporter per node: alerts name the silent node
+                from gpufleet.analytics.fleet.model import split_by_node
+
+                self.engine.step(split_by_node(enriched, {n: v.answering for n, v in view.nodes.items()}), now=now)
+            else:
+                self.engine.step([enriched], now=now)
         except GpufleetError:
             log.exception("alert engine step failed")
 
     def render_metrics(self) -> list[bytes]:
-        return [*self.prom.render_chunks(), self.metrics.render(), self.cluster.render()]
+        # fleet mode: the GPUs' own series are the exporters'; serving them again would count them twice
+        own = [] if self.fleet_mode else self.prom.render_chunks()
+        return [*own, self.metrics.render(), self.cluster.render()]
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -187,6 +209,7 @@ class Service:
         self._stopped.set()
         if self.api is not None:
             self.api.stop()
+            self.audit.checkpoint()  # the last records too: a checkpoint of the head at shutdown
         self.scheduler.stop()
         self.loop.stop()  # closes (flushes) the sinks
         self.metrics_server.stop()
@@ -194,5 +217,6 @@ class Service:
             self.engine.save_state(force=True)
         finally:
             self.jobs.persist()
+            self.jobs.close()
             self.source.close()
         log.info("gpufleet serve stopped")

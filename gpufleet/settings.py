@@ -9,14 +9,34 @@ library code receives values, never the settings object.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gpufleet.exporter.errors import ConfigError
+
+
+def _check_listen(value: str) -> str:
+    """A listen address is HOST:PORT (":PORT" and "[::1]:PORT" too) with a port from 0 to 65535."""
+    _host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"must be HOST:PORT with a port from 0 to 65535, got {value!r}")
+    return value
+
+
+ListenAddress = Annotated[str, AfterValidator(_check_listen)]
+
+
+def default_data_dir() -> Path:
+    """The XDG base directory spec's data folder: ``$XDG_DATA_HOME/gpufleet`` (an absolute path; a relative one is
+    ignored, as the spec says), else ``~/.local/share/gpufleet``. Never the working directory."""
+    base = os.environ.get("XDG_DATA_HOME", "")
+    root = Path(base) if base and Path(base).is_absolute() else Path.home() / ".local" / "share"
+    return root / "gpufleet"
 
 
 class ExporterSettings(BaseModel):
@@ -24,7 +44,7 @@ class ExporterSettings(BaseModel):
 
     source: Literal["auto", "nvml", "amd", "twin"] = Field(
         "auto", description="device source: nvml, amd, auto (every vendor found) or twin (the simulated fleet)")
-    listen: str = Field("127.0.0.1:9835", description="HOST:PORT of /metrics")
+    listen: ListenAddress = Field("127.0.0.1:19835", description="HOST:PORT of /metrics (19835: clashes with no common exporter, docs/exporter.md)")
     names: Literal["native", "dcgm", "both"] = Field(
         "native", description="metric names: gpufleet's, dcgm-exporter's (names, units, labels) or both")
     interval: float = Field(10.0, ge=1.0, le=3600.0, description="collection interval in seconds")
@@ -36,6 +56,10 @@ class ExporterSettings(BaseModel):
     proc_root: Path = Field(Path("/proc"), description="/proc of the host (a DaemonSet mounts the host's)")
     node_name: str | None = Field(None, description="hostname label (default: this host's name)")
     amd_pcie_throughput: bool = Field(False, description="AMD: read PCIe throughput (amdsmi samples ~1 s per GPU)")
+    pod_resources: bool = Field(False, description="label GPUs with the Kubernetes pod / container they are "
+                                "allocated to, from kubelet's pod-resources API (gpufleet_gpu_pod_info; the kubernetes extra)")
+    pod_resources_socket: Path = Field(Path("/var/lib/kubelet/pod-resources/kubelet.sock"),
+                                       description="kubelet's pod-resources unix socket (with exporter.pod_resources)")
 
 
 class InfluxSettings(BaseModel):
@@ -70,21 +94,31 @@ class TwinSettings(BaseModel):
     inventory: Path | None = Field(None, description="openb / spot-GPU node list instead of the built-in fleet")
     speed: float = Field(1.0, gt=0, description="simulated seconds per real second")
     failures: bool = Field(True, description="simulate failures")
+    node: str | None = Field(None, description="export only this node of the twin fleet (one exporter per node)")
+    faults: list[str] = Field(default_factory=list, description="faults to inject, KIND:GPU_INDEX:AFTER_S "
+                              "(e.g. fall_off_bus:0:5: GPU 0 of each exported node falls off the bus 5 s in)")
 
 
 class ApiSettings(BaseModel):
     """The API: listen address, database, tokens, TLS, CORS."""
 
-    listen: str = "127.0.0.1:8080"
+    listen: ListenAddress = "127.0.0.1:8080"
     database_url: str | None = Field(None, description="SQLAlchemy URL (default: sqlite in <data-dir>/gpufleet.db); "
                                      "postgresql+psycopg://user:pw@host/db for PostgreSQL")
     key_file: Path | None = Field(None, description="JWT signing key (default: <data-dir>/secrets/jwt.key)")
+    audit_key_file: Path | None = Field(None, description="HMAC key anchoring the audit chain, kept out of the database "
+                                        "(default: <data-dir>/secrets/audit.key)")
+    audit_checkpoint_file: Path | None = Field(None, description="append-only signed checkpoints of the audit chain head "
+                                               "(default: <data-dir>/audit/checkpoints.jsonl)")
+    audit_checkpoint_interval: float = Field(60.0, ge=1, le=86400, description="seconds between audit checkpoints")
     access_token_ttl: int = Field(900, ge=60, le=86400, description="seconds")
     refresh_token_ttl: int = Field(7 * 86400, ge=300, description="seconds")
     login_max_failures: int = Field(5, ge=1)
     login_failure_window: int = Field(900, ge=10, description="seconds")
+    login_max_failures_per_source: int = Field(50, ge=1, description="failed logins from one address (IPv6: one /64), all users together, within the window")
     password_hash_time_cost: int = Field(3, ge=1, description="argon2id iterations")
     password_hash_memory_kib: int = Field(65536, ge=8192, description="argon2id memory per hash")
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="larger request bodies are refused (413) before they are read")
     tls_cert: Path | None = Field(None, description="TLS certificate (PEM); with tls_key turns HTTPS on")
     tls_key: Path | None = Field(None, description="TLS private key (PEM)")
     tls_min_version: Literal["1.2", "1.3"] = Field("1.3", description="oldest TLS version accepted")
@@ -151,6 +185,53 @@ class ClusterSettings(BaseModel):
     extender_enabled: bool = Field(False, description="serve the kube-scheduler extender (/scheduler/filter, /prioritize)")
 
 
+class TaskTypeDefaults(BaseModel):
+    """What a job of one task type gets unless it says otherwise."""
+
+    priority: Literal["batch", "normal", "high", "critical"] = "normal"
+    preemptible: bool = False
+    gang: bool = True
+    checkpointing: bool = False
+    checkpoint_interval_s: float = Field(600.0, gt=0)
+
+
+TaskType = Literal["training", "inference", "rendering", "batch"]
+
+
+def _task_defaults() -> dict[TaskType, TaskTypeDefaults]:
+    return {"training": TaskTypeDefaults(priority="normal", preemptible=True, checkpointing=True),
+            "inference": TaskTypeDefaults(priority="high", preemptible=False),
+            "rendering": TaskTypeDefaults(priority="normal", preemptible=True),
+            "batch": TaskTypeDefaults(priority="batch", preemptible=True)}
+
+
+class JobsSettings(BaseModel):
+    """Jobs: per-task-type defaults, stop grace period, recovery."""
+
+    task_types: dict[Literal["training", "inference", "rendering", "batch"], TaskTypeDefaults] = Field(
+        default_factory=_task_defaults, description="defaults per task type (priority, preemptible, gang, checkpointing)")
+    default_task_type: Literal["training", "inference", "rendering", "batch"] = "batch"
+    grace_s: float = Field(30.0, ge=0, le=3600, description="SIGTERM → SIGKILL wait (time for a last checkpoint)")
+    max_runtime_s: float = Field(7 * 86400.0, gt=0, description="longest a job may run unless it says less")
+    log_dir: Path | None = Field(None, description="per-job logs (default: <data-dir>/jobs/logs)")
+    checkpoint_dir: Path | None = Field(None, description="per-job checkpoint folders (default: <data-dir>/jobs/checkpoints)")
+    drain_risk_threshold: float = Field(0.9, ge=0, le=1, description="drain a GPU whose failure risk reaches this")
+
+
+class ExecutorSettings(BaseModel):
+    """Where jobs run: local (this host), celery (a worker per node), slurm, kubernetes or simulated (twin clock)."""
+
+    kind: Literal["local", "celery", "slurm", "kubernetes", "simulated"] = Field("local", description="executor")
+    systemd: Literal["auto", "on", "off"] = Field("auto", description="local: run jobs in `systemd-run --scope`")
+    celery_broker_url: SecretStr | None = Field(None, description="celery: Redis URL, e.g. redis://host:6379/0")
+    celery_result_backend: SecretStr | None = Field(None, description="celery: result backend (default: the broker)")
+    heartbeat_s: float = Field(5.0, gt=0, description="celery: worker heartbeat interval")
+    heartbeat_timeout_s: float = Field(30.0, gt=0, description="celery: a worker silent this long is dead")
+    slurm_partition: str | None = Field(None, description="slurm: partition for sbatch")
+    kubernetes_namespace: str = Field("default", description="kubernetes: namespace of the Jobs")
+    kubernetes_gpu_resource: Literal["nvidia.com/gpu", "amd.com/gpu"] = "nvidia.com/gpu"
+
+
 class ServeSettings(BaseModel):
     """What `gpufleet serve` schedules beside collection."""
 
@@ -159,6 +240,20 @@ class ServeSettings(BaseModel):
     retrain_interval: float = Field(86400.0, ge=600, description="seconds between model retrainings")
     retrain_window_days: float = Field(30.0, gt=0, description="history the sliding-window retraining uses")
     risk_horizon: str = Field("24h", description="failure-risk horizon the allocator and alerts use")
+    metrics_listen: ListenAddress = Field("127.0.0.1:19836", description="HOST:PORT of serve's own /metrics (distinct from the exporter's 19835)")
+
+
+class FleetSettings(BaseModel):
+    """Fleet mode of `gpufleet serve`: inventory, live state and history from Prometheus / VictoriaMetrics."""
+
+    url: str | None = Field(None, description="query URL of the Prometheus / VictoriaMetrics that scrapes the "
+                            "exporters (unset: serve collects from its own source)")
+    kind: Literal["prometheus", "victoriametrics"] = Field("prometheus", description="what answers at url")
+    names: Literal["native", "dcgm", "auto"] = Field("auto", description="gpufleet exporters (native), "
+                                                     "dcgm-exporter (dcgm) or whichever is there (auto)")
+    selector: str = Field("", description='label matchers of the GPU exporters\' series, e.g. {job="gpu"}')
+    stale_after: float = Field(120.0, gt=0, description="a node whose newest `up` is older than this is unknown")
+    timeout: float = Field(30.0, gt=0, le=600, description="seconds per query")
 
 
 class Settings(BaseSettings):
@@ -166,7 +261,8 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="GPUFLEET_", env_nested_delimiter="__", extra="forbid")
 
-    data_dir: Path = Field(Path("./gpufleet-data"), description="history, queue, alert state, database, keys")
+    data_dir: Path = Field(default_factory=default_data_dir, description="history, queue, alert state, database, keys",
+                           json_schema_extra={"doc_default": "$XDG_DATA_HOME/gpufleet or ~/.local/share/gpufleet"})
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
     log_json: bool = Field(False, description="one JSON object per log line (for journald / Loki)")
     exporter: ExporterSettings = ExporterSettings()
@@ -176,13 +272,19 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     alerting: AlertingSettings = AlertingSettings()
     serve: ServeSettings = ServeSettings()
+    fleet: FleetSettings = FleetSettings()
     allocator: AllocatorSettings = AllocatorSettings()
     cluster: ClusterSettings = ClusterSettings()
+    jobs: JobsSettings = JobsSettings()
+    executor: ExecutorSettings = ExecutorSettings()
 
     @field_validator("data_dir")
     @classmethod
     def _expand(cls, v: Path) -> Path:
-        return v.expanduser()
+        v = v.expanduser()
+        if v.exists() and not v.is_dir():
+            raise ValueError(f"{v} exists and is not a folder")
+        return v
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
@@ -233,6 +335,10 @@ def load_settings(config: Path | str | None = None, overrides: dict[str, Any] | 
             values = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
+        except OSError as exc:  # a folder, no permission...
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {path} is not UTF-8 text") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     values = _deep_merge(values, _env_values())
@@ -260,5 +366,39 @@ def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def masked(settings: Settings) -> dict[str, Any]:
-    """The settings as plain data with every secret masked (for `gpufleet config show`)."""
-    return settings.model_dump(mode="json")  # SecretStr dumps as '**********'
+    """The settings as plain data with every secret masked (for `gpufleet config show` and ``GET /settings``):
+    SecretStr fields, and inside every URL its password and the values of credential-like query parameters."""
+    return _mask_urls(settings.model_dump(mode="json"))  # SecretStr dumps as '**********'
+
+
+MASK = "***"
+_SECRET_QUERY_KEYS = ("token", "password", "passwd", "pass", "pwd", "secret", "key", "apikey", "auth", "sig",
+                      "signature", "credential")
+
+
+def _mask_urls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _mask_urls(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask_urls(v) for v in value]
+    if isinstance(value, str) and "://" in value:
+        return mask_url(value)
+    return value
+
+
+# scheme://user:password@ : the password runs to the last "@" before the query (SQLAlchemy accepts an
+# unencoded "/" or "@" in it, so stopping at the first one could show the rest of the password)
+_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/?#@\s]*):[^?#\s]*@")
+_QUERY_PARAM = re.compile(r"(?P<head>[?&;](?P<key>[^=&;#\s]+)=)(?P<value>[^&;#\s]*)")
+
+
+def mask_url(url: str) -> str:
+    """``scheme://user:***@host/path?token=***``: the password of the user-info part and the values of query
+    parameters whose names look like credentials are masked; the rest (user, host, path) is kept."""
+    out = _USERINFO.sub(lambda m: f"{m['head']}:{MASK}@", url)
+    return _QUERY_PARAM.sub(lambda m: m["head"] + (MASK if _secret_key(m["key"]) else m["value"]), out)
+
+
+def _secret_key(name: str) -> bool:
+    n = name.lower().replace("-", "").replace("_", "")
+    return any(s in n for s in _SECRET_QUERY_KEYS)

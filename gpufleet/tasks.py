@@ -51,9 +51,30 @@ class Analytics:
         samples += self.service.metrics.device_samples(ts)
         return Snapshot(ts=ts, node=snapshot.node, devices=snapshot.devices, samples=samples)
 
+    def history(self, since: float, until: float, step: float) -> Any:
+        """Failure-model history: from the fleet's Prometheus / VictoriaMetrics in fleet mode (one panel for
+        the whole fleet, read in daily chunks), else from the embedded store."""
+        fl = self.service.settings.fleet
+        if getattr(self.service, "fleet_mode", False) and fl.url:
+            from gpufleet.analytics.fleet.history import open_history, read_history
+            from gpufleet.analytics.fleet.reader import selector_labels
+
+            view = getattr(self.service.source, "view", None)
+            seen = list(view.names.values()) if view is not None else []
+            names = fl.names if fl.names != "auto" else \
+                ("dcgm" if seen and seen.count("dcgm") > seen.count("native") else "native")
+            with open_history(fl.url, kind=fl.kind, names=names, selector=selector_labels(fl.selector) or None,
+                              timeout=fl.timeout) as reader:
+                return read_history(reader, since, until, step)
+        from gpufleet.analytics.failure import store_history
+
+        store = self.service.store_path
+        if store is None:
+            return None
+        return store_history(store, since=since, until=until, step=step)
+
     # -- failure risk ------------------------------------------------------------------------------
     def score(self, _wall: float) -> None:
-        from gpufleet.analytics.failure import store_history
         from gpufleet.analytics.registry import Registry
         from gpufleet.analytics.scoring import score_panel
 
@@ -64,10 +85,9 @@ class Analytics:
             log.info("no champion failure model yet: risk scoring waits for the first training")
             return
         now = self.now()
-        store = self.service.store_path
-        if store is None:
+        history = self.history(now - 7 * HOUR, now, 60.0)
+        if history is None:
             return
-        history = store_history(store, since=now - 7 * HOUR, until=now, step=60.0)
         champion = registry.champion()
         scores = score_panel(model, history.panel, version=champion)
         if champion is not None and len(scores.risk):
@@ -85,16 +105,15 @@ class Analytics:
         self.service.cluster.remediate(now)
 
     def retrain(self, _wall: float) -> None:
-        from gpufleet.analytics.failure import store_history, train_and_register
+        from gpufleet.analytics.failure import train_and_register
         from gpufleet.analytics.registry import Registry
 
         now = self.now()
-        store = self.service.store_path
-        if store is None:
-            return
         days = self.service.settings.serve.retrain_window_days
         try:
-            history = store_history(store, since=now - days * DAY, until=now, step=300.0)
+            history = self.history(now - days * DAY, now, 300.0)
+            if history is None:
+                return
             info = train_and_register(history, Registry(self.models_dir), as_of=now, horizons=(HOUR, DAY))
         except GpufleetError as exc:
             self.service.metrics.note_training("lstm_failure", "skipped")

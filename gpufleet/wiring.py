@@ -5,14 +5,17 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gpufleet.exporter.errors import ConfigError
+from gpufleet.exporter.errors import ConfigError, GpufleetError
 from gpufleet.exporter.schema import Device
 from gpufleet.settings import Settings
+
+log = logging.getLogger("gpufleet.wiring")
 
 
 def open_source(settings: Settings, collectors: list[str] | None = None) -> Any:
@@ -28,13 +31,86 @@ def open_source(settings: Settings, collectors: list[str] | None = None) -> Any:
         config = TwinConfig(nodes=tw.nodes, gpus_per_node=tw.gpus_per_node, seed=tw.seed,
                             inventory=tw.inventory, failures=tw.failures)
         config.validate()
-        src: Any = TwinSource(config, speed=tw.speed)
+        start = time.time()
+        src: Any = TwinSource(config, start=start, speed=tw.speed, node=tw.node)
+        for spec in tw.faults:
+            kind, index, after = parse_twin_fault(spec)
+            for d in src.devices():
+                if d.index == index:
+                    src.twin.inject_fault(d.uuid, kind, start + after)
         src.open()
         return src
     from gpufleet.exporter.sources import auto
 
-    return auto.open_source(ex.source, collectors=collectors, node=ex.node_name, proc_root=ex.proc_root,
-                            amd_pcie_throughput=ex.amd_pcie_throughput)
+    src = auto.open_source(ex.source, collectors=collectors, node=ex.node_name, proc_root=ex.proc_root,
+                           amd_pcie_throughput=ex.amd_pcie_throughput)
+    if ex.pod_resources:  # imported only when enabled: grpcio / protobuf are the kubernetes extra's
+        from gpufleet.exporter.sources.podresources import wrap
+
+        try:
+            src = wrap(src, ex.pod_resources_socket)
+        except BaseException:
+            src.close()
+            raise
+    return src
+
+
+def parse_twin_fault(spec: str) -> tuple[str, int, float]:
+    """``KIND:GPU_INDEX:AFTER_S`` (``fall_off_bus:0:5``) -> (kind, index, seconds after start)."""
+    from gpufleet.simulator.failures import INJECT_KINDS
+
+    parts = spec.split(":")
+    try:
+        kind, index, after = parts[0], int(parts[1]), float(parts[2])
+    except (IndexError, ValueError):
+        raise ConfigError(f"twin fault must be KIND:GPU_INDEX:AFTER_S (e.g. fall_off_bus:0:5), got {spec!r}") from None
+    if kind not in INJECT_KINDS or len(parts) != 3 or index < 0 or after < 0:
+        raise ConfigError(f"twin fault {spec!r}: kind must be one of {', '.join(INJECT_KINDS)}, "
+                          "GPU_INDEX and AFTER_S >= 0")
+    return kind, index, after
+
+
+def node_info_sink(settings: Settings) -> Any:
+    """The exporter's node info (CPUs, memory) for the fleet reader."""
+    from gpufleet.exporter.sinks.node import NodeInfoSink
+
+    return NodeInfoSink(settings.exporter.node_name)
+
+
+def open_fleet(settings: Settings) -> Any:
+    """Fleet mode: the fleet reader over ``settings.fleet.url`` as a source, read once (BackendUnavailable
+    when the store cannot be reached)."""
+    from gpufleet.analytics.fleet.reader import LIVE_FIELDS
+    from gpufleet.analytics.fleet.reader import open_fleet as open_reader
+    from gpufleet.analytics.fleet.source import FleetSource
+
+    fl = settings.fleet
+    if not fl.url:
+        raise ConfigError("fleet.url is not set")
+    fields = tuple(dict.fromkeys((*LIVE_FIELDS, *alert_fields(settings))))
+    reader = open_reader(fl.url, fl.kind, names=fl.names, selector=fl.selector, fields=fields,
+                         stale_after=fl.stale_after, timeout=fl.timeout)
+    src = FleetSource(reader)
+    try:
+        src.open()
+    except BaseException:
+        src.close()
+        raise
+    return src
+
+
+def alert_fields(settings: Settings) -> list[str]:
+    """Device fields the alert rules read (the fleet reader fetches them every cycle)."""
+    from gpufleet.alerting.rules import load_rules
+    from gpufleet.exporter.catalogue import catalogue
+
+    al = settings.alerting
+    try:
+        rules = load_rules(list(al.rule_files), include_pack=al.include_pack)
+    except (GpufleetError, OSError):
+        return []
+    cat = catalogue()
+    return sorted({r.metric.field for r in rules.rules if cat.field(r.metric.field).scope == "device"})
 
 
 def web_config(settings: Settings, path: Path | None) -> Any:
@@ -92,8 +168,10 @@ def build_sinks(settings: Settings, default_store: Path | None = None) -> list[A
 
 def build_alert_engine(settings: Settings, data_dir: Path) -> Any:
     from gpufleet.alerting.setup import build_engine
+    from gpufleet.state.service import alert_backends
 
-    return build_engine(settings.alerting, data_dir)
+    silences, alert_state = alert_backends(settings, data_dir)  # rows in the service's database
+    return build_engine(settings.alerting, data_dir, silence_backend=silences, state_backend=alert_state)
 
 
 class SilenceAdapter:
@@ -102,10 +180,10 @@ class SilenceAdapter:
     def __init__(self, engine: Any) -> None:
         self.engine = engine
 
-    def add(self, matchers: dict[str, str], ends_at: float, comment: str, created_by: str) -> dict[str, Any]:
-        from gpufleet.alerting.silences import parse_matcher
+    def add(self, matchers: list[dict[str, str]], ends_at: float, comment: str, created_by: str) -> dict[str, Any]:
+        from gpufleet.alerting.silences import Matcher
 
-        ms = [parse_matcher(f"{k}={v}") for k, v in sorted(matchers.items())]
+        ms = [Matcher.from_dict(m) for m in matchers]  # {name, op, value}: never re-parsed from text
         now = time.time()
         s = self.engine.silences.add(ms, now, ends_at, created_by=created_by, comment=comment, now=now)
         return self._public(s)
@@ -118,7 +196,7 @@ class SilenceAdapter:
 
     @staticmethod
     def _public(s: Any) -> dict[str, Any]:
-        return {"id": s.id, "matchers": {m.name: m.value for m in s.matchers}, "comment": s.comment,
+        return {"id": s.id, "matchers": [m.to_dict() for m in s.matchers], "comment": s.comment,
                 "created_by": s.created_by, "starts_at": s.starts_at, "ends_at": s.ends_at}
 
 
@@ -135,9 +213,19 @@ class AlertAdapter:
         return out
 
 
-def cluster_from_devices(devices: list[Device]) -> Any:
-    """The allocator's cluster state for a fleet of devices (MIG instances left out)."""
+def cluster_from_devices(devices: list[Device],
+                         capacity: dict[str, tuple[float | None, float | None]] | None = None) -> Any:
+    """The allocator's cluster state for a fleet of devices (MIG instances left out).
+
+    ``capacity``: node -> (CPUs, memory bytes) as the fleet reports them; without it (one node's own
+    source) every node gets this host's CPUs and memory. A node whose capacity nobody reports gets 0
+    CPU and memory (GPU-only jobs still fit; a warning names it)."""
     from gpufleet.allocator.state import ClusterState, NodeSpec
+    from gpufleet.exporter.sinks.node import host_capacity
+
+    if capacity is None:
+        host_cpus, host_mem = host_capacity()
+        capacity = {d.node: (host_cpus, host_mem) for d in devices}
 
     by_node: dict[str, list[Device]] = {}
     for d in devices:
@@ -146,24 +234,38 @@ def cluster_from_devices(devices: list[Device]) -> Any:
     specs = []
     for node, devs in sorted(by_node.items()):
         devs.sort(key=lambda d: d.index)
-        specs.append(NodeSpec(node, 64000, 262144, len(devs), devs[0].model, devs[0].memory_total_bytes, None,
-                              [d.uuid for d in devs]))
+        cpus, mem = capacity.get(node, (None, None))
+        if cpus is None or mem is None:
+            log.warning("node %s reports no %s: run node_exporter or gpufleet's exporter there", node,
+                        "CPU count" if cpus is None else "memory")
+        specs.append(NodeSpec(node, int((cpus or 0) * 1000), int((mem or 0) // 2**20), len(devs), devs[0].model,
+                              devs[0].memory_total_bytes, None, [d.uuid for d in devs]))
     return ClusterState.from_specs(specs)
 
 
 def build_job_service(settings: Settings, devices: list[Device], data_dir: Path,
-                      clock: Callable[[], float]) -> Any:
+                      clock: Callable[[], float],
+                      capacity: dict[str, tuple[float | None, float | None]] | None = None) -> Any:
     from gpufleet.allocator.policies import make_policy
-    from gpufleet.allocator.queue import JobQueue
-    from gpufleet.jobs import QueueJobService
+    from gpufleet.jobs import QueueJobService, open_queue
 
     al = settings.allocator
-    state = cluster_from_devices(devices)
+    state = cluster_from_devices(devices, capacity)
     kwargs: dict[str, Any] = {"risk_weight": al.risk_weight} if al.policy == "default" else {}
     policy = make_policy(al.policy, seed=0, **kwargs)
-    queue = JobQueue.load(al.queue_path or data_dir / "allocator" / "queue.json", state, policy,
-                          aging_per_hour=al.aging_per_hour)
-    return QueueJobService(queue, clock=clock)
+    queue = open_queue(state_database_url(settings, data_dir), state, policy,  # the queue lives in the database
+                       legacy_path=al.queue_path or data_dir / "allocator" / "queue.json",
+                       aging_per_hour=al.aging_per_hour)
+    from gpufleet.jobs import make_executor
+
+    return QueueJobService(queue, clock=clock, executor=make_executor(settings), settings=settings.jobs,
+                           data_dir=data_dir)
+
+
+def state_database_url(settings: Settings, data_dir: Path) -> str:
+    from gpufleet.state.service import database_url
+
+    return database_url(settings, data_dir)
 
 
 def build_api(settings: Settings, ctx: Any, metrics: Callable[[], list[bytes]] | None,

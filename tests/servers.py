@@ -173,11 +173,12 @@ class Prometheus:
 class VictoriaMetrics:
     """A real VictoriaMetrics single-node server (takes InfluxDB line protocol on /api/v2/write)."""
 
-    def __init__(self, tmp: Path, port: int | None = None) -> None:
+    def __init__(self, tmp: Path, port: int | None = None, extra_args: list[str] | None = None) -> None:
         self.binary = require_binary("victoria-metrics")
         self.tmp = tmp
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.extra_args = list(extra_args or [])  # e.g. -promscrape.config=FILE to scrape exporters
         self.server: ServerProcess | None = None
         self.start()
 
@@ -186,7 +187,7 @@ class VictoriaMetrics:
         self.server = ServerProcess([
             self.binary, f"-storageDataPath={self.tmp / 'vmdata'}", f"-httpListenAddr=127.0.0.1:{self.port}",
             "-retentionPeriod=100y", "-search.disableCache", "-search.latencyOffset=0s",
-            "-dedup.minScrapeInterval=0s",
+            "-dedup.minScrapeInterval=0s", *self.extra_args,
         ], self.tmp / f"vm-{time.time_ns()}.log")
         self.server.wait_http(f"{self.url}/health")
 

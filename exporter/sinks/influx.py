@@ -11,6 +11,10 @@ server accepted them, so an outage (or a restart of the exporter) loses nothing 
 size, and nothing is sent twice. Failed writes back off exponentially. When the buffer is full the
 overflow policy (``drop_oldest`` or ``drop_newest``) applies and is counted in
 ``gpufleet_influx_dropped_points_total{policy}``.
+
+An unreachable or refusing server is reported at the first failed write (the sender wakes on every
+snapshot, so within one collection interval): one WARNING naming the URL and the reason, and
+``gpufleet_influx_up`` 0; the retries after it log at DEBUG, and the recovery logs once more.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import logging
 import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from gpufleet.exporter.catalogue import Catalogue, catalogue
 from gpufleet.exporter.schema import Device, Sample, Snapshot
@@ -44,6 +49,46 @@ def _identity_tags(d: Device) -> list[tuple[str, str]]:
                  ("gpu_instance_id", "" if d.mig_gi_id is None else str(d.mig_gi_id)),
                  ("mig_profile", d.mig_profile or ""), ("parent_uuid", d.mig_parent_uuid or "")]
     return tags
+
+
+def masked_url(url: str) -> str:
+    """The URL without any ``user:password@`` part (safe to log)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid URL>"
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def failure_reason(exc: BaseException) -> str:
+    """A short reason for a failed write: the HTTP status, or what the connection attempt said."""
+    status = getattr(exc, "status", None)
+    if isinstance(status, int) and status:
+        reason = getattr(exc, "reason", "") or ""
+        hint = {401: " (check influx.token)", 403: " (the token may not write to the bucket)",
+                404: " (check influx.org and influx.bucket)"}.get(status, "")
+        return f"HTTP {status} {reason}".strip() + hint
+    chain: list[BaseException] = []  # the exception, its causes and urllib3's wrapped reason
+    stack: list[object] = [exc]
+    while stack and len(chain) < 10:
+        e = stack.pop()
+        if not isinstance(e, BaseException) or any(e is c for c in chain):
+            continue
+        chain.append(e)
+        stack += [e.__cause__, e.__context__, getattr(e, "reason", None)]
+    for e in chain:
+        if isinstance(e, ConnectionRefusedError) or "Connection refused" in str(e):
+            return "connection refused"
+        if isinstance(e, TimeoutError) or "timed out" in str(e).lower():
+            return "timed out"
+        if "Name or service not known" in str(e) or "nodename nor servname" in str(e):
+            return "host name not found"
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
 
 
 def _fmt_value(v: float) -> str:
@@ -104,6 +149,7 @@ class InfluxSink(Sink):
         self.errors = 0
         self.last_error: str | None = None
         self._healthy = True
+        self._reported = False  # the outage was logged as a WARNING (once per outage)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="gpufleet-influx", daemon=True)
@@ -139,16 +185,26 @@ class InfluxSink(Sink):
                 while self.flush_once() and not self._stop.is_set():
                     pass
                 backoff = 0.0
+                if self._reported:
+                    log.warning("InfluxDB at %s is reachable again; %d points delivered so far",
+                                masked_url(self.url), self.written)
+                    self._reported = False
                 self._healthy = True
                 self._wake.wait(self.flush_interval)
                 self._wake.clear()
             except Exception as exc:  # server down, refused, 5xx: keep the points, retry later
                 self.errors += 1
-                self.last_error = str(exc)
+                self.last_error = failure_reason(exc)
                 self._healthy = False
                 backoff = min(self.max_backoff, max(self.min_backoff, backoff * 2))
-                log.info("influx write failed (%s); %d points buffered; retry in %.1f s",
-                         exc.__class__.__name__, self.buffer.pending(), backoff)
+                if not self._reported:
+                    self._reported = True
+                    log.warning("InfluxDB at %s is unreachable (%s): %d points kept in the buffer, "
+                                "retrying with backoff up to %.0f s", masked_url(self.url), self.last_error,
+                                self.buffer.pending(), self.max_backoff)
+                else:
+                    log.debug("influx write failed (%s); %d points buffered; retry in %.1f s",
+                              self.last_error, self.buffer.pending(), backoff)
                 self._stop.wait(backoff)
 
     def pending(self) -> int:
@@ -160,6 +216,7 @@ class InfluxSink(Sink):
             ("influx_written_points", (), float(self.written)),
             ("influx_dropped_points", (("policy", self.buffer.overflow),), float(self.buffer.dropped)),
             ("influx_write_errors", (), float(self.errors)),
+            ("influx_up", (), 1.0 if self._healthy else 0.0),
         ]
 
     def close(self, drain_timeout: float = 5.0) -> None:
@@ -178,5 +235,6 @@ class InfluxSink(Sink):
         self._client.close()
 
     def info(self) -> dict[str, Any]:
-        return {"url": self.url, "bucket": self.bucket, "pending": self.pending(), "written": self.written,
-                "dropped": self.buffer.dropped, "errors": self.errors}
+        return {"url": masked_url(self.url), "bucket": self.bucket, "pending": self.pending(),
+                "written": self.written, "dropped": self.buffer.dropped, "errors": self.errors,
+                "up": self._healthy, "last_error": self.last_error}

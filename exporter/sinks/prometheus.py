@@ -88,6 +88,9 @@ def _dcgm_identity(d: Device, parent: Device | None) -> LabelPairs:
     p = parent or d
     out: list[tuple[str, str]] = [("gpu", str(p.index)), ("UUID", p.uuid), ("pci_bus_id", p.pci_bus_id),
                                   ("device", f"{p.vendor}{p.index}"), ("modelName", p.model), ("Hostname", d.node)]
+    driver = d.driver_version or p.driver_version
+    if driver:  # dcgm-exporter's default counters put the driver version on every series as a label
+        out.append(("DCGM_FI_DRIVER_VERSION", driver))
     if d.is_mig:
         out += [("GPU_I_PROFILE", d.mig_profile or ""), ("GPU_I_ID", _opt(d.mig_gi_id))]
     return tuple(out)

@@ -153,7 +153,7 @@ class MetricsServer:
     (a :class:`~exporter.sinks.prometheus.PrometheusSink`), when it has one.
     """
 
-    def __init__(self, render: Callable[[], bytes | list[bytes]], host: str = "127.0.0.1", port: int = 9835,
+    def __init__(self, render: Callable[[], bytes | list[bytes]], host: str = "127.0.0.1", port: int = 19835,
                  web: WebConfig | None = None,
                  render_gzip: Callable[[], bytes | list[bytes]] | None = None) -> None:
         self.render = render

@@ -23,11 +23,13 @@ class JobService(Protocol):
     def get(self, job_id: str) -> dict[str, Any]: ...
     def cancel(self, job_id: str) -> dict[str, Any]: ...
     def allocations(self) -> builtins.list[dict[str, Any]]: ...
-    def set_gpu_health(self, uuid: str, state: str) -> None: ...
+    def set_gpu_health(self, uuid: str, state: str, reason: str = "", by: str = "") -> None: ...
+    def logs(self, job_id: str, offset: int = 0) -> tuple[str, int]: ...
 
 
 class SilenceService(Protocol):
-    def add(self, matchers: dict[str, str], ends_at: float, comment: str, created_by: str) -> dict[str, Any]: ...
+    def add(self, matchers: builtins.list[dict[str, str]], ends_at: float, comment: str,
+            created_by: str) -> dict[str, Any]: ...
     def list(self) -> builtins.list[dict[str, Any]]: ...
     def expire(self, silence_id: str) -> None: ...
 
@@ -46,6 +48,7 @@ class FleetState:
     snapshot: Snapshot | None = None
     devices: dict[str, Device] = field(default_factory=dict)
     gpu_state: dict[str, str] = field(default_factory=dict)  # uuid -> cordoned / draining
+    health: dict[str, str] = field(default_factory=dict)  # fleet mode: uuid -> ok / lost / unknown
     risk: dict[str, dict[str, float]] = field(default_factory=dict)  # uuid -> horizon -> p
     risk_signals: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     forecast: dict[str, Any] = field(default_factory=dict)
@@ -85,6 +88,12 @@ class FleetState:
             self._gpu_list = None
             self.ready = True
 
+    def update_health(self, health: dict[str, str]) -> None:
+        """Fleet mode: each GPU's health as the fleet reader sees it (``unknown`` on a silent node)."""
+        with self._lock:
+            self.health = dict(health)
+            self._gpu_list = None
+
     def update_risk(self, risk: dict[str, dict[str, float]], signals: dict[str, dict[str, list[str]]] | None = None) -> None:
         with self._lock:
             self.risk = {u: dict(h) for u, h in risk.items()}
@@ -110,8 +119,10 @@ class FleetState:
         values = self._values.get(uuid, {})
         snap = self.snapshot
         up = bool(snap.up.get(uuid, 1)) if snap is not None else True
+        health = self.health.get(uuid) or ("ok" if up else "lost")
         return {
-            "uuid": uuid, "index": d.index, "node": d.node, "model": d.model, "vendor": d.vendor, "up": up,
+            "uuid": uuid, "index": d.index, "node": d.node, "model": d.model, "vendor": d.vendor,
+            "up": health == "ok", "health": health,
             "state": self.gpu_state.get(uuid, "ok"),
             "utilization": values.get("util_gpu"), "memory_used_bytes": values.get("fb_used"),
             "memory_total_bytes": values.get("fb_total", d.memory_total_bytes),
@@ -133,17 +144,18 @@ class FleetState:
         return self.alert_source.alerts() if self.alert_source else []
 
     # -- fleet actions -------------------------------------------------------------------------------
-    def set_gpu(self, uuid: str, state: str) -> dict[str, Any]:
+    def set_gpu(self, uuid: str, state: str, reason: str = "", by: str = "") -> dict[str, Any]:
         with self._lock:
             if uuid not in self.devices:
                 raise NotFound(f"no GPU with uuid {uuid!r}")
+        if self.jobs is not None:  # stored first (the override is acknowledged once it is in the database)
+            self.jobs.set_gpu_health(uuid, state, reason=reason, by=by)
+        with self._lock:
             if state == "ok":
                 self.gpu_state.pop(uuid, None)
             else:
                 self.gpu_state[uuid] = state
             self._gpu_list = None
-        if self.jobs is not None:
-            self.jobs.set_gpu_health(uuid, state)
         return self.gpu(uuid)
 
     def job_service(self) -> JobService:

@@ -27,6 +27,7 @@ class AppContext:
     audit: AuditLog
     fleet: FleetState
     settings: dict[str, Any]
+    max_body_bytes: int = 1 << 20  # api.max_body_bytes: larger request bodies get 413 before they are read
 
 
 async def get_ctx(request: Request) -> AppContext:

@@ -34,6 +34,7 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/jobs"): READERS,
     ("POST", "/jobs"): SUBMITTERS,
     ("GET", "/jobs/{job_id}"): READERS,
+    ("GET", "/jobs/{job_id}/logs"): READERS,  # developers: own jobs only
     ("POST", "/jobs/{job_id}/cancel"): SUBMITTERS,  # developers: own jobs only
     ("GET", "/allocations"): READERS,
     ("GET", "/predictions/failure"): READERS,

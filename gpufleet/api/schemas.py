@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 T = TypeVar("T")
 Role = Literal["admin", "developer", "auditor"]
@@ -94,6 +94,7 @@ class GpuPublic(BaseModel):
     model: str
     vendor: str
     up: bool
+    health: str = Field("ok", description="ok, lost, or unknown (fleet mode: its node's exporter is silent)")
     state: str = Field(description="ok, cordoned or draining")
     utilization: float | None = None
     memory_used_bytes: float | None = None
@@ -110,20 +111,39 @@ class GpuStateChange(BaseModel):
 
 # -- jobs ------------------------------------------------------------------------------------------
 class JobCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=128)
+    """One job of a batch. A field this API does not know is refused (422), never dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                      description="URL-safe: letters, digits, '.', '_', '-'")
+    command: list[str] | None = Field(None, max_length=4096, description="argv to run; none: a placeholder on the "
+                                      "simulated clock (duration_s)")
+    image: str | None = Field(None, max_length=512, description="container image (Kubernetes executor)")
+    env: dict[str, str] = Field(default_factory=dict, max_length=256)
+    workdir: str | None = Field(None, max_length=4096)
+    task_type: Literal["training", "inference", "rendering", "batch"] | None = Field(
+        None, description="defaults for priority, preemptible, gang and checkpointing come from settings")
     gpus: float = Field(1, gt=0, le=10_000, description="GPU count, or a fraction (0 < x < 1) of one GPU")
     gpu_memory_bytes: int | None = Field(None, ge=0)
     gpu_types: list[str] | None = Field(None, max_length=32)
-    priority: Literal["batch", "normal", "high", "critical"] = "normal"
-    gang: bool = True
-    preemptible: bool = False
+    priority: Literal["batch", "normal", "high", "critical"] | None = None
+    gang: bool | None = None
+    preemptible: bool | None = None
+    checkpointing: bool | None = None
     checkpoint_interval_s: float | None = Field(None, gt=0)
+    max_runtime_s: float | None = Field(None, gt=0)
+    retries: int | None = Field(None, ge=0, le=100)
+    retry_backoff_s: float | None = Field(None, ge=0, le=86400)
     depends_on: list[str] = Field(default_factory=list, max_length=256)
-    duration_s: float | None = Field(None, gt=0)
+    on_failure: Literal["block", "continue"] | None = Field(None, description="when a dependency fails")
+    duration_s: float | None = Field(None, gt=0, description="simulated executor only")
     client_id: str | None = Field(None, max_length=128, description="your id for this job inside the batch, for depends_on")
 
 
 class JobBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     jobs: list[JobCreate] = Field(min_length=1, max_length=1000)
 
 
@@ -140,14 +160,45 @@ class JobPublic(BaseModel):
     started_at: float | None = None
     finished_at: float | None = None
     placement: list[str] = Field(default_factory=list, description="GPU uuids")
+    node: str | None = None
     reason: str | None = None
+    exit_code: int | None = None
+    task_type: str = "batch"
+    command: list[str] = Field(default_factory=list)
+    image: str | None = None
+    restarts: int = 0
+    preemptible: bool = False
+    checkpointing: bool = False
+
+
+class JobLogs(BaseModel):
+    job_id: str
+    offset: int
+    next_offset: int
+    text: str
 
 
 class AllocationPublic(BaseModel):
     job_id: str
+    job_name: str | None = None
+    user: str | None = None
     uuid: str
     node: str
     share: float
+
+
+class AllocationTotals(BaseModel):
+    """Fleet-wide allocation, anonymised (no job ids, names or users): what every role may see."""
+
+    jobs: int
+    gpus: int
+    share: float
+
+
+class AllocationPage(Page[AllocationPublic]):
+    """``items``: every allocation (admins, auditors) or the caller's own (developers); ``fleet``: everyone's."""
+
+    fleet: AllocationTotals
 
 
 # -- predictions, forecasts, plans ----------------------------------------------------------------
@@ -183,15 +234,60 @@ class AlertPublic(BaseModel):
     since: float | None = None
 
 
+class SilenceMatcherPublic(BaseModel):
+    """One label matcher as stored: ``name op value``, op ``=``, ``!=``, ``=~`` or ``!~``."""
+
+    name: str
+    op: Literal["=", "!=", "=~", "!~"]
+    value: str
+
+
+class SilenceMatcher(BaseModel):
+    """One label matcher, as in Alertmanager; regexes are anchored at both ends (``gpu-0.*`` must match the
+    whole label value). A field it does not know is refused (422), never dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$",
+                      description="label name: alertname, node, uuid, severity...")
+    op: Literal["=", "!=", "=~", "!~"] = Field("=", description="equal, not equal, regex match, regex non-match")
+    value: str = Field("", max_length=1024)
+
+    @model_validator(mode="after")
+    def _valid_regex(self) -> SilenceMatcher:
+        from gpufleet.alerting.silences import Matcher
+        from gpufleet.exporter.errors import ConfigError
+
+        try:
+            Matcher(self.name, self.value, self.op)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+
 class SilenceCreate(BaseModel):
-    matchers: dict[str, str] = Field(min_length=1, description="label -> exact value (alertname, node, uuid...)")
+    model_config = ConfigDict(extra="forbid")
+
+    matchers: list[SilenceMatcher] = Field(min_length=1, max_length=64,
+                                           description="every matcher must match for an alert to be silenced")
     duration_s: float = Field(gt=0, le=90 * 86400)
     comment: str = Field("", max_length=1024)
+
+    @model_validator(mode="after")
+    def _not_match_all(self) -> SilenceCreate:
+        from gpufleet.alerting.silences import Matcher, check_silence_matchers
+        from gpufleet.exporter.errors import ConfigError
+
+        try:
+            check_silence_matchers([Matcher(m.name, m.value, m.op) for m in self.matchers])
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return self
 
 
 class SilencePublic(BaseModel):
     id: str
-    matchers: dict[str, str]
+    matchers: list[SilenceMatcherPublic]
     comment: str
     created_by: str
     starts_at: float
@@ -219,3 +315,8 @@ class AuditVerifyPublic(BaseModel):
     records: int
     first_broken_seq: int | None = None
     reason: str | None = None
+    anchored: bool = False
+    checkpoints: int = 0
+    last_checkpoint_seq: int | None = None
+    head_seq: int = 0
+    problems: list[str] = []

@@ -1,22 +1,39 @@
-"""Passwords (argon2id), JWT access and refresh tokens (PyJWT), revocation and login throttling."""
+"""Passwords (argon2id), JWT access and refresh tokens (PyJWT), sessions, revocation and login throttling.
+
+Every token names its user by id *and* by the user's random nonce (claim ``unonce``), so a token of a
+deleted user never works for a later user, whatever id that one gets; and every token names its session
+(claim ``sid``, the refresh-token family), so logout ends the whole session it came from."""
 
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import os
 import secrets
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import delete, func, select
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import case, delete, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
 
-from gpufleet.api.db import Database, LoginFailure, RefreshToken, RevokedAccessToken, User, utcnow
+from gpufleet.api.db import (
+    AuthSession,
+    Database,
+    LoginCounter,
+    RefreshToken,
+    RevokedAccessToken,
+    User,
+    utcnow,
+)
 from gpufleet.exporter.errors import ConfigError, GpufleetError
 
 ROLES = ("admin", "developer", "auditor")
@@ -100,6 +117,37 @@ class Principal:
     team: str | None
     jti: str
     exp: float
+    session_id: str = ""
+
+
+class Claims(BaseModel):
+    """What a token must carry; anything else (a non-integer ``sub``, a list for ``jti``...) is a 401."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+    sub: str = Field(pattern=r"^[1-9][0-9]{0,17}$")  # a positive 63-bit integer, as text (RFC 7519)
+    type: Literal["access", "refresh"]
+    jti: str = Field(min_length=1, max_length=64)
+    sid: str = Field(min_length=1, max_length=32)
+    unonce: str = Field(min_length=1, max_length=32)
+    tv: int = Field(ge=0, le=2**31 - 1)
+    exp: int | float
+
+    @property
+    def user_id(self) -> int:
+        return int(self.sub)
+
+
+def source_key(source: str) -> str:
+    """The address a login is throttled by: IPv4 as is, IPv6 by its /64 (one host usually holds a whole /64)."""
+    try:
+        ip = ipaddress.ip_address(source)
+    except ValueError:
+        return source[:64]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 class Auth:
@@ -107,7 +155,7 @@ class Auth:
 
     def __init__(self, db: Database, key: bytes, access_ttl_s: int = 900, refresh_ttl_s: int = 7 * 86400,
                  max_failures: int = 5, failure_window_s: int = 900, hasher: PasswordHasher | None = None,
-                 cache_ttl_s: float = 2.0) -> None:
+                 cache_ttl_s: float = 2.0, max_failures_per_source: int = 50) -> None:
         self.db = db
         self.hasher = hasher or _hasher
         # verified access tokens, so a busy client costs one signature check and no database round trip;
@@ -118,94 +166,145 @@ class Auth:
         self.access_ttl_s = access_ttl_s
         self.refresh_ttl_s = refresh_ttl_s
         self.max_failures = max_failures
+        self.max_failures_per_source = max_failures_per_source
         self.failure_window_s = failure_window_s
+        _dummy_hash(self.hasher)  # made now, so the first unknown user costs no more than the others
 
     def hash_password(self, password: str) -> str:
         return hash_password(password, self.hasher)
+
+    def verify_password(self, stored_hash: str, password: str) -> bool:
+        try:
+            return self.hasher.verify(stored_hash, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
 
     # -- tokens --------------------------------------------------------------------------------------
     def _encode(self, claims: dict[str, Any]) -> str:
         return jwt.encode(claims, self.key, algorithm=ALGORITHM)
 
-    def issue(self, user: User) -> TokenPair:
-        now = int(time.time())
-        access = self._encode({"sub": str(user.id), "name": user.username, "role": user.role, "tv": user.token_version,
-                               "type": "access", "jti": uuid.uuid4().hex, "iat": now, "exp": now + self.access_ttl_s})
-        rjti = uuid.uuid4().hex
-        refresh = self._encode({"sub": str(user.id), "tv": user.token_version, "type": "refresh", "jti": rjti,
-                                "iat": now, "exp": now + self.refresh_ttl_s})
+    def issue(self, user: User, session_id: str | None = None) -> TokenPair:
+        """A token pair for ``user``: a new session, or the next pair of ``session_id`` (refresh)."""
         with self.db.session() as s:
-            s.add(RefreshToken(jti=rjti, user_id=user.id,
-                               expires_at=utcnow() + dt.timedelta(seconds=self.refresh_ttl_s)))
+            return self._issue(s, user, session_id)
+
+    def _issue(self, s: Session, user: User, session_id: str | None) -> TokenPair:
+        now = int(time.time())
+        expires = utcnow() + dt.timedelta(seconds=self.refresh_ttl_s)
+        if session_id is None:
+            session_id = uuid.uuid4().hex
+            s.add(AuthSession(id=session_id, user_id=user.id, expires_at=expires))
+        else:
+            s.execute(update(AuthSession).where(AuthSession.id == session_id).values(expires_at=expires))
+        common = {"sub": str(user.id), "unonce": user.nonce, "tv": user.token_version, "sid": session_id,
+                  "iat": now}
+        access = self._encode({**common, "name": user.username, "role": user.role, "type": "access",
+                               "jti": uuid.uuid4().hex, "exp": now + self.access_ttl_s})
+        rjti = uuid.uuid4().hex
+        refresh = self._encode({**common, "type": "refresh", "jti": rjti, "exp": now + self.refresh_ttl_s})
+        s.add(RefreshToken(jti=rjti, user_id=user.id, session_id=session_id, expires_at=expires))
         return TokenPair(access, refresh, self.access_ttl_s)
 
-    def _decode(self, token: str, kind: str) -> dict[str, Any]:
+    def _decode(self, token: str, kind: str) -> Claims:
         try:
-            claims = jwt.decode(token, self.key, algorithms=[ALGORITHM],
-                                options={"require": ["exp", "sub", "jti", "type"]})
+            raw = jwt.decode(token, self.key, algorithms=[ALGORITHM],
+                             options={"require": ["exp", "sub", "jti", "type"]})
         except jwt.ExpiredSignatureError:
             raise AuthError("token expired") from None
         except jwt.InvalidTokenError as exc:
             raise AuthError(f"invalid token: {exc}") from None
-        if claims.get("type") != kind:
+        if not isinstance(raw, dict) or raw.get("type") != kind:
             raise AuthError(f"a {kind} token is required")
-        return claims
+        try:
+            return Claims.model_validate(raw)
+        except ValidationError as exc:
+            bad = ", ".join(sorted({str(e["loc"][0]) for e in exc.errors() if e["loc"]})) or "claims"
+            raise AuthError(f"invalid token: malformed claim(s) {bad}") from None
+
+    def cached(self, token: str) -> Principal | None:
+        hit = self._cache.get(token)
+        if hit is not None and hit[1] > time.monotonic() and hit[0].exp > time.time():
+            return hit[0]
+        return None
 
     def authenticate(self, token: str) -> Principal:
-        hit = self._cache.get(token)
-        now = time.monotonic()
-        if hit is not None and hit[1] > now and hit[0].exp > time.time():
-            return hit[0]
+        hit = self.cached(token)
+        if hit is not None:
+            return hit
         principal = self._authenticate(token)
         if len(self._cache) > 10_000:
             self._cache.clear()
-        self._cache[token] = (principal, now + self.cache_ttl_s)
+        self._cache[token] = (principal, time.monotonic() + self.cache_ttl_s)
         return principal
 
-    def _forget(self, *, jti: str | None = None, user_id: int | None = None) -> None:
+    def _forget(self, *, jti: str | None = None, user_id: int | None = None, session_id: str | None = None) -> None:
         for tok, (p, _) in list(self._cache.items()):
-            if p.jti == jti or p.user_id == user_id:
+            if p.jti == jti or p.user_id == user_id or (session_id and p.session_id == session_id):
                 self._cache.pop(tok, None)
+
+    @staticmethod
+    def _check_user(user: User | None, claims: Claims) -> User:
+        # the nonce: a row that got a deleted user's id (or name) is another identity
+        if user is None or user.disabled or user.nonce != claims.unonce:
+            raise AuthError("user no longer exists or is disabled")
+        if user.token_version != claims.tv:
+            raise AuthError("token revoked (password changed or logged out everywhere)")
+        return user
+
+    @staticmethod
+    def _check_session(session: AuthSession | None, user: User) -> None:
+        if session is None or session.revoked or session.user_id != user.id:
+            raise AuthError("session ended (logged out)")
 
     def _authenticate(self, token: str) -> Principal:
         claims = self._decode(token, "access")
         with self.db.session() as s:
-            if s.get(RevokedAccessToken, claims["jti"]) is not None:
+            if s.get(RevokedAccessToken, claims.jti) is not None:
                 raise AuthError("token revoked")
-            user = s.get(User, int(claims["sub"]))
-            if user is None or user.disabled:
-                raise AuthError("user no longer exists or is disabled")
-            if user.token_version != claims.get("tv"):
-                raise AuthError("token revoked (password changed or logged out everywhere)")
-            return Principal(user.id, user.username, user.role, user.team, claims["jti"], float(claims["exp"]))
+            user = self._check_user(s.get(User, claims.user_id), claims)
+            self._check_session(s.get(AuthSession, claims.sid), user)
+            return Principal(user.id, user.username, user.role, user.team, claims.jti, float(claims.exp), claims.sid)
 
     def refresh(self, token: str) -> tuple[User, TokenPair]:
         claims = self._decode(token, "refresh")
         with self.db.session() as s:
-            row = s.get(RefreshToken, claims["jti"])
-            if row is None or row.revoked:
+            # rotation, atomically: of two parallel uses of one refresh token exactly one wins
+            used = s.execute(update(RefreshToken).where(
+                RefreshToken.jti == claims.jti, RefreshToken.session_id == claims.sid,
+                RefreshToken.revoked.is_(False)).values(revoked=True))
+            if getattr(used, "rowcount", 0) != 1:
                 raise AuthError("refresh token revoked or unknown")
-            row.revoked = True  # rotation: each refresh token works once
-            user = s.get(User, int(claims["sub"]))
-            if user is None or user.disabled or user.token_version != claims.get("tv"):
-                raise AuthError("refresh token no longer valid")
-        return user, self.issue(user)
+            user = self._check_user(s.get(User, claims.user_id), claims)
+            self._check_session(s.get(AuthSession, claims.sid), user)
+            pair = self._issue(s, user, claims.sid)
+        return user, pair
 
     def revoke(self, principal: Principal, refresh_token: str | None = None) -> None:
-        """Logout: revoke this access token and (if given) its refresh token."""
+        """Logout: end the session the access token came from (every access and refresh token of its
+        family), and the session of ``refresh_token`` too when one of the user's is given."""
+        sessions = {principal.session_id} - {""}
+        if refresh_token:
+            try:
+                other = self._decode(refresh_token, "refresh")
+                if other.user_id == principal.user_id:
+                    sessions.add(other.sid)
+            except AuthError:
+                pass
+        for sid in sessions:
+            self._forget(session_id=sid)
         self._forget(jti=principal.jti)
         with self.db.session() as s:
             s.merge(RevokedAccessToken(jti=principal.jti,
                                        expires_at=dt.datetime.fromtimestamp(principal.exp, dt.UTC)))
-            if refresh_token:
-                try:
-                    claims = jwt.decode(refresh_token, self.key, algorithms=[ALGORITHM])
-                    row = s.get(RefreshToken, claims.get("jti"))
-                    if row is not None and row.user_id == principal.user_id:
-                        row.revoked = True
-                except jwt.InvalidTokenError:
-                    pass
-            s.execute(delete(RevokedAccessToken).where(RevokedAccessToken.expires_at < utcnow()))
+            if sessions:
+                s.execute(update(AuthSession).where(AuthSession.id.in_(sessions),
+                                                    AuthSession.user_id == principal.user_id).values(revoked=True))
+                s.execute(update(RefreshToken).where(RefreshToken.session_id.in_(sessions),
+                                                     RefreshToken.user_id == principal.user_id).values(revoked=True))
+            now = utcnow()
+            s.execute(delete(RevokedAccessToken).where(RevokedAccessToken.expires_at < now))
+            s.execute(delete(RefreshToken).where(RefreshToken.expires_at < now))
+            s.execute(delete(AuthSession).where(AuthSession.expires_at < now))
 
     def revoke_all(self, user_id: int) -> None:
         """Password change / disable: every token of the user stops working."""
@@ -214,31 +313,76 @@ class Auth:
             user = s.get(User, user_id)
             if user is not None:
                 user.token_version += 1
-            for row in s.execute(select(RefreshToken).where(RefreshToken.user_id == user_id)).scalars():
-                row.revoked = True
+            s.execute(update(AuthSession).where(AuthSession.user_id == user_id).values(revoked=True))
+            s.execute(update(RefreshToken).where(RefreshToken.user_id == user_id).values(revoked=True))
 
     # -- login ---------------------------------------------------------------------------------------
+    def _hit(self, s: Session, key: str, now: float) -> tuple[int, float]:
+        """Count one attempt under ``key`` in one atomic statement; returns (count, window start)."""
+        fresh = LoginCounter.window_start <= now - self.failure_window_s
+        values = {"count": case((fresh, 1), else_=LoginCounter.count + 1),
+                  "window_start": case((fresh, now), else_=LoginCounter.window_start)}
+        dialect = s.get_bind().dialect.name
+        if dialect in ("sqlite", "postgresql"):
+            insert = sqlite_insert if dialect == "sqlite" else pg_insert
+            stmt = insert(LoginCounter).values(key=key, count=1, window_start=now).on_conflict_do_update(
+                index_elements=[LoginCounter.key], set_=values).returning(LoginCounter.count, LoginCounter.window_start)
+            count, start = s.execute(stmt).one()
+            return int(count), float(start)
+        row = s.get(LoginCounter, key, with_for_update=True)  # other databases: a row lock
+        if row is None:
+            row = LoginCounter(key=key, count=0, window_start=now)
+            s.add(row)
+        if row.window_start <= now - self.failure_window_s:
+            row.count, row.window_start = 0, now
+        row.count += 1
+        s.flush()
+        return row.count, row.window_start
+
+    @staticmethod
+    def _undo(s: Session, key: str) -> None:
+        s.execute(update(LoginCounter).where(LoginCounter.key == key, LoginCounter.count > 0)
+                  .values(count=LoginCounter.count - 1))
+
+    def _retry(self, start: float, now: float) -> int:
+        return max(1, int(start + self.failure_window_s - now) + 1)
+
     def login(self, username: str, password: str, source: str) -> tuple[User, TokenPair]:
+        """Check a password, throttled per source address and per user at that address.
+
+        An attempt is counted (committed) *before* its password is checked and uncounted when it
+        succeeds, so parallel attempts cannot check more passwords than the limit. A user locked at one
+        address can still log in from others: nobody locks an account out for everyone."""
         now = time.time()
+        src = source_key(source)
+        src_key, pair_key = f"src:{src}", f"user:{src}:{username}"
+        throttled: Throttled | None = None
         with self.db.session() as s:
-            since = now - self.failure_window_s
-            failures = s.execute(select(func.count()).select_from(LoginFailure).where(
-                LoginFailure.username == username, LoginFailure.at >= since)).scalar_one()
-            if failures >= self.max_failures:
-                oldest = s.execute(select(func.min(LoginFailure.at)).where(
-                    LoginFailure.username == username, LoginFailure.at >= since)).scalar_one()
-                retry = int(oldest + self.failure_window_s - now) + 1
-                raise Throttled(f"too many failed logins for {username!r}; try again in {retry} s", retry)
-            user = s.execute(select(User).where(User.username == username)).scalar_one_or_none()
-            ok = user is not None and not user.disabled and verify_password(user.password_hash, password)
-            if not ok:
-                if user is None:
-                    verify_password(_dummy_hash(self.hasher), password)  # same work whether or not the user exists
-                s.add(LoginFailure(username=username, source=source, at=now))
-        if not ok or user is None:
+            n, start = self._hit(s, src_key, now)
+            if n > self.max_failures_per_source:
+                retry = self._retry(start, now)
+                throttled = Throttled(f"too many failed logins from {source}; try again in {retry} s", retry)
+            else:
+                n, start = self._hit(s, pair_key, now)
+                if n > self.max_failures:
+                    self._undo(s, src_key)
+                    retry = self._retry(start, now)
+                    throttled = Throttled(f"too many failed logins for {username!r} from {source}; "
+                                          f"try again in {retry} s", retry)
+        if throttled is not None:
+            raise throttled
+        with self.db.session() as s:
+            user = s.scalars(select(User).where(User.username == username)).one_or_none()
+        # one hash check whatever the case (unknown, disabled or existing user): the same time for each
+        verified = self.verify_password(user.password_hash if user is not None else _dummy_hash(self.hasher),
+                                        password)
+        if user is None or user.disabled or not verified:
             raise AuthError("wrong username or password")
         with self.db.session() as s:
-            s.execute(delete(LoginFailure).where(LoginFailure.username == username))
+            s.execute(delete(LoginCounter).where(LoginCounter.key == pair_key))
+            self._undo(s, src_key)
+            # counters whose window has passed count nothing any more (a spray of made-up names leaves many)
+            s.execute(delete(LoginCounter).where(LoginCounter.window_start <= now - self.failure_window_s))
         return user, self.issue(user)
 
 
@@ -248,5 +392,5 @@ _DUMMY: dict[tuple[int, int], str] = {}
 def _dummy_hash(hasher: PasswordHasher) -> str:
     key = (hasher.time_cost, hasher.memory_cost)
     if key not in _DUMMY:
-        _DUMMY[key] = hasher.hash("gpufleet-timing-equaliser")
+        _DUMMY[key] = hasher.hash(secrets.token_urlsafe(16))
     return _DUMMY[key]

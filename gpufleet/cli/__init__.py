@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 import logging
 import sys
+from typing import Any
 
 import typer
 
@@ -19,6 +20,7 @@ from gpufleet.cli import (
     cluster_cmd,
     config_cmd,
     dashboards_cmd,
+    data_cmd,
     devices_cmd,
     exporter_cmd,
     failure_cmd,
@@ -35,6 +37,13 @@ from gpufleet.exporter.errors import (
     InputError,
     SourceUnavailable,
 )
+from gpufleet.extras import extras_required
+
+try:  # typer >= 0.2x vendors its own click and raises that copy's exceptions
+    from typer._click import exceptions as _click_exc
+except ImportError:  # pragma: no cover - older typer uses the real click
+    from click import exceptions as _click_exc  # type: ignore[no-redef]
+_NoArgsIsHelp: Any = getattr(_click_exc, "NoArgsIsHelpError", ())  # click < 8.2 prints the help itself
 
 app = typer.Typer(
     name="gpufleet",
@@ -44,8 +53,11 @@ app = typer.Typer(
         "forecast demand, place jobs, plan capacity, alert and draw dashboards.\n\n"
         "Example: gpufleet demo            # everything on a simulated fleet, no GPU needed"
     ),
+    epilog=("Exit codes: 0 ok · 1 the command failed (e.g. audit verify found a break) · 2 usage or "
+            "configuration error · 3 malformed input file (or allocator submit rejected a job) · 4 no GPU "
+            "source · 5 a server is unreachable · 130 interrupted (docs/development.md)"),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # gpufleet --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     pretty_exceptions_enable=False,
 )
 
@@ -66,7 +78,7 @@ def _root(
 
 
 for module in (devices_cmd, exporter_cmd, config_cmd, twin_cmd, history_cmd, failure_cmd, forecast_cmd, allocator_cmd,
-               alerting_cmd, dashboards_cmd, report_cmd, serve_cmd, audit_cmd, cluster_cmd):
+               alerting_cmd, dashboards_cmd, report_cmd, serve_cmd, audit_cmd, cluster_cmd, data_cmd):
     module.register(app)
 
 
@@ -95,25 +107,46 @@ EXIT_CODES: list[tuple[type[GpufleetError], int]] = [
 ]
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: typed errors become one clear line and an exit code."""
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI once and return its exit code (see the table in ``gpufleet --help``).
+
+    A typed error becomes one line ``gpufleet: error: ...``; a usage error (unknown flag, bad or missing
+    value) one line naming it, exit 2; a command's ``typer.Exit(n)`` exits n. Anything else is a bug and
+    keeps its traceback.
+    """
     try:
-        app(args=argv, standalone_mode=False)
+        with extras_required():  # a missing optional extra: one line naming it (ConfigError's code)
+            rv = app(args=argv, prog_name="gpufleet", standalone_mode=False)
     except GpufleetError as exc:
         code = next((c for t, c in EXIT_CODES if isinstance(exc, t)), 1)
-        typer.secho(f"gpufleet: error: {exc}", fg=typer.colors.RED, err=True)
-        sys.exit(code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
+        message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())  # always one line
+        typer.secho(f"gpufleet: error: {message or type(exc).__name__}", fg=typer.colors.RED, err=True)
+        return code
+    except _NoArgsIsHelp as exc:  # a group run without a command: its help, as click does
+        exc.show()
+        return exc.exit_code
+    except _click_exc.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "gpufleet"
+        hint = f" (see '{where} --help')" if exc.ctx is not None else ""
+        message = " ".join(exc.format_message().split())
+        typer.secho(f"{where}: error: {message}{hint}", fg=typer.colors.RED, err=True)
+        return exc.exit_code
+    except _click_exc.ClickException as exc:
+        typer.secho(f"gpufleet: error: {' '.join(exc.format_message().split())}", fg=typer.colors.RED, err=True)
+        return exc.exit_code
+    except typer.Exit as exc:  # raised outside a command (typer returns the code of those inside)
+        return exc.exit_code
     except typer.Abort:
         typer.echo("Aborted.", err=True)
-        sys.exit(130)
+        return 130
     except KeyboardInterrupt:
-        sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
+        return 130
+    # standalone_mode=False hands back typer.Exit(n)'s code, or the command's return value (None: success)
+    return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
 
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: exits with :func:`run`'s code (returns normally on success)."""
+    code = run(argv)
+    if code:
+        sys.exit(code)

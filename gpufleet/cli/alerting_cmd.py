@@ -34,19 +34,38 @@ def export_cmd(
     names: str = typer.Option("both", "--names", help="Metric naming: native, dcgm or both."),
     webhook_url: str = typer.Option("http://127.0.0.1:9099/alerts", "--webhook-url",
                                     help="Receiver URL written into alertmanager.yml (replace with your receivers)."),
+    fmt: str = typer.Option("files", "--format", help="files: Prometheus rule file(s) + alertmanager.yml; "
+                            "prometheusrule: one PrometheusRule resource (Prometheus Operator) in prometheusrule.yaml."),
+    namespace: str = typer.Option("gpufleet", "--namespace", help="With --format prometheusrule: its namespace."),
+    label: list[str] = typer.Option([], "--label", help="With --format prometheusrule: a KEY=VALUE label on the "
+                                    "resource (repeat), e.g. release=kube-prometheus-stack."),
     config: Path | None = ConfigOpt,
 ) -> None:
     """Write a Prometheus rule file equivalent to the rule pack (native and/or dcgm-exporter names) and an
-    Alertmanager configuration with the same routing, grouping and inhibition.
+    Alertmanager configuration with the same routing, grouping and inhibition; or, with
+    --format prometheusrule, the rules as a PrometheusRule resource for the Prometheus Operator.
 
     Example: gpufleet alerting export --out deploy/prometheus --names both
+    Example: gpufleet alerting export --format prometheusrule --label release=kube-prometheus-stack --out k8s/
     """
-    from gpufleet.alerting.export import export
+    from gpufleet.alerting.export import export, export_prometheus_rule
     from gpufleet.alerting.setup import rules_from
 
     if names not in ("native", "dcgm", "both"):
         raise ConfigError(f"--names must be native, dcgm or both, got {names!r}")
+    if fmt not in ("files", "prometheusrule"):
+        raise ConfigError(f"--format must be files or prometheusrule, got {fmt!r}")
+    labels = {}
+    for item in label:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--label must be KEY=VALUE, got {item!r}")
+        labels[key.strip()] = value.strip()
     section = _settings(config).alerting
+    if fmt == "prometheusrule":
+        for p in export_prometheus_rule(rules_from(section), out, names, namespace=namespace, labels=labels):
+            typer.echo(f"wrote {p}")
+        return
     paths = export(rules_from(section), out, names, webhook_url=webhook_url, group_by=tuple(section.group_by),
                    group_wait=section.group_wait, group_interval=section.group_interval,
                    repeat_interval=section.repeat_interval)
@@ -104,7 +123,7 @@ def docs_cmd(
 
 @silence_app.command("add")
 def silence_add(
-    match: list[str] = typer.Option(..., "--match", "-m", help="label=value, label!=value or label=~regex (repeat)."),
+    match: list[str] = typer.Option(..., "--match", "-m", help="label=value, label!=value, label=~regex or label!~regex (regexes anchored; quote a value as label=\"v\"; repeat)."),
     duration: str = typer.Option("2h", "--duration", "-d", help="How long, e.g. 30m, 2h, 1d."),
     comment: str = typer.Option("", "--comment", help="Why (shown in the list)."),
     author: str = typer.Option("", "--author", help="Who."),
@@ -115,8 +134,8 @@ def silence_add(
     Example: gpufleet alerting silence add -m node=gpu-07 -m severity!=critical -d 4h --comment "PSU swap"
     """
     from gpufleet.alerting.rules import parse_duration
-    from gpufleet.alerting.setup import silences_from
     from gpufleet.alerting.silences import parse_matcher
+    from gpufleet.state.service import db_silences
 
     settings = _settings(config)
     try:
@@ -124,7 +143,7 @@ def silence_add(
     except ValueError as exc:
         raise ConfigError(f"--duration: {exc}") from None
     now = time.time()
-    s = silences_from(settings.alerting, settings.data_dir).add(
+    s = db_silences(settings).add(
         [parse_matcher(m) for m in match], now, now + seconds, created_by=author, comment=comment, now=now)
     typer.echo(f"silence {s.id} until {_ts(s.ends_at)}")
 
@@ -141,12 +160,12 @@ def silence_list(
     from rich.console import Console
     from rich.table import Table
 
-    from gpufleet.alerting.setup import silences_from
+    from gpufleet.state.service import db_silences
 
     settings = _settings(config)
     now = time.time()
     table = Table("id", "matchers", "ends", "state", "by", "comment")
-    for s in silences_from(settings.alerting, settings.data_dir).all():
+    for s in db_silences(settings).all():
         if not all_ and not s.active(now):
             continue
         state = "active" if s.active(now) else ("pending" if s.starts_at > now else "expired")
@@ -163,10 +182,10 @@ def silence_expire(
 
     Example: gpufleet alerting silence expire 3f9a1c2b7d4e
     """
-    from gpufleet.alerting.setup import silences_from
+    from gpufleet.state.service import db_silences
 
     settings = _settings(config)
-    s = silences_from(settings.alerting, settings.data_dir).expire(silence_id, time.time())
+    s = db_silences(settings).expire(silence_id, time.time())
     typer.echo(f"silence {s.id} expired")
 
 

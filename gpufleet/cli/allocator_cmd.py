@@ -13,7 +13,6 @@ from gpufleet.exporter.errors import ConfigError, InputError
 
 allocator_app = typer.Typer(help="Place jobs: trace replay, the job queue, idle GPUs.", no_args_is_help=True)
 
-DATA = Path("../shared/data/alibaba-openb")
 
 
 def _settings(config: Path | None) -> Any:
@@ -30,8 +29,12 @@ def _progress(total: int, label: str) -> Any:
 
 @allocator_app.command("replay")
 def replay(
-    nodes: Path = typer.Option(DATA / "csv" / "openb_node_list_gpu_node.csv", "--nodes", help="openb node list CSV."),
-    pods: Path = typer.Option(DATA / "csv" / "openb_pod_list_default.csv", "--pods", help="openb pod list CSV."),
+    nodes: Path | None = typer.Option(None, "--nodes", help="openb node list CSV (default: "
+                                      "<data>/csv/openb_node_list_gpu_node.csv)."),
+    pods: Path | None = typer.Option(None, "--pods", help="openb pod list CSV (default: "
+                                     "<data>/csv/openb_pod_list_default.csv)."),
+    data: Path | None = typer.Option(None, "--data", help="The alibaba-openb folder (default: where "
+                                     "`gpufleet data fetch openb` puts it)."),
     policy: str = typer.Option("default", "--policy", help="Placement policy (default, fgd, best_fit, random, "
                                "first_fit, load_aware, topology, risk_aware)."),
     seeds: str = typer.Option("42-51", "--seeds", help="Seeds: a range 42-51 or a list 1,2,3."),
@@ -48,10 +51,16 @@ def replay(
     time with no departures; prints the allocated GPU share when 100 % has been requested (mean and std over
     seeds) beside the FGD paper's published figures. timed mode: creation/deletion times through the queue.
 
-    Example: gpufleet allocator replay --pods ../shared/data/alibaba-openb/csv/openb_pod_list_default.csv --policy default --seeds 42-51
+    Example: gpufleet data fetch openb && gpufleet allocator replay --policy default --seeds 42-51
     """
     from gpufleet.allocator.replay import parse_seeds, published_figures, replay_fgd
 
+    if nodes is None or pods is None:
+        from gpufleet.datasets import default_path, require
+
+        folder = require("openb", data if data is not None else default_path("openb", _settings(None).data_dir))
+        nodes = nodes or folder / "csv" / "openb_node_list_gpu_node.csv"
+        pods = pods or folder / "csv" / "openb_pod_list_default.csv"
     seed_list = parse_seeds(seeds)
     if mode == "timed":
         from gpufleet.allocator.replay_timed import replay_timed
@@ -98,6 +107,53 @@ def _queue(nodes: Path, config: Path | None, state_file: Path | None) -> Any:
     return JobQueue.load(path, state, policy, aging_per_hour=st.allocator.aging_per_hour)
 
 
+def _check_job(d: Any, index: int, path: Path) -> dict[str, Any]:
+    """One job mapping from a jobs file, its fields checked against :class:`JobSpec`'s types.
+
+    A wrong type or an out-of-range priority is an :class:`InputError` naming the job and the field,
+    never a traceback from deep in the queue.
+    """
+    import typing
+
+    from pydantic import ValidationError
+
+    from gpufleet.allocator.jobs import JobSpec, PriorityClass
+
+    if not isinstance(d, dict):
+        raise InputError(f"job {index + 1}: expected a mapping of fields, got {type(d).__name__}", path=str(path))
+    who = f"job {d.get('name', index + 1)}"
+    hints = typing.get_type_hints(JobSpec)
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if key == "priority":
+            classes = ", ".join(f"{c.value} ({c.name.lower()})" for c in PriorityClass)
+            if isinstance(value, bool) or not isinstance(value, int | str) or (
+                    isinstance(value, int) and value not in {c.value for c in PriorityClass}) or (
+                    isinstance(value, str) and value.upper() not in PriorityClass.__members__):
+                raise InputError(f"{who}: priority must be one of {classes}, got {value!r}", path=str(path))
+            out[key] = value
+        elif key in hints and key not in ("command", "env"):  # from_dict checks command and env itself
+            try:
+                out[key] = _adapter(hints[key]).validate_python(value)
+            except ValidationError as exc:
+                reason = exc.errors()[0]["msg"]
+                raise InputError(f"{who}: {key}: {reason}, got {value!r}", path=str(path)) from None
+        else:
+            out[key] = value
+    return out
+
+
+_ADAPTERS: dict[Any, Any] = {}
+
+
+def _adapter(hint: Any) -> Any:
+    from pydantic import TypeAdapter
+
+    if hint not in _ADAPTERS:
+        _ADAPTERS[hint] = TypeAdapter(hint)
+    return _ADAPTERS[hint]
+
+
 def _read_jobs(path: Path) -> list[Any]:
     import yaml
 
@@ -107,13 +163,18 @@ def _read_jobs(path: Path) -> list[Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror}", path=str(path)) from None
+    except UnicodeDecodeError:
+        raise InputError("not UTF-8 text", path=str(path)) from None
     except yaml.YAMLError as exc:
-        raise InputError(f"not valid YAML/JSON: {exc}", path=str(path)) from None
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InputError(f"not valid YAML/JSON: {problem}", path=str(path),
+                         line=mark.line + 1 if mark is not None else None) from None
     if isinstance(data, dict):
         data = data.get("jobs", [data])
     if not isinstance(data, list):
         raise InputError("expected a list of jobs", path=str(path))
-    return [JobSpec.from_dict(d) for d in data]
+    return [JobSpec.from_dict(_check_job(d, i, path)) for i, d in enumerate(data)]
 
 
 @allocator_app.command("submit")
@@ -161,13 +222,35 @@ def queue(
              "lost_gpu_hours": round(r.lost_gpu_hours, 3),
              "nodes": sorted({q.state.names[p.node] for p in r.placements})}
             for r in sorted(q.jobs.values(), key=lambda r: r.seq)]
+    summary = q.summary()
     if as_json:
-        typer.echo(json.dumps({"summary": q.summary(), "jobs": rows}))
+        typer.echo(json.dumps({"summary": summary, "jobs": rows}))
         return
-    for row in rows:
-        typer.echo(f"{row['name']:24s} {row['status']:9s} {row['priority']:8s} {row['gpus']:6.3g} GPUs "
-                   f"{row['team']:12s} {','.join(row['nodes'])}")
-    typer.echo(json.dumps(q.summary()))
+    _print_queue(rows, summary)
+
+
+def _print_queue(rows: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+    """The queue as a table (one row per job) and the counters under it."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Job queue", title_justify="left")
+    for col, justify in (("Job", "left"), ("Status", "left"), ("Priority", "left"), ("Effective", "right"),
+                         ("GPUs", "right"), ("Team", "left"), ("User", "left"), ("Restarts", "right"),
+                         ("Lost GPU-h", "right"), ("Nodes", "left")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for r in rows:
+        table.add_row(r["name"], r["status"], r["priority"], f"{r['effective_priority']:g}", f"{r['gpus']:g}",
+                      r["team"] or "", r["user"] or "", str(r["restarts"]), f"{r['lost_gpu_hours']:g}",
+                      ", ".join(r["nodes"]) or "-")
+    console = Console(width=max(Console().width, 120))
+    if rows:
+        console.print(table)
+    else:
+        console.print("The queue is empty.")
+    by = ", ".join(f"{n} {status}" for status, n in sorted(summary.get("jobs", {}).items())) or "no jobs"
+    others = "  ".join(f"{k}: {v}" for k, v in summary.items() if k != "jobs")
+    console.print(f"Jobs: {by}  {others}", highlight=False, soft_wrap=True)
 
 
 @allocator_app.command("idle")

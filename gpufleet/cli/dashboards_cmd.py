@@ -17,16 +17,30 @@ def build(
     names: str = typer.Option("native", "--names", help="Metric names the exporter serves: native or dcgm."),
     prometheus_url: str = typer.Option("http://localhost:9090", "--prometheus-url",
                                        help="URL written into the provisioned Prometheus datasource."),
+    fmt: str = typer.Option("files", "--format", help="files: JSON + provisioning files; configmap: one "
+                            "ConfigMap per dashboard labelled for Grafana's sidecar (grafana_dashboard: \"1\")."),
+    namespace: str = typer.Option("gpufleet", "--namespace", help="With --format configmap: the namespace."),
 ) -> None:
-    """Write the dashboard JSON files plus Grafana provisioning files (datasource and dashboard provider).
+    """Write the dashboard JSON files plus Grafana provisioning files (datasource and dashboard provider);
+    or, with --format configmap, grafana-dashboards.yaml with one ConfigMap per dashboard for the Grafana
+    sidecar of kube-prometheus-stack.
 
     Copy the result into Grafana's provisioning folder and restart Grafana; nothing else is needed.
 
     Example: gpufleet dashboards build --out out/grafana && sudo cp -r out/grafana/* /etc/grafana/provisioning/
+    Example: gpufleet dashboards build --format configmap --out k8s/
     """
-    from gpufleet.dashboards.build import write_all
-    from gpufleet.dashboards.provision import write_provisioning
+    from gpufleet.dashboards.build import build_all, write_all
+    from gpufleet.dashboards.provision import write_configmaps, write_provisioning
+    from gpufleet.exporter.errors import ConfigError
 
+    if fmt not in ("files", "configmap"):
+        raise ConfigError(f"--format must be files or configmap, got {fmt!r}")
+    if fmt == "configmap":
+        models = build_all(names)
+        typer.echo(str(write_configmaps(out, models, namespace=namespace)))
+        typer.echo(f"{len(models)} dashboard ConfigMaps written to {out}")
+        return
     paths = write_all(out, names)
     write_provisioning(out, prometheus_url=prometheus_url)
     for p in paths:

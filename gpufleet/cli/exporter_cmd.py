@@ -17,7 +17,7 @@ def exporter(
     source: str | None = typer.Option(None, "--source", help="Device source: auto (the NVIDIA and/or AMD GPUs "
                                       "of this node), nvml, amd, or twin (the simulated fleet). Default: "
                                       "exporter.source from settings (auto)."),
-    listen: str | None = typer.Option(None, "--listen", help="HOST:PORT for /metrics (default 127.0.0.1:9835)."),
+    listen: str | None = typer.Option(None, "--listen", help="HOST:PORT for /metrics (default 127.0.0.1:19835)."),
     names: str | None = typer.Option(None, "--names", help="Metric names: native, dcgm (dcgm-exporter "
                                      "compatible names, units and labels) or both."),
     interval: float | None = typer.Option(None, "--interval", help="Collection interval in seconds (1 to 3600; "
@@ -36,6 +36,10 @@ def exporter(
                                            "(Prometheus exporter-toolkit web-config format)."),
     duration: float | None = typer.Option(None, "--duration", help="Stop after this many seconds (default: "
                                           "run until interrupted)."),
+    twin_node: str | None = typer.Option(None, "--twin-node", help="With --source twin: export only this node "
+                                         "of the twin fleet (the same seed gives every process the same fleet)."),
+    twin_fault: list[str] = typer.Option([], "--twin-fault", help="With --source twin: inject a fault, "
+                                         "KIND:GPU_INDEX:AFTER_S (e.g. fall_off_bus:0:5); repeatable."),
 ) -> None:
     """Run one node's exporter: collect GPU telemetry every --interval seconds in the background and
     serve the latest snapshot on /metrics for Prometheus; optionally also write every snapshot to
@@ -43,7 +47,7 @@ def exporter(
 
     Without an NVIDIA driver, use --source twin to export the simulated fleet.
 
-    Example: gpufleet exporter --source twin --listen 127.0.0.1:9835 --names dcgm --interval 5
+    Example: gpufleet exporter --source twin --listen 127.0.0.1:19835 --names dcgm --interval 5
     """
     from gpufleet.exporter.loop import CollectionLoop, tune_process
     from gpufleet.exporter.sinks.base import Sink
@@ -55,6 +59,7 @@ def exporter(
         "exporter": {"source": source, "listen": listen, "names": names, "interval": interval, "collectors": wanted},
         "influx": {"url": influx_url, "token": influx_token, "org": influx_org, "bucket": influx_bucket},
         "store": {"path": store},
+        "twin": {"node": twin_node, "faults": twin_fault or None},
     })
     ex = settings.exporter
     host, port = parse_listen(ex.listen)
@@ -62,7 +67,7 @@ def exporter(
     src = wiring.open_source(settings, ex.collectors)  # no driver: one red line pointing at --source twin
     sinks: list[Sink] = []
     try:
-        sinks = wiring.build_sinks(settings)
+        sinks = [*wiring.build_sinks(settings), wiring.node_info_sink(settings)]
         loop_filter = ex.collectors if ex.source == "twin" else None  # NVML runs only the chosen collectors
         loop = CollectionLoop(src, interval=ex.interval, sinks=sinks, collectors=loop_filter)
         prom = PrometheusSink(loop, names=ex.names)

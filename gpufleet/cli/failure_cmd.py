@@ -16,7 +16,6 @@ failure_app = typer.Typer(name="failure", no_args_is_help=True,
                           help="GPU failure prediction: evaluate models, train the champion, score the fleet.")
 
 DATASETS = {"twin": None, "titan": "titan-gpu-lifetimes", "infinitehbd": "infinitehbd-faults"}
-DEFAULT_DATA = Path("../shared/data")
 
 
 def _progress() -> Any:
@@ -26,11 +25,11 @@ def _progress() -> Any:
 
 
 def _data_path(dataset: str, data: Path | None) -> Path:
-    folder = DATASETS[dataset]
-    path = data if data is not None else DEFAULT_DATA / str(folder)
-    if not path.exists():
-        raise NotFound(f"no {dataset} data at {path} (pass --data PATH)")
-    return path
+    """--data, else where `gpufleet data fetch <dataset>` puts it; missing: how to fetch it."""
+    from gpufleet.datasets import default_path, require
+    from gpufleet.settings import load_settings
+
+    return require(dataset, data if data is not None else default_path(dataset, load_settings().data_dir))
 
 
 def _print_table(result: dict[str, Any]) -> None:
@@ -58,7 +57,8 @@ def _print_table(result: dict[str, Any]) -> None:
 @failure_app.command("evaluate")
 def evaluate(
     dataset: str = typer.Option(..., "--dataset", help="twin, titan or infinitehbd."),
-    data: Path | None = typer.Option(None, "--data", help="Data folder (default ../shared/data/<dataset folder>)."),
+    data: Path | None = typer.Option(None, "--data", help="Data folder (default: where "
+                                     "`gpufleet data fetch DATASET` puts it)."),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
     out: Path | None = typer.Option(None, "--out", help="Write report.md and PNG figures into this folder."),
     seed: int = typer.Option(0, "--seed", help="Model seed."),
@@ -144,9 +144,37 @@ def evaluate(
         _print_table(result)
 
 
+def _history_source(store: Path | None, history: str | None) -> str:
+    """Exactly one of --store and --history."""
+    if (store is None) == (history is None):
+        raise ConfigError("give exactly one of --store (a history store folder) and --history (a Prometheus / "
+                          "VictoriaMetrics URL)")
+    return str(store) if store is not None else str(history)
+
+
+def _fleet_history(history: str, names: str, selector: str | None, since: float, until: float, step: float) -> Any:
+    """History of every GPU from Prometheus / VictoriaMetrics, read in daily chunks."""
+    from gpufleet.analytics.fleet.history import open_history, read_history
+    from gpufleet.analytics.fleet.reader import selector_labels
+
+    labels = selector_labels(selector) or None
+    with open_history(history, names=names, selector=labels) as reader:
+        return read_history(reader, since, until, step)
+
+
+HISTORY_HELP = "Read history from this Prometheus / VictoriaMetrics URL instead of a store (the fleet's store)."
+
+
 @failure_app.command("train")
 def train(
-    store: Path = typer.Option(..., "--store", help="History store folder (e.g. written by `gpufleet twin run`)."),
+    store: Path | None = typer.Option(None, "--store", help="History store folder (e.g. written by `gpufleet twin "
+                                      "run`)."),
+    history: str | None = typer.Option(None, "--history", help=HISTORY_HELP),
+    names: str = typer.Option("native", "--history-names", help="With --history: native (gpufleet exporters) "
+                              "or dcgm (dcgm-exporter)."),
+    selector: str | None = typer.Option(None, "--history-selector", help='With --history: label matchers, '
+                                        'e.g. {job="gpu"}.'),
+    days: float = typer.Option(30.0, "--days", min=0.1, help="With --history: days of history before --as-of."),
     registry: Path = typer.Option(..., "--registry", help="Model registry folder."),
     model: str = typer.Option("lstm_failure", "--model", help="lstm_failure, gbt, logistic or rules."),
     step: float = typer.Option(60.0, "--step", min=1.0, help="Grid step in seconds."),
@@ -158,17 +186,28 @@ def train(
     champion only if it beats the current champion on the same validation windows.
 
     Example: gpufleet failure train --store ./twin-store --registry ./models
+    Example: gpufleet failure train --history http://prometheus:9090 --days 30 --registry ./models
     """
+    import time
+
     from gpufleet.analytics import failure
     from gpufleet.analytics.registry import Registry
     from gpufleet.models import all_models
 
+    _history_source(store, history)
     cls = all_models().get(model)
     if cls is None or cls.kind != "failure":
         raise ConfigError(f"--model must be a failure model, got {model!r}")
     with _progress() as progress:
-        progress.add_task("reading the history store", total=None)
-        hist = failure.store_history(store, step=step)
+        progress.add_task("reading the history", total=None)
+        if history is not None:
+            until = float(parse_time(as_of, "--as-of") or 0.0) if as_of is not None else time.time()
+            hist = _fleet_history(history, names, selector, until - days * 86400.0, until, step)
+            if not hist.panel.uuids:
+                raise NotFound(f"no GPU history at {history} in the {days:g} days before {until:.0f}")
+        else:
+            assert store is not None
+            hist = failure.store_history(store, step=step)
         end = float(hist.panel.times[-1]) if as_of is None else float(parse_time(as_of, "--as-of") or 0.0)
         progress.add_task(f"training {model}", total=None)
         fm: Any = cls(seed=seed)  # type: ignore[call-arg]
@@ -179,7 +218,10 @@ def train(
 
 @failure_app.command("score")
 def score(
-    store: Path = typer.Option(..., "--store", help="History store folder."),
+    store: Path | None = typer.Option(None, "--store", help="History store folder."),
+    history: str | None = typer.Option(None, "--history", help=HISTORY_HELP),
+    names: str = typer.Option("native", "--history-names", help="With --history: native or dcgm."),
+    selector: str | None = typer.Option(None, "--history-selector", help='With --history: label matchers.'),
     registry: Path = typer.Option(..., "--registry", help="Model registry folder (its champion scores)."),
     top: int = typer.Option(10, "--top", min=1, help="Show the N riskiest GPUs with their top signals."),
     horizon: str = typer.Option("24h", "--horizon", help="Horizon to rank by (1h, 24h, 7d)."),
@@ -189,10 +231,12 @@ def score(
     that drove their scores (occlusion: the risk each field adds).
 
     Example: gpufleet failure score --store ./twin-store --registry ./models --top 10
+    Example: gpufleet failure score --history http://prometheus:9090 --registry ./models
     """
     from gpufleet.analytics import failure, scoring
     from gpufleet.analytics.registry import Registry, drift
 
+    _history_source(store, history)
     reg = Registry(registry)
     version = reg.champion()
     model = reg.load(version)
@@ -205,12 +249,21 @@ def score(
     if horizon not in have:
         typer.secho(f"the champion has no {horizon} horizon; ranking by {have[-1]}", fg=typer.colors.YELLOW, err=True)
         horizon = have[-1]
-    from gpufleet.exporter.store import HistoryStore
+    if history is not None:
+        import time
 
-    _lo, hi = HistoryStore(store, create=False).span()
-    if hi is None:
-        raise NotFound(f"the history store {store} is empty")
-    hist = failure.store_history(store, since=hi - window, step=step)
+        now = time.time()
+        hist = _fleet_history(history, names, selector, now - window, now, step)
+        if not hist.panel.uuids:
+            raise NotFound(f"no GPU history at {history} in the last {window / 3600:g} h")
+    else:
+        from gpufleet.exporter.store import HistoryStore
+
+        assert store is not None  # _history_source: exactly one of the two
+        _lo, hi = HistoryStore(store, create=False).span()
+        if hi is None:
+            raise NotFound(f"the history store {store} is empty")
+        hist = failure.store_history(store, since=hi - window, step=step)
     scores = scoring.score_panel(model, hist.panel, window=window, version=version)
     scoring.explain_top(model, hist.panel, scores, n=top, horizon=horizon, window=window)
     d = drift(meta.get("score_reference", []), scores.risk[:, min(1, scores.risk.shape[1] - 1)]) \

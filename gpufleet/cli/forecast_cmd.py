@@ -14,7 +14,14 @@ from gpufleet.exporter.errors import ConfigError, InputError
 forecast_app = typer.Typer(help="Demand forecasting: rolling-origin backtests, reports, autoscaling replay.",
                            no_args_is_help=True)
 
-HELIOS_DIR = Path("../shared/data/helios-earth-vc")
+
+
+def _helios(folder: Path | None) -> Path:
+    """--data, else where `gpufleet data fetch helios` puts it; missing: how to fetch it."""
+    from gpufleet.datasets import default_path, require
+    from gpufleet.settings import load_settings
+
+    return require("helios", folder if folder is not None else default_path("helios", load_settings().data_dir))
 
 
 def _clean(o: Any) -> Any:
@@ -101,7 +108,8 @@ def backtest(
 
 @forecast_app.command("helios")
 def helios(
-    folder: Path = typer.Option(HELIOS_DIR, "--dir", help="The helios-earth-vc folder."),
+    folder: Path | None = typer.Option(None, "--data", "--dir", help="The helios-earth-vc folder "
+                                       "(default: where `gpufleet data fetch helios` puts it)."),
     freq: str = typer.Option("1h", "--freq"),
     agg: str = typer.Option("mean", "--agg"),
     horizon: str = typer.Option("1d", "--horizon"),
@@ -118,13 +126,14 @@ def helios(
     """
     from gpufleet.analytics.forecast import demand_from_helios
 
-    frame = demand_from_helios(folder, freq, agg)
+    frame = demand_from_helios(_helios(folder), freq, agg)
     _run(frame, freq, horizon, "1d,7d", models, 7, 7, jobs, as_json, out)
 
 
 @forecast_app.command("autoscale")
 def autoscale(
-    folder: Path = typer.Option(HELIOS_DIR, "--dir", help="The helios-earth-vc folder."),
+    folder: Path | None = typer.Option(None, "--data", "--dir", help="The helios-earth-vc folder "
+                                       "(default: where `gpufleet data fetch helios` puts it)."),
     gpus_per_node: int = typer.Option(8, "--gpus-per-node"),
     out_window: float = typer.Option(300, "--scale-out-window", help="Seconds pending GPUs must persist."),
     in_window: float = typer.Option(1800, "--scale-in-window", help="Seconds idle GPUs must persist."),
@@ -139,7 +148,7 @@ def autoscale(
     from gpufleet.allocator.autoscale import AutoscaleSettings, autoscale_backtest
 
     st = AutoscaleSettings(gpus_per_node=gpus_per_node, scale_out_window_s=out_window, scale_in_window_s=in_window)
-    rows = autoscale_backtest(folder, st, delay)
+    rows = autoscale_backtest(_helios(folder), st, delay)
     if as_json:
         typer.echo(json.dumps(_clean(rows)))
         return

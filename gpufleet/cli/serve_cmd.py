@@ -8,7 +8,8 @@ import typer
 
 
 def init(
-    data_dir: Path = typer.Option(Path("./gpufleet-data"), "--data-dir", "-d", help="The service's data folder."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", "-d", help="The service's data folder "
+                                         "(default $XDG_DATA_HOME/gpufleet or ~/.local/share/gpufleet)."),
     admin: str = typer.Option("admin", "--admin", help="Name of the first admin user."),
     admin_password_file: Path | None = typer.Option(
         None, "--admin-password-file", help="Read the admin password from this file instead of generating one."),
@@ -40,10 +41,18 @@ def serve(
                                          "state, database, signing key); run `gpufleet init` on it first."),
     listen: str | None = typer.Option(None, "--listen", help="HOST:PORT of the API (default 127.0.0.1:8080)."),
     metrics_listen: str | None = typer.Option(None, "--metrics-listen", help="HOST:PORT of /metrics for "
-                                              "Prometheus (default 127.0.0.1:9835)."),
+                                              "Prometheus (default 127.0.0.1:19836; the exporter's is 19835)."),
     interval: float | None = typer.Option(None, "--interval", help="Collection interval in seconds."),
     config: Path | None = typer.Option(None, "--config", "-c", help="TOML settings file (docs/configuration.md)."),
     duration: float | None = typer.Option(None, "--duration", help="Stop after this many seconds."),
+    fleet_url: str | None = typer.Option(None, "--fleet-url", help="Fleet mode: read every node's GPUs and their "
+                                         "history from this Prometheus / VictoriaMetrics query URL (no local GPU "
+                                         "needed; docs/fleet.md)."),
+    fleet_kind: str | None = typer.Option(None, "--fleet-kind", help="prometheus or victoriametrics."),
+    fleet_names: str | None = typer.Option(None, "--fleet-names", help="native (gpufleet exporters), dcgm "
+                                           "(dcgm-exporter) or auto (default: whichever is there)."),
+    fleet_selector: str | None = typer.Option(None, "--fleet-selector", help='Label matchers of the GPU '
+                                              'exporters\' series, e.g. \'{job="gpu"}\'.'),
 ) -> None:
     """Run the gpufleet service: collection, /metrics, history store, alert engine, allocator queue,
     scheduled failure scoring / forecasting / retraining, and the API, started and stopped together.
@@ -51,6 +60,7 @@ def serve(
     SIGTERM (or Ctrl-C) stops it gracefully: buffers are flushed, queue and alert state persisted.
 
     Example: gpufleet init -d /var/lib/gpufleet && gpufleet serve -d /var/lib/gpufleet --source twin
+    Example: gpufleet serve -d /var/lib/gpufleet --fleet-url http://prometheus:9090 --fleet-selector '{job="gpu"}'
     """
     import contextlib
     import json
@@ -64,8 +74,10 @@ def serve(
 
     settings = load_settings(config, {
         "data_dir": data_dir,
-        "exporter": {"source": source, "listen": metrics_listen, "interval": interval},
+        "exporter": {"source": source, "interval": interval},
+        "serve": {"metrics_listen": metrics_listen},
         "api": {"listen": listen},
+        "fleet": {"url": fleet_url, "kind": fleet_kind, "names": fleet_names, "selector": fleet_selector},
     })
     setup_logging(settings.log_level, settings.log_json)
     service = Service(settings)
@@ -86,7 +98,8 @@ def serve(
 
 
 def demo(
-    out: Path = typer.Option(Path("gpufleet-demo"), "--out", "-o", help="Folder for everything the demo writes."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Folder for everything the demo writes "
+                                    "(default: <data-dir>/demo, i.e. ~/.local/share/gpufleet/demo)."),
     nodes: int = typer.Option(4, "--nodes", min=1, help="Simulated nodes."),
     gpus_per_node: int = typer.Option(8, "--gpus-per-node", min=1, max=16, help="GPUs per node."),
     days: float = typer.Option(14.0, "--days", min=2.0, help="Simulated days (accelerated)."),
@@ -96,7 +109,7 @@ def demo(
     serve_after: bool = typer.Option(False, "--serve", help="Then keep running the service on the generated "
                                      "history (API, /metrics, reports)."),
     listen: str = typer.Option("127.0.0.1:8080", "--listen", help="API address with --serve."),
-    metrics_listen: str = typer.Option("127.0.0.1:9835", "--metrics-listen", help="/metrics address with --serve."),
+    metrics_listen: str = typer.Option("127.0.0.1:19836", "--metrics-listen", help="/metrics address with --serve."),
 ) -> None:
     """The whole loop on a simulated fleet, no GPU and no server needed: the digital twin runs an
     accelerated two weeks with failures, the history store fills, the failure predictor trains and scores
@@ -111,6 +124,10 @@ def demo(
 
     from gpufleet.demo import DemoConfig, run
 
+    if out is None:
+        from gpufleet.settings import load_settings
+
+        out = load_settings().data_dir / "demo"
     cfg = DemoConfig(out=out, nodes=nodes, gpus_per_node=gpus_per_node, days=days, seed=seed, notify_urls=list(notify))
     console = Console()
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),

@@ -92,6 +92,14 @@ def cases(rule: Rule) -> list[Case]:
             n = k + 1 + steps_for + 1
             vals = [*([1.0] * (k + 1)), *([None] * (n - k) if fires else [1.0] * (n - k))]
             out.append(Case(rule, fires, [Series(rule.metric, {}, vals, stale_after_last=fires)], n, None))
+        elif rule.kind == "below_recent_max":
+            # two GPUs report; the second one's series stop (fires) or go on (quiet) while the node stays up
+            k = 3
+            n = k + 1 + steps_for + 1
+            stays = Series(rule.metric, {}, [1.0] * (n + 1))
+            gone = Series(rule.metric, {}, [*([1.0] * (k + 1)), *([None] * (n - k) if fires else [1.0] * (n - k))],
+                          uuid="GPU-0a1c", stale_after_last=fires)
+            out.append(Case(rule, fires, [stays, gone], n, 1.0 if fires else None))
         elif rule.kind == "below_inventory":
             n = steps_for + 2
             other = Series(rule.metric, {}, [0.0 if fires else 1.0] * (n + 1), uuid="GPU-0a1c")
@@ -150,7 +158,7 @@ def expected_alert(c: Case, naming: str) -> dict[str, Any]:
     prom = prometheus_rule(rule, naming)
     s = c.series[0]
     n = _Naming(s.metric, naming)
-    if rule.kind in ("absent", "below_inventory"):
+    if rule.kind in ("absent", "below_inventory", "below_recent_max"):
         labels = {n.label("node"): NODE}
     elif s.metric.field == "clock_event_active" and naming == "dcgm":
         labels = dict(DCGM_ID)

@@ -62,3 +62,22 @@ def test_submit_queue_and_cost_report(env: Path) -> None:
     md = (env / "rep" / "cost.md").read_text()
     assert "| vision | ana | V100M16 | 1.0 | 2.50 |" in md or "| vision | ana | T4 | 1.0 |" in md
     assert (env / "rep" / "cost_monthly.csv").read_text().startswith("month,team,user,gpu_type,gpu_hours,cost_usd")
+
+
+def test_queue_prints_a_table_unless_json(env: Path) -> None:
+    jobs = env / "jobs.yaml"
+    jobs.write_text("- {name: prep, gpus: 1, team: vision, user: ana, duration_s: 600}\n"
+                    "- {name: train, gpus: 8, team: vision, user: ana, depends_on: [prep]}\n")
+    nodes = str(env / "nodes.csv")
+    assert runner.invoke(app, ["allocator", "submit", str(jobs), "--nodes", nodes]).exit_code == 0
+    r = runner.invoke(app, ["allocator", "queue", "--nodes", nodes])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    header = next(line for line in lines if "Job" in line and "Status" in line)
+    assert all(col in header for col in ("Priority", "GPUs", "Team", "Nodes"))
+    prep = next(line for line in lines if "prep" in line)
+    train = next(line for line in lines if "train" in line)
+    assert "running" in prep and "vision" in prep and "pending" in train
+    assert "│" in prep or "|" in prep  # table cells, not a JSON line
+    assert not any(line.lstrip().startswith("{") for line in lines)
+    assert "1 pending" in r.output and "1 running" in r.output

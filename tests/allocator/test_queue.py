@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from gpufleet.allocator.jobs import JobSpec, PriorityClass
 from gpufleet.allocator.policies import make_policy
-from gpufleet.allocator.queue import DONE, PENDING, RUNNING, JobQueue, TeamQuota
+from gpufleet.allocator.queue import DONE, PENDING, REQUEUED, RUNNING, JobQueue, TeamQuota
 from gpufleet.allocator.state import Health
 from gpufleet.exporter.errors import Conflict, InputError
 
@@ -56,7 +56,7 @@ def test_preemption_of_lower_preemptible_and_lost_hours() -> None:
     assert q.schedule(3600 + 900) == ["urgent"]
     assert q.counters["preemptions"] == 1
     victim = next(r for r in q.jobs.values() if r.preemptions)
-    assert victim.status == PENDING
+    assert victim.status == REQUEUED
     assert victim.done_s == 3600  # resumes from the last checkpoint
     assert victim.lost_gpu_hours == pytest.approx(4 * 0.25)
 
@@ -79,7 +79,7 @@ def test_gpu_failure_requeues_from_checkpoint() -> None:
     uuid = q.state.uuids[on0.placements[0].node][on0.placements[0].gpus[0]]
     hit = q.interrupt_gpu(uuid, now=1500)
     assert hit == [on0.spec.name]
-    assert on0.status == PENDING and on0.restarts == 1
+    assert on0.status == REQUEUED and on0.restarts == 1
     expected_saved = 1200 if on0.spec.checkpointing else 0
     assert on0.done_s == expected_saved
     assert q.counters["gpu_hours_lost"] == pytest.approx(4 * (1500 - expected_saved) / 3600)
@@ -89,7 +89,7 @@ def test_gpu_failure_requeues_from_checkpoint() -> None:
 
 def test_drain_requeues_and_blocks_node() -> None:
     q = make_queue()
-    q.submit([JobSpec("a", gpus=2)], now=0)
+    q.submit([JobSpec("a", gpus=2, preemptible=True)], now=0)
     q.schedule(0)
     node = q.state.names[q.jobs["a"].placements[0].node]
     assert q.drain_node(node, now=100) == ["a"]

@@ -76,10 +76,30 @@ def test_developers_see_and_cancel_only_their_own(japi: Api) -> None:
 
 
 def test_drain_requeues_the_gpus_jobs(japi: Api) -> None:
-    job = japi.client.post("/jobs", json={"jobs": [{"name": "long", "gpus": 1, "checkpoint_interval_s": 60}]},
+    job = japi.client.post("/jobs", json={"jobs": [{"name": "long", "gpus": 1, "checkpoint_interval_s": 60,
+                                                    "preemptible": True}]},
                            headers=japi.headers("dev")).json()[0]
     uuid = job["placement"][0]
     r = japi.client.post(f"/gpus/{uuid}/drain", json={"reason": "risk"}, headers=japi.headers("root"))
     assert r.json()["state"] == "draining"
     after = japi.client.get(f"/jobs/{job['id']}", headers=japi.headers("dev")).json()
-    assert uuid not in after["placement"]
+    assert uuid not in after["placement"] and after["restarts"] == 1
+
+
+def test_drain_lets_a_non_preemptible_job_finish(japi: Api) -> None:
+    job = japi.client.post("/jobs", json={"jobs": [{"name": "serve", "gpus": 1, "task_type": "inference"}]},
+                           headers=japi.headers("dev")).json()[0]
+    assert job["preemptible"] is False and job["priority"] == "high"  # the inference defaults
+    uuid = job["placement"][0]
+    assert japi.client.post(f"/gpus/{uuid}/drain", json={"reason": "x"}, headers=japi.headers("root")).status_code == 200
+    after = japi.client.get(f"/jobs/{job['id']}", headers=japi.headers("dev")).json()
+    assert after["state"] == "running" and after["placement"] == [uuid] and after["restarts"] == 0
+
+
+def test_unknown_field_and_unsafe_name_are_refused(japi: Api) -> None:
+    h = japi.headers("dev")
+    r = japi.client.post("/jobs", json={"jobs": [{"name": "x", "comand": ["true"]}]}, headers=h)
+    assert r.status_code == 422 and "comand" in r.text
+    r = japi.client.post("/jobs", json={"jobs": [{"name": "hog/x"}]}, headers=h)
+    assert r.status_code == 422 and "name" in r.text
+    assert japi.client.get("/jobs", headers=h).json()["total"] == 0

@@ -90,7 +90,7 @@ def test_docs_are_current() -> None:
     from gpufleet.dashboards.docs import render
 
     doc = Path(__file__).resolve().parents[2] / "docs" / "dashboards.md"
-    assert doc.read_text() == render(), "regenerate: python -m dashboards.docs > docs/dashboards.md"
+    assert doc.read_text() == render(), "regenerate: python -m gpufleet.dashboards.docs > docs/dashboards.md"
 
 
 def test_thresholds_match_the_alert_pack() -> None:
@@ -104,3 +104,23 @@ def test_thresholds_match_the_alert_pack() -> None:
     pack_hw = {int(v) for r in load_rules([], include_pack=True).rules if r.name == "GpuXidHardwareCritical"
                for k, vs in r.match if k == "xid" for v in vs}
     assert pack_hw == set(health.HARDWARE_XIDS)
+
+
+@pytest.mark.parametrize("mode", ["native", "dcgm"])
+def test_gpu_detail_has_info_table_mig_compute_mode_and_fabric_panels(mode: str) -> None:
+    model = build_all(mode)["gpu"]
+    panels = {p["title"]: p for p in model["panels"]}
+    info = panels["GPU info"]
+    assert info["type"] == "table"
+    renamed = next(t for t in info["transformations"] if t["id"] == "organize")["options"]["renameByName"]
+    wanted = {"Model", "Driver"} | ({"VBIOS", "Serial"} if mode == "native" else set())
+    assert wanted <= set(renamed.values())
+    for title, metric in (("Compute mode", "gpufleet_gpu_compute_mode"),
+                          ("NVSwitch fabric state", "gpufleet_gpu_fabric_state"),
+                          ("Recovery action", "gpufleet_gpu_recovery_action")):
+        p = panels[title]
+        assert metric in p["targets"][0]["expr"]
+        assert p["fieldConfig"]["defaults"]["mappings"], title  # numbers shown as names
+    mig_label = "GPU_I_ID" if mode == "dcgm" else "gpu_instance_id"
+    for title in ("MIG instance memory used", "MIG instance memory used (share)", "MIG instance utilization"):
+        assert f'{mig_label}!=""' in panels[title]["targets"][0]["expr"]

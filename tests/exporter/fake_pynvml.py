@@ -297,12 +297,26 @@ class FakeNvml:
             arr[i].valueType = real.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
             if fid == real.NVML_FI_DEV_MEMORY_TEMP and h.gpu.model.startswith(("NVIDIA H", "NVIDIA A")):
                 arr[i].value.ullVal = int(self._v(h, "memory_temperature", 70))
+            elif fid == real.NVML_FI_DEV_GET_GPU_RECOVERY_ACTION and "recovery_action" not in h.gpu.unsupported:
+                arr[i].valueType = real.NVML_VALUE_TYPE_UNSIGNED_INT
+                arr[i].value.uiVal = int(self._v(h, "recovery_action", real.NVML_GPU_RECOVERY_ACTION_NONE))
             elif fid in (real.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX, real.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX) \
                     and scope < h.gpu.nvlinks:
                 arr[i].value.ullVal = 1000 * (scope + 1)
             else:
                 arr[i].nvmlReturn = real.NVML_ERROR_NOT_SUPPORTED
         return arr
+
+    def nvmlDeviceGetComputeMode(self, h: _Handle) -> int:
+        return int(self._v(h, "compute_mode", real.NVML_COMPUTEMODE_DEFAULT))
+
+    def nvmlDeviceGetGpuFabricInfo(self, h: _Handle, info: Any) -> None:
+        """HGX H100s sit on an NVSwitch fabric (registered); other boards have none.
+        ``values={"fabric": (state, status)}`` scripts it."""
+        on_fabric = h.gpu.model == "NVIDIA H100 80GB HBM3"
+        state, status = self._v(h, "fabric", (real.NVML_GPU_FABRIC_STATE_COMPLETED, real.NVML_SUCCESS)
+                                if on_fabric else (real.NVML_GPU_FABRIC_STATE_NOT_SUPPORTED, real.NVML_SUCCESS))
+        info.state, info.status = state, status
 
     def nvmlDeviceGetUtilizationRates(self, h: _Handle) -> Any:
         if h.mig:

@@ -4,6 +4,7 @@ VictoriaMetrics receiving the writes through an outage: every point arrives, non
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import httpx
@@ -157,3 +158,55 @@ def test_buffer_survives_an_exporter_restart(victoria: VictoriaMetrics, tmp_path
     assert _points(victoria) == (expected, 0)
     dropped = dict(((f, lab), v) for f, lab, v in second.self_metrics())
     assert dropped[("influx_dropped_points", (("policy", "drop_oldest"),))] == 0
+
+
+def _warnings(caplog: pytest.LogCaptureFixture, needle: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "gpufleet.exporter.sinks.influx" and r.levelno == logging.WARNING and needle in r.getMessage()]
+
+
+def test_unreachable_influx_reported_within_one_interval(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    port = free_port()  # nothing listens there: connection refused
+    interval = 2.0
+    influx = InfluxSink(f"http://user:s3cret@127.0.0.1:{port}", tmp_path / "buffer", flush_interval=0.2,
+                        min_backoff=0.1, max_backoff=0.2)
+    loop = CollectionLoop(SyntheticSource(1, mig=False, fields={"up", "clock_sm"}), interval=interval,
+                          sinks=[influx])
+    caplog.set_level(logging.DEBUG, logger="gpufleet.exporter.sinks.influx")
+    try:
+        up = dict(((f, lab), v) for f, lab, v in influx.self_metrics())
+        assert up[("influx_up", ())] == 1.0  # nothing tried yet
+        loop.start()
+        loop.wait_cycles(1)
+        # reported before the next collection is due
+        wait_until(lambda: _warnings(caplog, "unreachable"), interval, "the unreachable warning")
+        loop.wait_cycles(3)  # retries go on: still one warning
+    finally:
+        loop.stop()
+    warned = _warnings(caplog, "unreachable")
+    assert len(warned) == 1, warned
+    assert f"127.0.0.1:{port}" in warned[0] and "connection refused" in warned[0]
+    assert "s3cret" not in caplog.text  # the URL's password is masked
+    metrics = dict(((f, lab), v) for f, lab, v in influx.self_metrics())
+    assert metrics[("influx_up", ())] == 0.0 and metrics[("influx_write_errors", ())] >= 2
+    assert influx.pending() > 0  # nothing lost
+
+
+@pytest.mark.server
+def test_influx_recovery_is_logged_once(victoria: VictoriaMetrics, tmp_path: Path,
+                                        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="gpufleet.exporter.sinks.influx")
+    src = SyntheticSource(1, mig=False, fields={"up", "clock_sm"})
+    influx = InfluxSink(victoria.url, tmp_path / "buffer", flush_interval=0.1, min_backoff=0.1, max_backoff=0.2)
+    try:
+        victoria.stop()
+        influx.write(src.collect(1_700_000_000.0))
+        wait_until(lambda: influx.errors > 1, 10, "failed writes")
+        victoria.start()
+        influx.write(src.collect(1_700_000_001.0))
+        wait_until(lambda: influx.pending() == 0, 30, "buffer drained")
+        wait_until(lambda: _warnings(caplog, "reachable again"), 5, "the recovery line")
+    finally:
+        influx.close()
+    assert len(_warnings(caplog, "unreachable")) == 1 and len(_warnings(caplog, "reachable again")) == 1
+    assert dict(((f, lab), v) for f, lab, v in influx.self_metrics())[("influx_up", ())] == 1.0

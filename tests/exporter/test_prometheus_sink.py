@@ -72,8 +72,9 @@ def test_dcgm_names_units_labels_and_summed_links() -> None:
     assert expected <= set(series), sorted(expected - set(series))
     assert not [n for n in series if not n.startswith(("DCGM_", "gpufleet_collector_", "gpufleet_snapshot_"))]
     labels, value = next(x for x in series["DCGM_FI_DEV_FB_TOTAL"] if x[0]["gpu"] == "0")
-    assert set(labels) == {"gpu", "UUID", "pci_bus_id", "device", "modelName", "Hostname"}
+    assert set(labels) == {"gpu", "UUID", "pci_bus_id", "device", "modelName", "Hostname", "DCGM_FI_DRIVER_VERSION"}
     assert labels["device"] == "nvidia0" and labels["Hostname"] == "node-a"
+    assert labels["DCGM_FI_DRIVER_VERSION"] == "550.54.15"  # dcgm-exporter's default-counters label
     assert value == pytest.approx(0.5 / 2**20)  # bytes -> MiB
     util = next(v for lab, v in series["DCGM_FI_DEV_GPU_UTIL"] if lab["gpu"] == "0" and "GPU_I_ID" not in lab)
     assert util == pytest.approx(50.0)  # ratio -> percent

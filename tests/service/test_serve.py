@@ -4,7 +4,6 @@ requeued, GpuLost alert), and graceful SIGTERM with state persisted."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -27,6 +26,7 @@ def _settings(data: Path, **extra: object):  # type: ignore[no-untyped-def]
     return load_settings(None, {
         "data_dir": str(data),
         "exporter": {"source": "twin", "interval": 1, "listen": f"127.0.0.1:{free_port()}"},
+        "serve": {"metrics_listen": f"127.0.0.1:{free_port()}"},
         "api": {"listen": f"127.0.0.1:{free_port()}", "password_hash_time_cost": 1, "password_hash_memory_kib": 8192},
         "twin": {"nodes": 2, "gpus_per_node": 4, "seed": 3, "failures": False},
         **extra,
@@ -122,7 +122,11 @@ def test_sigterm_is_graceful_and_state_survives(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, out
-    queue = json.loads((data / "allocator" / "queue.json").read_text())
-    assert [j["spec"]["name"].split("-", 1)[1] for j in queue["jobs"]] == ["keep-me"]
-    assert (data / "alerting").is_dir()
+    from gpufleet.state import close_state, open_state  # the queue is rows in the service's database
+
+    url = f"sqlite:///{(data / 'gpufleet.db').resolve()}"
+    queue = open_state(url).load()
+    close_state(url)
+    assert queue is not None and [j["spec"]["name"].split("-", 1)[1] for j in queue["jobs"]] == ["keep-me"]
+    assert not (data / "alerting" / "state.json").exists()  # alert state is rows in that database too
     assert "stopped" in out

@@ -25,6 +25,7 @@ def test_scheduled_analytics_on_generated_history(tmp_path: Path) -> None:
     end = cfg.start + cfg.days * 86400
     settings = load_settings(None, {
         "data_dir": str(data), "exporter": {"source": "twin", "interval": 1, "listen": f"127.0.0.1:{free_port()}"},
+        "serve": {"metrics_listen": f"127.0.0.1:{free_port()}"},
         "twin": {"nodes": 2, "gpus_per_node": 4, "seed": 11},
     })
     source = TwinSource(TwinConfig(nodes=2, gpus_per_node=4, seed=11, failures=False), start=end)

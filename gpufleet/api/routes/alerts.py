@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 from fastapi import APIRouter, Request
@@ -26,9 +27,12 @@ def silences(ctx: Ctx) -> list[SilencePublic]:
 
 @router.post("/silences", response_model=SilencePublic, status_code=201)
 def add_silence(body: SilenceCreate, request: Request, ctx: Ctx, me: CurrentUser) -> SilencePublic:
-    """Silence alerts whose labels match every matcher, until now + duration."""
-    audit_as(request, "silence.create", ",".join(f"{k}={v}" for k, v in sorted(body.matchers.items()))[:256])
-    s = ctx.fleet.silence_service().add(body.matchers, time.time() + body.duration_s, body.comment, me.username)
+    """Silence alerts whose labels match every matcher ({name, op: = != =~ !~, value}; regexes anchored,
+    as in Alertmanager), until now + duration."""
+    matchers = [m.model_dump() for m in body.matchers]
+    audit_as(request, "silence.create", ",".join(f"{m.name}{m.op}{json.dumps(m.value)}" for m in body.matchers)[:256],
+             matchers=matchers)
+    s = ctx.fleet.silence_service().add(matchers, time.time() + body.duration_s, body.comment, me.username)
     return SilencePublic(**s)
 
 

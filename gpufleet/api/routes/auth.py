@@ -14,7 +14,7 @@ from gpufleet.api.schemas import (
     TokenPublic,
     UserPublic,
 )
-from gpufleet.api.security import AuthError, verify_password
+from gpufleet.api.security import AuthError
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -46,7 +46,8 @@ def refresh(body: RefreshRequest, request: Request, ctx: Ctx) -> TokenPublic:
 
 @router.post("/logout", status_code=204)
 def logout(body: LogoutRequest, request: Request, ctx: Ctx, me: CurrentUser) -> None:
-    """Revoke this access token and, if given, its refresh token."""
+    """End the session this access token belongs to: its refresh token and every access token issued
+    from that login stop working (send ``refresh_token`` to end that token's session too)."""
     audit_as(request, "logout", me.username)
     ctx.auth.revoke(me, body.refresh_token)
 
@@ -57,7 +58,7 @@ def change_password(body: PasswordChange, request: Request, ctx: Ctx, me: Curren
     audit_as(request, "password.change", me.username)
     with ctx.db.session() as s:
         user = s.get(User, me.user_id)
-        if user is None or not verify_password(user.password_hash, body.current_password):
+        if user is None or not ctx.auth.verify_password(user.password_hash, body.current_password):
             raise AuthError("current password is wrong")
         user.password_hash = ctx.auth.hash_password(body.new_password)
     ctx.auth.revoke_all(me.user_id)

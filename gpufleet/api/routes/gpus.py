@@ -27,7 +27,9 @@ async def get_gpu(uuid: str, ctx: Ctx) -> GpuPublic:
 
 def _change(uuid: str, state: str, body: GpuStateChange, request: Request, ctx: Ctx) -> GpuPublic:
     audit_as(request, f"gpu.{state if state != 'ok' else 'uncordon'}", uuid, reason=body.reason)
-    return GpuPublic(**ctx.fleet.set_gpu(uuid, state))
+    principal = getattr(request.state, "principal", None)
+    return GpuPublic(**ctx.fleet.set_gpu(uuid, state, reason=body.reason,
+                                         by=getattr(principal, "username", "") or ""))
 
 
 @router.post("/{uuid}/cordon", response_model=GpuPublic)

@@ -1,0 +1,1 @@
+"""Executor tests: real processes, real servers on loopback."""
