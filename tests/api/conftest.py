@@ -69,3 +69,17 @@ def api(tmp_path: Path) -> Iterator[Api]:
     a = make_api(tmp_path)
     yield a
     a.ctx.db.dispose()
+
+
+@pytest.fixture
+def pg_api(tmp_path: Path) -> Iterator[Api]:
+    """The API on a real PostgreSQL server of its own (skipped without the binaries, failing when CI=true)."""
+    from tests.servers import Postgres
+
+    pg = Postgres(tmp_path / "server")
+    try:
+        api = make_api(tmp_path, database_url=pg.url)
+        yield api
+        api.ctx.db.dispose()
+    finally:
+        pg.stop()

@@ -2,24 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
-from tests.api.conftest import PASSWORD, Api, make_api
-from tests.servers import Postgres
-
-
-@pytest.fixture
-def pg_api(tmp_path: Path) -> Iterator[Api]:
-    pg = Postgres(tmp_path / "server")
-    try:
-        api = make_api(tmp_path, database_url=pg.url)
-        yield api
-        api.ctx.db.dispose()
-    finally:
-        pg.stop()
+from tests.api.conftest import PASSWORD, Api
 
 
 @pytest.mark.server

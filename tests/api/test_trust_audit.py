@@ -24,7 +24,6 @@ from gpufleet.api.context import build_context, initialise
 from gpufleet.api.db import AuditRecord, Database
 from gpufleet.settings import ApiSettings, FleetSettings, InfluxSettings, Settings, masked
 from tests.api.conftest import PASSWORD, Api, make_api
-from tests.servers import Postgres
 
 GPUFLEET = Path(sys.executable).with_name("gpufleet")
 
@@ -204,17 +203,6 @@ def test_existing_readable_files_are_fixed_on_start_with_a_warning(tmp_path: Pat
 
 
 # -- item 12: long targets are audited on PostgreSQL ---------------------------------------------------
-@pytest.fixture
-def pg_api(tmp_path: Path) -> Iterator[Api]:
-    pg = Postgres(tmp_path / "server")
-    try:
-        a = make_api(tmp_path, database_url=pg.url)
-        yield a
-        a.ctx.db.dispose()
-    finally:
-        pg.stop()
-
-
 @pytest.mark.server
 def test_a_long_request_path_is_audited_truncated_on_postgresql(pg_api: Api) -> None:
     uuid = "GPU-" + "9" * 400

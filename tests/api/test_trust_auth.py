@@ -8,7 +8,6 @@ import socket
 import statistics
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,7 @@ from gpufleet.api.app import create_app
 from gpufleet.api.db import AuditRecord, RefreshToken, User
 from gpufleet.api.security import source_key
 from gpufleet.api.server import ApiServer
-from tests.api.conftest import PASSWORD, Api, make_api
-from tests.servers import Postgres
+from tests.api.conftest import PASSWORD, Api
 
 
 def login(client: TestClient, user: str, password: str = PASSWORD) -> dict[str, Any]:
@@ -72,17 +70,6 @@ def _deleted_users_token_never_works_again(api: Api) -> None:
 
 def test_deleted_users_token_never_works_for_a_new_user_sqlite(api: Api) -> None:
     _deleted_users_token_never_works_again(api)
-
-
-@pytest.fixture
-def pg_api(tmp_path: Path) -> Iterator[Api]:
-    pg = Postgres(tmp_path / "server")
-    try:
-        api = make_api(tmp_path, database_url=pg.url)
-        yield api
-        api.ctx.db.dispose()
-    finally:
-        pg.stop()
 
 
 @pytest.mark.server
