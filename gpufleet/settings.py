@@ -147,7 +147,7 @@ class AlertingSettings(BaseModel):
     group_interval: float = Field(60.0, ge=0)
     repeat_interval: float = Field(4 * 3600.0, gt=0)
     stale_after: float = Field(30.0, gt=0, description="seconds without a snapshot before a node's data is stale")
-    state_dir: Path | None = Field(None, description="alert state and silences (default: <data-dir>/alerting)")
+    state_dir: Path | None = Field(None, description="alert state and silences files of older versions, imported once into the database (default: <data-dir>/alerting)")
     dashboard_url: str = ""
     retries: int = Field(3, ge=1)
     backoff: float = Field(0.5, ge=0)
@@ -157,7 +157,7 @@ class AllocatorSettings(BaseModel):
     policy: str = Field("default", description="placement policy (allocator.policies.POLICY_NAMES)")
     risk_weight: float = Field(1000.0, ge=0, description="placement cost per expected GPU-hour lost to GPU failures")
     aging_per_hour: float = Field(0.25, ge=0, description="priority classes gained per hour waited")
-    queue_path: Path | None = Field(None, description="queue state file (default: <data-dir>/allocator/queue.json)")
+    queue_path: Path | None = Field(None, description="queue file of the offline `gpufleet allocator` commands; serve imports one it finds once into its database (default: <data-dir>/allocator/queue.json)")
     idle_threshold: float = Field(0.05, ge=0, le=1, description="utilisation under which an allocated GPU is idle")
     idle_window_s: float = Field(1800.0, gt=0, description="how long under the threshold before it counts")
     price_basis: str = Field("on_demand", description="price book column for cost: on_demand, spot or a reserved option")
