@@ -217,7 +217,7 @@ class AlertStateBackend:
         return alerts, groups
 
     def write(self, alerts: Sequence[Mapping[str, Any]], removed: Iterable[str], groups: Mapping[str, float]) -> None:
-        rows = [{"kind": "alert", "key": str(a["key"]), "data": dict(a)} for a in alerts]
+        rows: list[dict[str, Any]] = [{"kind": "alert", "key": str(a["key"]), "data": dict(a)} for a in alerts]
         rows += [{"kind": "group", "key": k, "data": float(v)} for k, v in groups.items()]
         gone = list(removed)
         try:
