@@ -359,7 +359,11 @@ def panel_from_reader(reader: Any, since: float, until: float, step: float = 60.
     for df in parts:
         ts = df["ts"].dt.as_unit("ns").astype("int64").to_numpy() / 1e9
         k = ((ts - since) // step).astype(np.int64)
-        g = np.array([uu[str(u)] for u in df["uuid"].astype(str)], dtype=np.int64)
+        if str(df["uuid"].dtype) == "category":  # a fleet read: one lookup per GPU, not per row
+            lut = np.array([uu.get(str(c), -1) for c in df["uuid"].cat.categories], dtype=np.int64)
+            g = lut[df["uuid"].cat.codes.to_numpy()]
+        else:
+            g = np.array([uu[str(u)] for u in df["uuid"].astype(str)], dtype=np.int64)
         ok = (k >= 0) & (k < len(times))
         for col in df.columns:
             if col in ("ts", "uuid"):

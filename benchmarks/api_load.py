@@ -37,7 +37,7 @@ def parse_wrk(out: str) -> dict[str, float]:
     return {"rps": rps, "p50_ms": lat["50"], "p99_ms": lat["99"], "non2xx": float(errors.group(1)) if errors else 0.0}
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gpus", type=int, default=1000)
     ap.add_argument("--seconds", type=int, default=10)
@@ -45,7 +45,8 @@ def main() -> None:
     args = ap.parse_args()
     wrk = shutil.which("wrk")
     if not wrk:
-        sys.exit("wrk is not installed: apt-get install wrk")
+        print("wrk is not installed: apt-get install wrk", file=sys.stderr)
+        return 2
 
     from gpufleet.simulator.twin import TwinConfig, TwinSource
 
@@ -87,7 +88,8 @@ def main() -> None:
           f"({'met' if g['rps'] >= 1000 else 'NOT met'}), p99 <= 50 ms ({'met' if g['p99_ms'] <= 50 else 'NOT met'})")
     server.stop()
     shutil.rmtree(tmp, ignore_errors=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

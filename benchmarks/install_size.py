@@ -67,7 +67,7 @@ def installed_size(wheel: Path, extra: str | None, work: Path) -> tuple[int, lis
     return size, dists
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--extras", default="service,analytics,amd,kubernetes,postgres,all")
     ap.add_argument("--base-only", action="store_true", help="measure the base install only")
@@ -91,7 +91,7 @@ def main() -> None:
             if args.list:
                 print("    " + " ".join(sorted(set(edists) - set(dists))))
             shutil_rmtree(work / f"venv-{extra}")
-    sys.exit(0 if verdict == "ok" else 1)
+    return 0 if verdict == "ok" else 1
 
 
 def shutil_rmtree(path: Path) -> None:
@@ -101,4 +101,4 @@ def shutil_rmtree(path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

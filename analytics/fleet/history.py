@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pandas as pd
-from gpufleet.analytics.datasets import FAILURE_FIELDS, Panel, _grid, prepare
+from gpufleet.analytics.datasets import FAILURE_FIELDS, Panel, _grid, panel_from_reader, prepare
 from gpufleet.analytics.fleet.reader import KINDS
 from gpufleet.analytics.history.base import (
     HistoryReader,
@@ -278,7 +278,7 @@ def read_panel(reader: HistoryReader, since: float, until: float, step: float,
     while a < until:
         b = min(a + chunk, until)
         grid = getattr(reader, "panel_grid", None)
-        p = grid(a, b, step, fields) if grid is not None else frame_panel(reader, a, b, step, fields)
+        p = grid(a, b, step, fields) if grid is not None else panel_from_reader(reader, a, b, step, fields)
         for u in p.uuids:
             uuids.setdefault(u, len(uuids))
         if len(uuids) > values.shape[0]:  # GPUs first seen in this chunk: grow (rare)
@@ -296,46 +296,6 @@ def read_panel(reader: HistoryReader, since: float, until: float, step: float,
 def seconds(ts: pd.Series) -> np.ndarray:
     """Unix seconds of a frame's ``ts`` column, whatever its resolution (pandas 3 reads ``us``)."""
     return np.asarray(ts.dt.as_unit("ns").astype("int64").to_numpy(), dtype=np.float64) / 1e9
-
-
-def frame_panel(reader: HistoryReader, since: float, until: float, step: float,
-                fields: Sequence[str] = FAILURE_FIELDS) -> Panel:
-    """:func:`analytics.datasets.panel_from_reader` for any reader (gauges by mean, counters by last,
-    labelled series summed into their field) with the frame's times read resolution-independently."""
-    from gpufleet.analytics.datasets import is_counter
-
-    times = _grid(since, until, step)
-    counters = [f for f in fields if is_counter(f)]
-    gauges = [f for f in fields if f not in counters]
-    uu: dict[str, int] = {}
-    parts = []
-    for group, agg in ((gauges, "mean"), (counters, "last")):
-        if group:
-            df = reader.read(group, since, until, step=step, agg=agg)
-            if len(df):
-                parts.append(df)
-                for u in df["uuid"].astype(str).unique():
-                    uu.setdefault(u, len(uu))
-    values = np.full((len(uu), len(times), len(fields)), np.nan, dtype=np.float32)
-    fidx = {f: i for i, f in enumerate(fields)}
-    for df in parts:
-        k = ((seconds(df["ts"]) - float(times[0])) // step).astype(np.int64)
-        codes = df["uuid"].cat.codes.to_numpy() if isinstance(df["uuid"].dtype, pd.CategoricalDtype) else None
-        if codes is not None:
-            lut = np.array([uu[str(c)] for c in df["uuid"].cat.categories], dtype=np.int64)
-            g = lut[codes]
-        else:
-            g = np.array([uu[str(u)] for u in df["uuid"]], dtype=np.int64)
-        ok = (k >= 0) & (k < len(times))
-        for col in df.columns:
-            j = fidx.get(col.split("{", 1)[0]) if col not in ("ts", "uuid") else None
-            if j is None:
-                continue
-            v = df[col].to_numpy(dtype=np.float64)
-            sel = ok & ~np.isnan(v)
-            cur = values[g[sel], k[sel], j]
-            values[g[sel], k[sel], j] = np.where(np.isnan(cur), v[sel], cur + v[sel])
-    return Panel(list(uu), times, tuple(fields), values)
 
 
 def lost_events(reader: HistoryReader, since: float, until: float, step: float) -> dict[str, np.ndarray]:

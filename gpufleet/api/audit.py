@@ -34,8 +34,8 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from gpufleet.api.db import AuditRecord, Database
-from gpufleet.api.private_files import FILE_MODE, create_private_file, private_dir
-from gpufleet.exporter.errors import ConfigError, InputError
+from gpufleet.api.private_files import FILE_MODE, create_private_file, private_dir, read_hex_key
+from gpufleet.exporter.errors import InputError
 
 log = logging.getLogger("gpufleet.audit")
 
@@ -77,23 +77,9 @@ def key_id(key: bytes) -> str:
 
 
 def _read_key(path: Path) -> bytes:
-    try:
-        raw = path.read_bytes().strip()
-    except FileNotFoundError:
-        raise ConfigError(f"audit key {path} does not exist: `gpufleet init` makes it (`gpufleet serve` does for a "
-                          "data folder initialised by an older version), or restore it from its backup (without "
-                          "it the audit log's anchoring cannot be checked)") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read audit key {path}: {exc.strerror}") from None
-    if path.stat().st_mode & 0o077:
-        raise ConfigError(f"audit key {path} is readable by group or others: chmod 600 {path}")
-    try:
-        key = bytes.fromhex(raw.decode())
-    except ValueError:
-        raise ConfigError(f"audit key {path} is not a hex key written by gpufleet") from None
-    if len(key) < 32:
-        raise ConfigError(f"audit key {path} is shorter than 256 bits")
-    return key
+    return read_hex_key(path, "audit key", "`gpufleet init` makes it (`gpufleet serve` does for a data folder "
+                        "initialised by an older version), or restore it from its backup (without it the audit "
+                        "log's anchoring cannot be checked)")
 
 
 @dataclass

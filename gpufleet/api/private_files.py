@@ -117,3 +117,25 @@ def secure_data_dir(data_dir: Path, private_subdirs: tuple[str, ...] = ("secrets
     for p in data_dir.glob("*.db*"):
         if p.is_file():
             fix_mode(p, FILE_MODE)
+
+
+def read_hex_key(path: Path, what: str, missing_hint: str, bad_hint: str = "written by gpufleet") -> bytes:
+    """A secret key kept hex-encoded in a 0600 file (the token signing key, the audit keys).
+
+    Every way it can be wrong is a :class:`ConfigError` naming the file: missing (``missing_hint`` says how
+    to make it), unreadable, readable by others, not hex, shorter than 256 bits."""
+    try:
+        raw = path.read_bytes().strip()
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} does not exist: {missing_hint}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
+    if path.stat().st_mode & 0o077:
+        raise ConfigError(f"{what} {path} is readable by group or others: chmod 600 {path}")
+    try:
+        key = bytes.fromhex(raw.decode())
+    except ValueError:
+        raise ConfigError(f"{what} {path} is not a hex key {bad_hint}") from None
+    if len(key) < 32:
+        raise ConfigError(f"{what} {path} is shorter than 256 bits")
+    return key

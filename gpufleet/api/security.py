@@ -34,6 +34,7 @@ from gpufleet.api.db import (
     User,
     utcnow,
 )
+from gpufleet.api.private_files import read_hex_key
 from gpufleet.exporter.errors import ConfigError, GpufleetError
 
 ROLES = ("admin", "developer", "auditor")
@@ -86,19 +87,7 @@ def create_signing_key(path: Path) -> bytes:
 
 
 def load_signing_key(path: Path) -> bytes:
-    try:
-        raw = path.read_bytes().strip()
-    except FileNotFoundError:
-        raise ConfigError(f"signing key {path} does not exist: run `gpufleet init --data-dir DIR` first") from None
-    if path.stat().st_mode & 0o077:
-        raise ConfigError(f"signing key {path} is readable by group or others: chmod 600 {path}")
-    try:
-        key = bytes.fromhex(raw.decode())
-    except ValueError:
-        raise ConfigError(f"signing key {path} is not a hex key written by `gpufleet init`") from None
-    if len(key) < 32:
-        raise ConfigError(f"signing key {path} is shorter than 256 bits")
-    return key
+    return read_hex_key(path, "signing key", "run `gpufleet init --data-dir DIR` first", "written by `gpufleet init`")
 
 
 @dataclass

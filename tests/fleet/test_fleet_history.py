@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from gpufleet.analytics.datasets import FAILURE_FIELDS
-from gpufleet.analytics.fleet.history import ScrapedVictoriaReader, frame_panel, open_history, read_history
+from gpufleet.analytics.datasets import FAILURE_FIELDS, panel_from_reader
+from gpufleet.analytics.fleet.history import ScrapedVictoriaReader, open_history, read_history
 from gpufleet.analytics.history.prometheus import PrometheusReader
 from gpufleet.exporter.errors import ConfigError
 from typer.testing import CliRunner
@@ -84,7 +84,7 @@ def test_raw_read_and_panel(vm: VictoriaMetrics) -> None:
         fields = ("temperature_gpu", "nvlink_crc_flit_errors")
         panel = reader.panel_grid(T0, T0 + 900, 300, fields)
         # the generic frame path (Prometheus query API) gives the same for GPU-b's single-sample buckets
-        generic = frame_panel(PrometheusReader(vm.url, selector={"job": "gpu"}), T0, T0 + 900, 300, fields)
+        generic = panel_from_reader(PrometheusReader(vm.url, selector={"job": "gpu"}), T0, T0 + 900, 300, fields)
     a = panel.uuids.index("GPU-a")
     np.testing.assert_array_equal(panel.values[a, :, 0], [44.0, 60.0, 70.0])
     np.testing.assert_array_equal(panel.values[a, :, 1][:2], [11.0, 13.0])  # links summed (last per bucket)
