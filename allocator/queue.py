@@ -35,146 +35,39 @@ that changes a job cannot forget to persist it. Without a store, ``path`` keeps 
 
 from __future__ import annotations
 
-import json
-import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+from gpufleet.allocator import queue_persist
 from gpufleet.allocator.jobs import JobSpec, Limits, PriorityClass, Rejection, validate_batch
 from gpufleet.allocator.policies.base import Policy, Request
-from gpufleet.allocator.state import FULL, ClusterState, Health, Override, Placement
+from gpufleet.allocator.records import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    FINAL,
+    HOLDING,
+    INTERRUPTED,
+    PENDING,
+    PLACED,
+    REQUEUED,
+    RUNNING,
+    STARTING,
+    STATES,
+    SUCCEEDED,
+    WAITING,
+    JobRecord,
+    Listener,
+    QueueChanges,
+    QueueStore,
+    TeamQuota,
+    Usage,
+)
+from gpufleet.allocator.state import FULL, ClusterState, Health, Placement
 from gpufleet.exporter.errors import InputError, NotFound
-
-PENDING, PLACED, STARTING, RUNNING = "pending", "placed", "starting", "running"
-SUCCEEDED, FAILED, CANCELLED, INTERRUPTED, REQUEUED = "succeeded", "failed", "cancelled", "interrupted", "requeued"
-DONE = SUCCEEDED
-STATES = (PENDING, PLACED, STARTING, RUNNING, SUCCEEDED, FAILED, CANCELLED, INTERRUPTED, REQUEUED)
-HOLDING = frozenset({PLACED, STARTING, RUNNING})
-"""States in which a job holds its GPUs."""
-WAITING = frozenset({PENDING, REQUEUED})
-FINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
-Listener = Callable[["JobRecord", str, str, str, float], None]
-
-
-@dataclass
-class TeamQuota:
-    guaranteed: dict[str, float] = field(default_factory=dict)
-    maximum: dict[str, float] = field(default_factory=dict)
-
-    def get(self, which: str, gpu_type: str) -> float:
-        d = self.guaranteed if which == "guaranteed" else self.maximum
-        return d.get(gpu_type, d.get("*", float("inf") if which == "maximum" else 0.0))
-
-
-@dataclass
-class JobRecord:
-    spec: JobSpec
-    seq: int
-    submitted: float
-    status: str = PENDING
-    started: float | None = None
-    finished: float | None = None
-    first_start: float | None = None
-    placements: list[Placement] = field(default_factory=list)
-    gpu_type: str = ""
-    done_s: float = 0.0
-    """Work already saved (checkpointed) from earlier runs, in seconds."""
-    restarts: int = 0
-    preemptions: int = 0
-    lost_gpu_hours: float = 0.0
-    reason: str | None = None
-    """Why the job is in its state (a failure, a block, an interruption)."""
-    exit_code: int | None = None
-    failures: int = 0
-    not_before: float = 0.0
-    """A retry waits until then (backoff)."""
-    ahead: bool = False
-    """Requeued after a fault: goes first in its class."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        # every change is reported to the queue that holds this record (for its write-through store)
-        watch: Callable[[JobRecord, str, Any, Any], None] | None = self.__dict__.get("_watch")
-        if watch is None or name.startswith("_"):
-            object.__setattr__(self, name, value)
-            return
-        old = self.__dict__.get(name)
-        object.__setattr__(self, name, value)
-        watch(self, name, old, value)
-
-    @property
-    def remaining_s(self) -> float:
-        return max(0.0, self.spec.duration_s - self.done_s)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"spec": self.spec.to_dict(), "seq": self.seq, "submitted": self.submitted, "status": self.status,
-                "started": self.started, "finished": self.finished, "first_start": self.first_start,
-                "placements": [[p.node, list(p.gpus), p.milli] for p in self.placements],
-                "gpu_type": self.gpu_type, "done_s": self.done_s, "restarts": self.restarts,
-                "preemptions": self.preemptions, "lost_gpu_hours": self.lost_gpu_hours, "reason": self.reason,
-                "exit_code": self.exit_code, "failures": self.failures, "not_before": self.not_before,
-                "ahead": self.ahead}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> JobRecord:
-        rec = cls(JobSpec.from_dict(d["spec"]), int(d["seq"]), float(d["submitted"]))
-        for k in ("status", "started", "finished", "first_start", "gpu_type", "done_s", "restarts",
-                  "preemptions", "lost_gpu_hours"):
-            setattr(rec, k, d[k])
-        for k in ("reason", "exit_code", "failures", "not_before", "ahead"):
-            if k in d:
-                setattr(rec, k, d[k])
-        if rec.status == "done":  # state files written before the lifecycle had "succeeded"
-            rec.status = SUCCEEDED
-        rec.placements = [Placement(int(n), tuple(int(g) for g in gs), int(m)) for n, gs, m in d["placements"]]
-        return rec
-
-
-@dataclass
-class Usage:
-    """One stretch of GPU time a job held (closed when the job ends, is preempted or interrupted)."""
-
-    job: str
-    user: str
-    team: str
-    gpu_type: str
-    gpus: float
-    start: float
-    end: float
-    uuids: tuple[str, ...] = ()
-
-    @property
-    def gpu_hours(self) -> float:
-        return self.gpus * max(0.0, self.end - self.start) / 3600.0
-
-
-@dataclass
-class QueueChanges:
-    """What one queue operation changed, for a :class:`QueueStore` to write as one transaction."""
-
-    jobs: list[JobRecord] = field(default_factory=list)
-    transitions: list[tuple[str, str | None, str, float]] = field(default_factory=list)
-    """(job, from state or None for a new job, to state, time)."""
-    usage: list[Usage] = field(default_factory=list)
-    overrides: list[tuple[tuple[str, str], Override | None]] = field(default_factory=list)
-    seq: int = 0
-    counters: dict[str, float] = field(default_factory=dict)
-
-    def __bool__(self) -> bool:
-        return bool(self.jobs or self.transitions or self.usage or self.overrides)
-
-
-class QueueStore(Protocol):
-    """Where a queue writes its changes row by row (``gpufleet.state.StateStore`` is the database one)."""
-
-    def write(self, changes: QueueChanges) -> None: ...
-
-    def load(self) -> dict[str, Any] | None:
-        """The stored queue in :meth:`JobQueue.to_dict`'s shape (``None``: nothing stored yet)."""
-        ...
 
 
 class JobQueue:
@@ -563,59 +456,30 @@ class JobQueue:
                 self.complete(r.spec.name, r.started + r.remaining_s if r.started is not None else now)
         return [r.spec.name for r in due]
 
-    # ------------------------------------------------------------------ persistence
+    # ------------------------------------------------------------------ persistence (queue_persist.py)
     def to_dict(self) -> dict[str, Any]:
-        return {"version": 1, "seq": self._seq, "counters": self.counters,
-                "jobs": [r.to_dict() for r in self.jobs.values()],
-                "usage": [u.__dict__ | {"uuids": list(u.uuids)} for u in self.usage],
-                "quotas": {t: {"guaranteed": q.guaranteed, "maximum": q.maximum} for t, q in self.quotas.items()},
-                "overrides": {f"{k}:{t}": {"state": o.health.name.lower(), "reason": o.reason, "by": o.by, "at": o.at}
-                              for (k, t), o in self.state.overrides.items()}}
+        return queue_persist.to_dict(self)
 
     def pending_changes(self) -> QueueChanges:
         """Take what changed since the last write (the write-through store's batch)."""
-        ch = QueueChanges(jobs=list(self._dirty.values()), transitions=self._transitions,
-                          usage=self.usage[self._usage_written:], overrides=self.state.take_override_changes(),
-                          seq=self._seq, counters=dict(self.counters))
-        self._dirty = {}
-        self._transitions = []
-        self._usage_written = len(self.usage)
-        return ch
+        return queue_persist.take_changes(self)
 
     def rewrite_all(self) -> None:
         """Write the whole queue at the next save (an import into an empty store)."""
-        self._dirty = dict(self.jobs)
-        self._usage_written = 0
-        self.state.override_changes.update(self.state.overrides)
-        if self.store is not None:
-            self.store.write(self.pending_changes())
+        queue_persist.rewrite_all(self)
 
     def _save(self) -> None:
-        if self._batch_depth:
-            return
-        if self.store is not None:
-            changes = self.pending_changes()
-            if changes:
-                self.store.write(changes)
-            return
-        if self.path is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict()), encoding="utf-8")
-        os.replace(tmp, self.path)
+        if not self._batch_depth:
+            queue_persist.save(self)
 
     @classmethod
     def load(cls, path: str | Path, state: ClusterState, policy: Policy, **kwargs: Any) -> JobQueue:
         """Restore a queue saved at ``path`` onto a fresh cluster state (running jobs keep their GPUs)."""
         p = Path(path)
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return cls(state, policy, path=p, **kwargs)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"queue state is not valid JSON: {exc.msg}", path=str(p), line=exc.lineno) from None
-        return cls.from_data(data, state, policy, path=p, **kwargs)
+        data = queue_persist.read_json(p)
+        q = cls(state, policy, path=p, **kwargs) if data is None else cls.from_data(data, state, policy, path=p,
+                                                                                      **kwargs)
+        return q
 
     @classmethod
     def open(cls, store: QueueStore, state: ClusterState, policy: Policy, **kwargs: Any) -> JobQueue:
@@ -630,39 +494,7 @@ class JobQueue:
         """A queue from :meth:`to_dict`'s shape (running jobs keep their GPUs, overrides are re-applied)."""
         quotas = {t: TeamQuota(q["guaranteed"], q["maximum"]) for t, q in data.get("quotas", {}).items()}
         q = cls(state, policy, quotas=kwargs.pop("quotas", None) or quotas, **kwargs)
-        q._seq = int(data["seq"])
-        q.counters.update(data["counters"])
-        health = data.get("health")
-        if health and len(health["nodes"]) == state.n_nodes:  # files older than operator overrides
-            for i, h in enumerate(health["nodes"]):
-                if h in (Health.DRAINING, Health.CORDONED):
-                    state.set_node_override(i, Health(h))
-            for i, row in enumerate(health["gpus"]):
-                for j, h in enumerate(row):
-                    if h in (Health.DRAINING, Health.CORDONED) and j < len(state.uuids[i]):
-                        state.set_gpu_override(state.uuids[i][j], Health(h))
-        for key, o in data.get("overrides", {}).items():
-            kind, _, target = key.partition(":")
-            try:
-                if kind == "gpu":
-                    state.set_gpu_override(target, Health[o["state"].upper()], reason=o.get("reason", ""),
-                                           by=o.get("by", ""), at=float(o.get("at", 0.0)))
-                elif kind == "node":
-                    state.set_node_override(target, Health[o["state"].upper()], reason=o.get("reason", ""),
-                                            by=o.get("by", ""), at=float(o.get("at", 0.0)))
-            except NotFound:  # the GPU or node left the fleet; its override stays stored for its return
-                continue
-        state.override_changes.clear()  # what was loaded is stored already
-        for d in data["jobs"]:
-            rec = JobRecord.from_dict(d)
-            q._adopt(rec, new=False)
-            if rec.status in WAITING:
-                q._pending.add(rec.spec.name)
-            if rec.status in HOLDING:
-                for pl, req in zip(rec.placements, rec.spec.members(), strict=False):
-                    state.allocate(pl, req.cpu_milli, req.mem_mib)
-        q.usage = [Usage(**(u | {"uuids": tuple(u.get("uuids", ()))})) for u in data.get("usage", [])]
-        q._usage_written = len(q.usage)
+        queue_persist.restore(q, data)
         return q
 
     # ------------------------------------------------------------------ views
