@@ -38,6 +38,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,10 @@ class JobQueue:
         self._usage_written = 0
         self._batch_depth = 0
         self._now: float | None = None
+        # within one scheduling pass: request shapes that did not fit, (priority, team, shape) that found no
+        # victims; None outside a pass
+        self._no_fit: set[tuple[Request, ...]] | None = None
+        self._no_preempt: set[tuple[int, str, tuple[Request, ...]]] | None = None
 
     def _transition(self, rec: JobRecord, new: str, reason: str | None, now: float) -> None:
         """The one place a job changes state; tells every listener (audit, metrics)."""
@@ -213,24 +218,57 @@ class JobQueue:
         return sorted(self._pending, key=lambda n: self.jobs[n].seq)
 
     def schedule(self, now: float) -> list[str]:
-        """Start every ready job that fits (preempting or reclaiming where allowed); returns started names."""
+        """Start every ready job that fits (preempting or reclaiming where allowed); returns started names.
+
+        Within one pass the cluster only fills up until something is released, so a request shape that did
+        not fit does not fit again: the pass remembers it (and which priority and team found nothing to
+        preempt) until GPUs are freed or a job starts, and a full cluster with thousands of waiting jobs of a
+        few shapes costs one placement attempt per shape, not per job."""
         started = []
         self._now = now
-        for rec in self.ready(now):
-            if self._try_start(rec, now) or self._try_with_victims(rec, now):
-                started.append(rec.spec.name)
+        self._no_fit = set()
+        self._no_preempt = set()
+        try:
+            for rec in self.ready(now):
+                if self._try_start(rec, now) or self._try_with_victims(rec, now):
+                    started.append(rec.spec.name)
+        finally:
+            self._no_fit = self._no_preempt = None
         if started:
             self._save()
         return started
 
+    @staticmethod
+    def _shape_of(rec: JobRecord) -> tuple[Request, ...]:
+        """What decides whether a job fits: its members' resources, not their durations (kept on the record:
+        a spec never changes)."""
+        shape: tuple[Request, ...] | None = rec.__dict__.get("_shape")
+        if shape is None:
+            shape = tuple(replace(r, duration_s=None) for r in rec.spec.members())
+            rec._shape = shape  # type: ignore[attr-defined]  # private: not a persisted field
+        return shape
+
+    def _freed(self) -> None:
+        """GPUs were released (or the set of running jobs changed): what did not fit may fit now."""
+        if self._no_fit is not None:
+            self._no_fit.clear()
+        if self._no_preempt is not None:
+            self._no_preempt.clear()
+
     def _place_all(self, rec: JobRecord) -> list[Placement] | None:
         """Place every member (allocating as it goes); roll back and return None if any member fails."""
+        shape = self._shape_of(rec)
+        if self._no_fit is not None and shape in self._no_fit:
+            return None
+        members = rec.spec.members()
         done: list[tuple[Placement, int, int]] = []
-        for req in rec.spec.members():
+        for req in members:
             p = self.policy.place(self.state, req)
             if p is None:
                 for q, c, m in reversed(done):
                     self.state.release(q, c, m)
+                if self._no_fit is not None:
+                    self._no_fit.add(shape)
                 return None
             self.state.allocate(p, req.cpu_milli, req.mem_mib)
             done.append((p, req.cpu_milli, req.mem_mib))
@@ -260,6 +298,8 @@ class JobQueue:
         rec.placements = ps
         rec.gpu_type = gtype
         rec.started = now
+        if self._no_preempt is not None:
+            self._no_preempt.clear()  # a new running job may be someone's victim
         if rec.first_start is None:
             rec.first_start = now
         self._transition(rec, PLACED, None, now)
@@ -271,6 +311,7 @@ class JobQueue:
     def _unplace(self, rec: JobRecord, ps: list[Placement]) -> None:
         for p, req in zip(ps, rec.spec.members(), strict=False):
             self.state.release(p, req.cpu_milli, req.mem_mib)
+        self._freed()
 
     def _victims(self, rec: JobRecord, now: float) -> list[JobRecord]:
         """Running jobs that may be taken from, most expendable first."""
@@ -296,9 +337,15 @@ class JobQueue:
         return out
 
     def _try_with_victims(self, rec: JobRecord, now: float) -> bool:
+        key = (int(self.effective_priority(rec, now)), rec.spec.team, self._shape_of(rec))
+        if self._no_preempt is not None and key in self._no_preempt:
+            return False
         victims = self._victims(rec, now)
         if not victims:
+            if self._no_preempt is not None:
+                self._no_preempt.add(key)
             return False
+        fit_before = set(self._no_fit or ())
         taken: list[JobRecord] = []
         for v in victims:
             self._unplace(v, v.placements)
@@ -314,6 +361,10 @@ class JobQueue:
             for v in taken:  # nothing worked: put the victims back exactly where they were
                 for p, req in zip(v.placements, v.spec.members(), strict=False):
                     self.state.allocate(p, req.cpu_milli, req.mem_mib)
+            if self._no_fit is not None:  # the state is as before: what did not fit then does not fit now
+                self._no_fit |= fit_before
+            if self._no_preempt is not None:  # and the same ask finds nothing to preempt either
+                self._no_preempt.add(key)
             return False
         for v in taken:  # victims were already released from the state
             for p, req in zip(v.placements, v.spec.members(), strict=False):

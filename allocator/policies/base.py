@@ -41,7 +41,11 @@ class Request:
 
 @runtime_checkable
 class Policy(Protocol):
-    """Choose a node and GPUs for a request, or None when nothing fits."""
+    """Choose a node and GPUs for a request, or None when nothing fits.
+
+    Whether something fits (None or not) depends on the request's resources and the cluster's free
+    capacity only, never on ``duration_s`` (which may weigh the choice): the queue relies on it to try a
+    resource shape once per scheduling pass on a full cluster."""
 
     name: str
 

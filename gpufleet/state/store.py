@@ -40,28 +40,37 @@ _SIL: Table = SilenceRow.__table__  # type: ignore[assignment]
 _ALERT: Table = AlertStateRow.__table__  # type: ignore[assignment]
 
 
+_UPSERTS: dict[tuple[str, str], Any] = {}
+
+
+def _upsert_statement(dialect: str, table: Table) -> Any:
+    """INSERT ... ON CONFLICT (key) DO UPDATE for ``table`` (built once per table and dialect)."""
+    key = (dialect, table.name)
+    stmt = _UPSERTS.get(key)
+    if stmt is None:
+        keys = [c.name for c in table.primary_key.columns]
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            ins: Any = pg_insert(table)
+        else:
+            from sqlalchemy.dialects.sqlite import insert as sl_insert
+
+            ins = sl_insert(table)
+        stmt = _UPSERTS[key] = ins.on_conflict_do_update(
+            index_elements=keys, set_={c.name: ins.excluded[c.name] for c in table.columns if c.name not in keys})
+    return stmt
+
+
 def _upsert(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert or update ``rows`` by primary key, in one statement (executemany)."""
     if not rows:
         return
-    keys = [c.name for c in table.primary_key.columns]
     name = conn.dialect.name
-    if name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        pstmt = pg_insert(table)
-        conn.execute(pstmt.on_conflict_do_update(
-            index_elements=keys, set_={c.name: pstmt.excluded[c.name] for c in table.columns if c.name not in keys}),
-            list(rows))
+    if name in ("postgresql", "sqlite"):
+        conn.execute(_upsert_statement(name, table), list(rows))
         return
-    if name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as sl_insert
-
-        sstmt = sl_insert(table)
-        conn.execute(sstmt.on_conflict_do_update(
-            index_elements=keys, set_={c.name: sstmt.excluded[c.name] for c in table.columns if c.name not in keys}),
-            list(rows))
-        return
+    keys = [c.name for c in table.primary_key.columns]
     for r in rows:  # any other dialect: delete + insert by key (still one transaction)
         conn.execute(delete(table).where(*[table.c[k] == r[k] for k in keys]))
         conn.execute(table.insert(), [dict(r)])

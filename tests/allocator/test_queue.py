@@ -131,3 +131,31 @@ def test_corrupt_state_names_file(tmp_path: Path) -> None:
     path.write_text("{not json")
     with pytest.raises(InputError, match=r"queue\.json"):
         JobQueue.load(path, small_cluster(), make_policy("default"))
+
+
+def test_one_pass_places_again_after_a_preemption_frees_gpus() -> None:
+    """The pass remembers request shapes that did not fit; a preemption frees GPUs and must make it forget."""
+    q = make_queue()
+    q.submit([JobSpec(f"b{i}", gpus=1, priority=PriorityClass.BATCH, preemptible=True, duration_s=100 + i)
+              for i in range(8)], now=0)
+    assert len(q.schedule(0)) == 8  # the cluster is full
+    # a BATCH job that cannot fit, then two HIGH jobs of the same shape with different durations: each
+    # preempts one batch job, and a small one fits into what the preemptions left over
+    q.submit([JobSpec("b-late", gpus=1, priority=PriorityClass.BATCH, duration_s=5),
+              JobSpec("h0", gpus=2, priority=PriorityClass.HIGH, duration_s=50),
+              JobSpec("h1", gpus=2, priority=PriorityClass.HIGH, duration_s=70)], now=1)
+    started = q.schedule(1)
+    assert {"h0", "h1"} <= set(started)
+    assert q.jobs["b-late"].status == PENDING  # lowest class: it may not preempt its own class
+    assert sum(r.status == RUNNING for r in q.jobs.values()) == 6 and q.counters["preemptions"] == 4
+
+
+def test_a_shape_that_did_not_fit_does_not_hide_a_smaller_one() -> None:
+    q = make_queue()
+    q.submit([JobSpec("x", gpus=4, duration_s=10), JobSpec("y", gpus=1, duration_s=10)], now=0)
+    assert q.schedule(0) == ["x", "y"]  # 3 GPUs left, on one node
+    q.submit([JobSpec("big", gpus=4, duration_s=10), JobSpec("big2", gpus=4, duration_s=20),
+              JobSpec("small", gpus=1, duration_s=10), JobSpec("three", gpus=2, duration_s=10)], now=1)
+    assert q.schedule(1) == ["small", "three"]
+    q.complete("x", 5)  # frees a whole node: the next pass places a 4-GPU job again
+    assert q.schedule(5) == ["big"]
