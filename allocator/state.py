@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from gpufleet.exporter.errors import InputError, NotFound
 from gpufleet.exporter.schema import Snapshot
+from gpufleet.models.failure_base import Risk
 
 FULL = 1000
 """One whole GPU in thousandths."""
@@ -120,6 +121,7 @@ class ClusterState:
         self.node_health = np.zeros(n, dtype=np.int8)
         self.gpu_health = np.zeros((n, g), dtype=np.int8)
         self.risk = np.zeros((n, g), dtype=np.float64)
+        self.risk_horizon_s = 86400.0  # ``risk`` is P(failure within this many seconds): see set_risk
         self.util = np.zeros((n, g), dtype=np.float64)
         self.mem_used = np.zeros((n, g), dtype=np.float64)
         self.max_free = np.zeros(n, dtype=np.int32)
@@ -209,13 +211,19 @@ class ClusterState:
             if where is not None:
                 self.set_observed(uuid, bool(up))
 
-    def set_risk(self, risk: Mapping[str, float], default: float = 0.0) -> None:
-        """Predicted failure probability per GPU uuid (for one horizon); GPUs not named get ``default``."""
-        self.risk[:] = default
+    def set_risk(self, risk: Mapping[str, Risk | float], default: float = 0.0) -> None:
+        """Predicted failure risk per GPU uuid; GPUs not named get ``default``.
+
+        Values are :class:`models.failure_base.Risk` (a probability with its horizon): ``risk`` then holds
+        them over the first value's horizon (``risk_horizon_s``; others are converted). Plain floats are
+        probabilities over the current ``risk_horizon_s``."""
+        horizon = next((r.horizon_s for r in risk.values() if isinstance(r, Risk)), self.risk_horizon_s)
+        self.risk[:] = Risk(default, self.risk_horizon_s).over(horizon).p
+        self.risk_horizon_s = horizon
         for uuid, r in risk.items():
             where = self._uuid_index.get(uuid)
             if where is not None:
-                self.risk[where] = float(r)
+                self.risk[where] = r.over(horizon).p if isinstance(r, Risk) else float(r)
         self.risk[~self.gpu_present] = 0.0
 
     def locate(self, uuid: str) -> tuple[int, int]:

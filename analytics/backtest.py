@@ -5,7 +5,11 @@ forecasts ``horizon`` steps.  Origins carry a role: ``"val"`` (choose the defaul
 cross-conformally, each origin from the other validation origins) and ``"test"`` (scored; calibrated from the
 ``n_cal`` origins immediately before it, so no test origin ever sees its own or later actuals).
 
+``naive_last`` (the last value) is always a scored candidate.  For a strict-lead backtest (every origin
+forecasts exactly one lead ahead) see :mod:`analytics.forecast_strict`.
+
 Metrics (NaN actuals are skipped everywhere):
+- ``mae``: mean absolute error (per series; the aggregate is the median over series).
 - ``mase``: MAE / in-sample MAE of the daily seasonal naive over the origin's training data (Hyndman).
 - ``relmae``: MAE / MAE of ``seasonal_naive_daily`` on the same origins and steps (ratio on the test itself).
 - ``smape``: mean of 200 |e| / (|y| + |f|) in percent (0/0 steps skipped).
@@ -200,8 +204,8 @@ def score(results: list[OriginResult], role: str = "test") -> dict[str, Any]:
     agg: dict[str, dict[str, float]] = {}
     for m in models:
         rows = [per[s][m] for s in per if m in per[s]]
-        a = {k: _nanmedian([r[k] for r in rows]) for k in ("mase", "relmae", "smape", "pinball", "coverage80",
-                                                             "coverage95")}
+        a = {k: _nanmedian([r[k] for r in rows]) for k in ("mae", "mase", "relmae", "smape", "pinball",
+                                                             "coverage80", "coverage95")}
         a["mase_mean"] = float(np.nanmean([r["mase"] for r in rows])) if rows else float("nan")
         agg[m] = a
     return {"models": agg, "series": per}
@@ -222,7 +226,9 @@ def choose_default(val_scores: dict[str, Any], candidates: list[str] | None = No
     return min(names, key=lambda m: (models[m]["mase"], models[m]["pinball"]))
 
 
-DEFAULT_MODELS = ("seasonal_naive_daily", "seasonal_naive_weekly", "seasonal_mean", "ets", "theta", "ensemble",
+#: always scored (added when not asked for), so the validation default is never worse than it there
+NAIVE = "naive_last"
+DEFAULT_MODELS = (NAIVE, "seasonal_naive_daily", "seasonal_naive_weekly", "seasonal_mean", "ets", "theta", "ensemble",
                   "combo")
 #: conformal widening factor, chosen on the Helios hourly VALIDATION origins (coverage80 closest to 0.80)
 WIDEN = 1.1
@@ -238,6 +244,7 @@ def evaluate(frame: pd.DataFrame, freq: str, horizon: int, season: int, models: 
     from gpufleet.models.forecast_base import forecasters
 
     reg = forecasters()
+    models = tuple(dict.fromkeys((NAIVE, *models)))
     unknown = [m for m in models if m not in reg]
     if unknown:
         raise ValueError(f"unknown forecaster(s): {', '.join(unknown)} (have {', '.join(sorted(reg))})")

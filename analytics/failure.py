@@ -90,6 +90,15 @@ def twin_history(seed: int, *, nodes: int = 12, gpus_per_node: int = 8, days: fl
     return History(panel, failures_by_uuid(twin.labels), jobs, source=f"twin seed {seed}", details=details)
 
 
+def with_features(h: History, groups: Sequence[str] | None = None) -> History:
+    """The history with the derived failure features (``analytics.failure_features``; ``groups``: only
+    those groups, e.g. ``("hist", "health")``) in its panel."""
+    from gpufleet.analytics.failure_features import GROUPS, add_features, select
+
+    return History(select(add_features(h.panel), GROUPS if groups is None else groups), h.failures, h.jobs,
+                   h.source, h.details)
+
+
 def concat(histories: Sequence[History]) -> History:
     """One history with every fleet's GPUs (same grid required)."""
     first = histories[0].panel
@@ -133,18 +142,30 @@ def precursor_oracle(ws: WindowSet, details: dict[tuple[str, float], dict[str, A
     return out
 
 
-def default_models(seed: int = 0, small: bool = False) -> dict[str, FailureModel]:
-    """The failure predictor and its baselines (``small``: tiny settings for tests)."""
-    from gpufleet.models.baselines import BoostedTreesFailure, LogisticFailure, OperatorRules
-    from gpufleet.models.lstm_failure import LSTMFailure
+MODEL_SETTINGS: dict[str, dict[str, Any]] = {
+    "gbt": {"max_iter": 100, "features": "transfer"},
+    "lstm_failure": {"epochs": 15, "hidden": 32, "pool": 6},
+}
+"""Evaluation settings per failure model (others: their defaults); ``SMALL_SETTINGS`` for tests."""
+SMALL_SETTINGS: dict[str, dict[str, Any]] = {
+    "gbt": {"max_iter": 30, "features": "transfer"},
+    "lstm_failure": {"epochs": 2, "hidden": 8, "pool": 6},
+}
 
-    return {
-        "rules": OperatorRules(seed=seed),
-        "logistic": LogisticFailure(seed=seed),
-        "gbt": BoostedTreesFailure(max_iter=30 if small else 100, features="transfer", seed=seed),
-        "lstm_failure": LSTMFailure(epochs=2 if small else 15, hidden=8 if small else 32, pool=6,
-                                    seed=seed),
-    }
+
+def default_models(seed: int = 0, small: bool = False, *, window_s: float = 6 * HOUR,
+                   input_step_s: float | None = None) -> dict[str, FailureModel]:
+    """Every failure predictor of the registry (``models.failure_models``, kind "failure"), with its
+    evaluation settings (``small``: tiny settings for tests), reading ``window_s`` windows."""
+    from gpufleet.models import failure_models
+
+    settings = SMALL_SETTINGS if small else MODEL_SETTINGS
+    out: dict[str, FailureModel] = {}
+    for name, cls in failure_models().items():
+        if issubclass(cls, FailureModel):
+            out[name] = cls(**settings.get(name, {}), window_s=window_s, input_step_s=input_step_s,  # type: ignore[call-arg]
+                            seed=seed)
+    return out
 
 
 def _alarm_outcomes(ws: WindowSet, p: np.ndarray, j: int, thr: float, jobs: list[JobSpan],
@@ -211,7 +232,7 @@ def evaluate_twin(*, train_seeds: Sequence[int] = (1, 2), test_seeds: Sequence[i
                   window: float = 6 * HOUR, stride: float = HOUR, horizons: Sequence[float] = HORIZONS,
                   split_fraction: float = 0.6, models: dict[str, FailureModel] | None = None, seed: int = 0,
                   input_step: float | None = None, recent: float | None = None,
-                  histories: dict[int, History] | None = None,
+                  histories: dict[int, History] | None = None, derived: bool | Sequence[str] = False,
                   progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train on ``train_seeds`` before the split time, test on the held-out ``test_seeds`` after it.
 
@@ -219,7 +240,10 @@ def evaluate_twin(*, train_seeds: Sequence[int] = (1, 2), test_seeds: Sequence[i
     the rows those of ``recent``-long windows whatever ``window`` is, and lets test windows *end*
     ``recent`` after the split (their earlier context belongs to the held-out fleet, which no model
     trains on), so short and long windows are scored on the same GPUs and hours. ``histories``
-    reuses twin runs already made (seed -> :func:`twin_history`).
+    reuses twin runs already made (seed -> :func:`twin_history`). ``derived`` adds the event-history,
+    deviation and telemetry-health features of ``analytics.failure_features`` (per fleet, before the
+    split: each is causal; a sequence of group names adds only those). Off by default: on the validation
+    fleet they did not raise the 24 h PR-AUC (docs/failure-prediction.md). The precursor oracle is scored on the same test rows beside the models.
     """
     hist = dict(histories or {})
     for s in (*train_seeds, *test_seeds):
@@ -230,6 +254,9 @@ def evaluate_twin(*, train_seeds: Sequence[int] = (1, 2), test_seeds: Sequence[i
         hist[s] = twin_history(s, nodes=nodes, gpus_per_node=gpus_per_node, days=days, step=step,
                                rate_multiplier=rate_multiplier)
     split = TWIN_START + split_fraction * days * DAY
+    if derived:
+        groups = None if derived is True else tuple(derived)  # type: ignore[arg-type]
+        hist = {s: with_features(h, groups) for s, h in hist.items() if s in (*train_seeds, *test_seeds)}
     train = _windows(concat([hist[s] for s in train_seeds]), window, stride, horizons, input_step, recent)
     test_h = concat([hist[s] for s in test_seeds])
     test_all = _windows(test_h, window, stride, horizons, input_step, recent)
@@ -238,8 +265,9 @@ def evaluate_twin(*, train_seeds: Sequence[int] = (1, 2), test_seeds: Sequence[i
         _, test = time_split(test_all, split)
     else:
         test = test_all.subset(np.flatnonzero(test_all.t_end >= split + recent))
-    models = models if models is not None else default_models(seed)
+    models = models if models is not None else default_models(seed, window_s=window, input_step_s=input_step)
     res = evaluate_windows(models, train, test, stride=stride, jobs=test_h.jobs, progress=progress)
+    res["precursor_oracle"] = oracle_figures(test, test_h.details, stride=stride)
     meta = {"source": "twin (designed precursors: flattering)", "train_seeds": list(train_seeds),
             "test_seeds": list(test_seeds), "gpus_per_fleet": nodes * gpus_per_node, "days": days, "step_s": step,
             "rate_multiplier": rate_multiplier, "window_h": window / HOUR, "stride_h": stride / HOUR,
@@ -252,6 +280,18 @@ def evaluate_twin(*, train_seeds: Sequence[int] = (1, 2), test_seeds: Sequence[i
             "failures_test_fleets": int(sum(len(hist[s].failures.get(u, [])) for s in test_seeds
                                             for u in hist[s].panel.uuids))}
     return {"dataset": "twin", "meta": meta, "models": res}
+
+
+def oracle_figures(test: WindowSet, details: dict[tuple[str, float], dict[str, Any]], *,
+                   stride: float = HOUR) -> dict[str, Any]:
+    """The precursor oracle's figures per horizon on the test rows (the ceiling beside the models)."""
+    per_h: dict[str, Any] = {}
+    for j, h in enumerate(test.horizons):
+        y, p = test.y[:, j], precursor_oracle(test, details, horizon=h)
+        block = summarise_binary(y, p, gpu_days=test.gpu_days(stride))
+        block["_scores"] = (y, p)
+        per_h[horizon_label(h)] = block
+    return per_h
 
 
 def _windows(h: History, window: float, stride: float, horizons: Sequence[float], input_step: float | None = None,
@@ -276,21 +316,27 @@ def public(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def train_and_register(history: History, registry: Any, *, as_of: float, model: FailureModel | None = None,
-                       window: float = 6 * HOUR, stride: float = HOUR, horizons: Sequence[float] = HORIZONS,
+                       stride: float = HOUR, horizons: Sequence[float] = HORIZONS,
                        validation_fraction: float = 0.25, challenge_horizon: str = "24h",
-                       input_step: float | None = None, recent: float | None = None) -> dict[str, Any]:
+                       recent: float | None = None, derived: bool = False) -> dict[str, Any]:
     """Fit on data before the validation slice, store the version, challenge the champion on the slice.
 
     Only data up to ``as_of`` is used. The validation slice is the last ``validation_fraction`` of the
-    span; training windows end (with their longest horizon) before it starts. ``input_step`` coarsens
-    the history first (e.g. 1800 s with ``window=72 h``); the model remembers its window and step
-    (``window_s_``, ``input_step_s_``) so :func:`analytics.scoring.score_panel` feeds it the same.
+    span; training windows end (with their longest horizon) before it starts. The window length and the
+    input step are the model's hyperparameters (``window_s``, ``input_step_s``, e.g. 72 h at 1800 s), so
+    :func:`analytics.scoring.score_panel` feeds it the same.
     """
+    from gpufleet.analytics.failure_features import add_features
     from gpufleet.models.lstm_failure import LSTMFailure
+
+    m = model if model is not None else LSTMFailure()
+    window, input_step = float(m.window_s), m.input_step_s
 
     panel = history.panel
     keep = panel.times <= as_of
     panel = Panel(panel.uuids, panel.times[keep], panel.fields, panel.values[:, keep], panel.nodes, panel.models)
+    if derived:  # the event-history / deviation / telemetry-health channels (analytics.failure_features)
+        panel = add_features(panel)
     if input_step:
         panel = coarsen(panel, input_step)
     failures = {u: f[f <= as_of] for u, f in history.failures.items()}
@@ -314,9 +360,7 @@ def train_and_register(history: History, registry: Any, *, as_of: float, model: 
 
         raise InputError(f"not enough labelled history to train: {len(train)} training windows, "
                          f"{int(train.y.sum()) if len(train) else 0} positive (need failures before {split:.0f})")
-    m = model if model is not None else LSTMFailure()
     m.fit(train.X, train.mask, train.y, feature_names=train.feature_names, horizons=train.horizons)
-    m.window_s_, m.input_step_s_ = float(window), float(panel.step)  # type: ignore[attr-defined]
     metrics: dict[str, Any] = {}
     val_scores = np.zeros(0)
     if len(val):
@@ -328,6 +372,9 @@ def train_and_register(history: History, registry: Any, *, as_of: float, model: 
                             extra={"train_windows": len(train), "validation_windows": len(val), "split": split,
                                    "step_s": panel.step, "window_s": window, "stride_s": stride,
                                    "source": history.source})
+    have = [horizon_label(h) for h in horizons]
+    if challenge_horizon not in have:  # short history: challenge on the longest horizon it supports
+        challenge_horizon = have[-1]
     decision = registry.challenge(version, val.X, val.mask, val.y, horizon=challenge_horizon, as_of=as_of) \
         if len(val) else None
     return {"version": version, "metrics": metrics, "train_windows": len(train), "validation_windows": len(val),

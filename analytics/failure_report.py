@@ -13,7 +13,9 @@ import numpy as np
 
 PROVENANCE = {
     "twin": "**Source: the digital twin.** Its failure precursors were designed by us, so these figures "
-            "flatter every model; they show the pipeline works, not how it does on a real fleet.",
+            "flatter every model; they show the pipeline works, not how it does on a real fleet. "
+            "`precursor_oracle` is the ceiling: an observer who reads every precursor the twin draws perfectly "
+            "(failures without one get 0).",
     "titan": "**Source: real records** — ORNL Titan GPU lifetimes (SC '20), time split; no telemetry, "
              "static covariates only.",
     "infinitehbd": "**Source: real records** — StepFun InfiniteHBD node fault trace (SIGCOMM '25), time split; "

@@ -3,9 +3,11 @@
 Demand = GPUs allocated plus GPUs requested by queued jobs.  Series are returned as a wide frame on a regular
 grid (index: time, one column per series; NaN = missing).
 
-Outages: a step where the whole cluster (the sum over every series in the input) reads exactly 0 is an
-outage of the collector, not zero demand.  :func:`mask_outages` sets those steps to NaN in every series
-*before* aggregation; an aggregated bucket with under ``min_valid`` of its raw steps observed is NaN.
+Zeros are demand.  A step is missing only where the data has no row (no value), or where the user names the
+value that marks an outage (``outage_value``, e.g. ``--outage-value 0``): then a step where the whole cluster
+(the sum over every series in the input) reads exactly that value is an outage of the collector, and
+:func:`mask_outages` sets it to NaN in every series *before* aggregation.  An aggregated bucket with under
+``min_valid`` of its raw steps observed is NaN.
 Forecasters fill NaN steps for fitting with the median of the same time-of-day slot over the other days
 (:func:`models.forecast_base.fill_missing`); backtests skip NaN steps when scoring and when computing the
 MASE scale.
@@ -52,10 +54,14 @@ def load_csv(path: str | Path, time_col: str = "time", value_col: str = "value",
     return wide
 
 
-def mask_outages(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
-    """(frame with outage steps NaN in every column, boolean outage mask).  See the module docstring."""
+def mask_outages(raw: pd.DataFrame, outage_value: float | None = None) -> tuple[pd.DataFrame, pd.Series]:
+    """(frame with outage steps NaN in every column, boolean outage mask).  Without ``outage_value`` only
+    steps with no value in any series are outages (zeros are demand); with it, also the steps where the whole
+    cluster reads exactly ``outage_value``.  See the module docstring."""
     total = raw.sum(axis=1, min_count=1)
-    out_mask = (total == 0) | total.isna()
+    out_mask = total.isna()
+    if outage_value is not None:
+        out_mask = out_mask | (raw == float(outage_value)).all(axis=1)
     return raw.mask(out_mask, np.nan), out_mask
 
 
@@ -93,18 +99,20 @@ def with_total(wide: pd.DataFrame) -> pd.DataFrame:
 
 
 def demand_from_csv(path: str | Path, time_col: str, value_col: str, series_col: str | None, freq: str,
-                    agg: str = "mean") -> pd.DataFrame:
-    """Demand frame from a CSV (outages masked, aggregated to ``freq``)."""
-    raw, _ = mask_outages(load_csv(path, time_col, value_col, series_col))
+                    agg: str = "mean", outage_value: float | None = None) -> pd.DataFrame:
+    """Demand frame from a CSV (outages masked when ``outage_value`` is given, aggregated to ``freq``)."""
+    raw, _ = mask_outages(load_csv(path, time_col, value_col, series_col), outage_value)
     return aggregate(raw, freq, agg)
 
 
 def demand_from_helios(folder: str | Path, freq: str = "1h", agg: str = "mean",
-                       field: str = "running_gpu_num+pending_gpu_num", total: bool = True) -> pd.DataFrame:
-    """Helios per-VC demand (+ ``total``) at ``freq``: outages masked at minute resolution, then aggregated."""
+                       field: str = "running_gpu_num+pending_gpu_num", total: bool = True,
+                       outage_value: float | None = None) -> pd.DataFrame:
+    """Helios per-VC demand (+ ``total``) at ``freq``: outages (only where ``outage_value`` says) masked at
+    minute resolution, then aggregated."""
     from gpufleet.analytics.helios import field_frame, load_all
 
-    raw, _ = mask_outages(field_frame(load_all(folder), field))
+    raw, _ = mask_outages(field_frame(load_all(folder), field), outage_value)
     if total:
         raw = with_total(raw)
     return aggregate(raw, freq, agg)
@@ -114,9 +122,10 @@ DEMAND_FIELDS = ("allocated_gpus", "queue_pending_gpus")
 
 
 def demand_from_history(reader: Any, since: Any, until: Any, freq: str = "1h", agg: str = "mean",
-                        fields: tuple[str, ...] = DEMAND_FIELDS) -> pd.DataFrame:
+                        fields: tuple[str, ...] = DEMAND_FIELDS, outage_value: float | None = None) -> pd.DataFrame:
     """Demand from a history reader (``analytics.history.base.HistoryReader``): GPUs allocated (per
-    ``gpu_type`` label when present) plus GPUs requested by queued jobs.  One column per GPU type and
+    ``gpu_type`` label when present) plus GPUs requested by queued jobs (steps without samples are missing;
+    with ``outage_value`` also the steps where the total reads it).  One column per GPU type and
     ``total``; queued GPUs carry no type, so they are added to ``total`` (and to the only type, if one)."""
     step = pd.Timedelta(freq).total_seconds()
     frame = reader.read(list(fields), since, until, step=step, agg=agg if agg != "sum" else "mean")
@@ -142,5 +151,51 @@ def demand_from_history(reader: Any, since: Any, until: Any, freq: str = "1h", a
     else:
         wide[TOTAL] = queued
     wide = wide.asfreq(freq)
-    raw, _ = mask_outages(wide[[TOTAL]])
+    raw, _ = mask_outages(wide[[TOTAL]], outage_value)
     return wide.where(raw[TOTAL].notna(), np.nan, axis=0)
+
+
+GENAI_FILE = "pod_gpu_duty_cycle_anon.tar.gz"
+
+
+def demand_from_genai(folder: str | Path, freq: str = "1min", file: str = GENAI_FILE, total: bool = True,
+                      min_coverage: float = 0.9, max_series: int | None = None) -> pd.DataFrame:
+    """The Alibaba GenAI 2026 per-pod GPU series (default: duty cycle, as busy-GPU equivalents 0-1) on a
+    ``freq`` grid: one column per pod (NaN where the pod has no sample) plus ``total`` (the sum over the pods
+    that reported; NaN only where none did).  Timestamps are the trace's shifted Unix seconds, read as UTC
+    times (only relative time is meaningful).  Pods with a sample in under ``min_coverage`` of the steps are
+    left out of the per-pod columns (they still count in ``total``); ``max_series`` keeps the pods with the
+    most samples."""
+    import tarfile
+
+    p = Path(folder) / file if Path(folder).is_dir() else Path(folder)
+    try:
+        with tarfile.open(p, "r:gz") as tar:
+            member = next((m for m in tar.getmembers() if m.isfile() and m.name.endswith(".csv")), None)
+            if member is None:
+                raise InputError("no CSV inside the archive", path=str(p))
+            fh = tar.extractfile(member)
+            if fh is None:
+                raise InputError("cannot read the CSV inside the archive", path=str(p))
+            df = pd.read_csv(fh)
+    except (OSError, tarfile.TarError, EOFError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise InputError(f"cannot read the GenAI archive: {exc}", path=str(p)) from exc
+    for col in ("timestamp_anon", "container_ip", "value"):
+        if col not in df.columns:
+            raise InputError(f"missing column {col!r}", path=str(p), column=col)
+    scale = 0.01 if "duty_cycle" in file else 1.0
+    t = pd.to_datetime(pd.to_numeric(df["timestamp_anon"], errors="coerce"), unit="s").dt.round(freq)
+    vals = pd.to_numeric(df["value"], errors="coerce") * scale
+    long = pd.DataFrame({"time": t, "pod": df["container_ip"].astype(str).str[:8], "value": vals}).dropna()
+    wide = long.pivot_table(index="time", columns="pod", values="value", aggfunc="mean").sort_index()
+    wide.columns.name = None
+    wide = wide.asfreq(freq)
+    pods = wide
+    wide = wide.loc[:, wide.notna().mean() >= min_coverage]
+    if max_series is not None and wide.shape[1] > max_series:
+        keep = wide.notna().sum().sort_values(ascending=False).index[:max_series]
+        wide = wide[sorted(keep)]
+    if total:
+        wide = wide.copy()
+        wide[TOTAL] = pods.sum(axis=1, min_count=1)
+    return wide

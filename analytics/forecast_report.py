@@ -43,11 +43,30 @@ def _fmt(v: Any) -> str:
 
 
 def metrics_table(models: dict[str, dict[str, float]], default: str | None = None) -> str:
-    keys = ["mase", "relmae", "smape", "pinball", "coverage80", "coverage95"]
+    keys = ["mae", "mase", "relmae", "smape", "pinball", "coverage80", "coverage95"]
     lines = ["| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for m in sorted(models, key=lambda m: models[m].get("mase", np.inf)):
         mark = " (default)" if m == default else ""
         lines.append(f"| {m}{mark} | " + " | ".join(_fmt(models[m].get(k)) for k in keys) + " |")
+    return "\n".join(lines)
+
+
+STRICT_KEYS = ("mae", "naive_mae", "ratio", "mase", "relmae", "coverage80", "coverage95")
+
+
+def strict_table(summary: dict[str, Any]) -> str:
+    """Markdown table of a strict-lead backtest: per model, the median over series and, when present, the
+    ``total`` series; MAE beside naive_last's, MASE and relMAE (vs seasonal naive) beside 80/95 % coverage."""
+    default = summary.get("default")
+    models = summary["models"]
+    total = summary["series"].get("total", {})
+    head = ["model", "series", *STRICT_KEYS]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for m in sorted(models, key=lambda m: models[m].get("ratio", np.inf)):
+        mark = " (default)" if m == default else ""
+        rows = [("median", models[m])] + ([("total", total[m])] if m in total else [])
+        for label, v in rows:
+            lines.append(f"| {m}{mark} | {label} | " + " | ".join(_fmt(v.get(k)) for k in STRICT_KEYS) + " |")
     return "\n".join(lines)
 
 

@@ -41,7 +41,7 @@ def gpufleet_version() -> str:
 @dataclass(frozen=True)
 class Decision:
     promoted: bool
-    champion: str
+    champion: str | None
     reason: str
     candidate_score: float | None
     champion_score: float | None
@@ -141,9 +141,17 @@ class Registry:
 
     def challenge(self, version: str, X: Any, mask: Any, y: np.ndarray, *, horizon: str = "24h",
                   as_of: float) -> Decision:
-        """Score the candidate and the champion on the same validation windows; promote if strictly better."""
+        """Score the candidate and the champion on the same validation windows; promote if strictly better.
+
+        A validation window with no failure at ``horizon`` cannot tell a model from a constant: the candidate
+        is then never promoted (not even as the first champion) and the champion stays."""
         candidate = self.load(version)
         current = self.champion()
+        failures = _failures_at(candidate, y, horizon)
+        if not failures:
+            keep = f"keeping champion {current}" if current else "no champion yet"
+            return Decision(False, current, f"not promoted: the validation window holds no failure within "
+                            f"{horizon} ({len(y)} windows); {keep}", None, None)
         cand = _score(candidate, X, mask, y, horizon)
         if current is None:
             self._set_champion(version, as_of)
@@ -156,6 +164,16 @@ class Registry:
             return Decision(True, version, f"PR-AUC {horizon} {cand:.4f} > {champ if champ is None else round(champ, 4)}",
                             cand, champ)
         return Decision(False, current, f"PR-AUC {horizon} {cand} does not beat the champion's {champ}", cand, champ)
+
+
+def _failures_at(model: Any, y: np.ndarray, horizon: str) -> int:
+    """Positive validation windows at ``horizon`` (the label column of the model's horizon)."""
+    from gpufleet.models.failure_base import horizon_label
+
+    labels = [horizon_label(h) for h in getattr(model, "horizons_", ())]
+    if len(y) == 0 or horizon not in labels or labels.index(horizon) >= y.shape[1]:
+        return 0
+    return int(np.asarray(y)[:, labels.index(horizon)].sum())
 
 
 def _score(model: Any, X: Any, mask: Any, y: np.ndarray, horizon: str) -> float | None:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from gpufleet.analytics.datasets import Panel, coarsen
 from gpufleet.exporter.schema import Sample
-from gpufleet.models.failure_base import horizon_label
+from gpufleet.models.failure_base import FailureModel, Risk, horizon_label, parse_horizon
 
 
 @dataclass
@@ -42,6 +42,16 @@ class RiskScores:
         order = np.argsort(-self.risk[:, j], kind="stable")[:n]
         return [(self.uuids[i], float(self.risk[i, j])) for i in order]
 
+    def at(self, horizon: str | float) -> dict[str, Risk]:
+        """Every GPU's :class:`Risk` for ``horizon`` (e.g. ``settings.serve.risk_horizon``): the model's own
+        column when it has that horizon, else converted from its nearest one (constant hazard)."""
+        want = parse_horizon(horizon)
+        if not self.horizons or not len(self.uuids):
+            return {}
+        j = int(np.argmin([abs(np.log(h / want)) for h in self.horizons]))
+        return {u: Risk(float(np.clip(self.risk[i, j], 0.0, 1.0)), self.horizons[j]).over(want)
+                for i, u in enumerate(self.uuids)}
+
     def samples(self) -> list[Sample]:
         """``failure_risk`` samples labelled by horizon, ready for a sink or the history store."""
         labels = [horizon_label(h) for h in self.horizons]
@@ -49,23 +59,27 @@ class RiskScores:
                 for i, u in enumerate(self.uuids) for j, h in enumerate(labels)]
 
 
-def model_input(model: Any, panel: Panel, window: float | None) -> tuple[Panel, float]:
-    """The panel on the model's input grid and the window length it was trained with.
+def model_input(model: FailureModel, panel: Panel, window: float | None) -> tuple[Panel, float]:
+    """The panel on the model's input grid and the window length it reads.
 
-    Models trained by ``analytics.failure.train_and_register`` remember ``window_s_`` and
-    ``input_step_s_``; a finer panel is coarsened to that step (counter increments summed), so the model
-    sees the same units it learnt from. Older models: 6 h windows on the panel as it is.
+    Both are the model's hyperparameters (``window_s``, ``input_step_s``); a finer panel is coarsened to
+    ``input_step_s`` (counter increments summed), so the model sees the same units it learnt from. A model
+    trained with derived features (``analytics.failure_features``) gets them derived from the panel.
     """
-    step = getattr(model, "input_step_s_", None)
+    from gpufleet.analytics.failure_features import add_features, needs_features
+
+    if needs_features(model.feature_names_):
+        panel = add_features(panel)
+    step = model.input_step_s
     if step and len(panel.times) > 1 and step > panel.step * 1.5:
         panel = coarsen(panel, step)
-    return panel, float(window if window is not None else getattr(model, "window_s_", 6 * 3600.0))
+    return panel, float(window if window is not None else model.window_s)
 
 
-def score_panel(model: Any, panel: Panel, *, window: float | None = None, version: str | None = None) -> RiskScores:
+def score_panel(model: FailureModel, panel: Panel, *, window: float | None = None, version: str | None = None) -> RiskScores:
     """Score every GPU of a prepared panel on its latest window (one batch, one model for the fleet).
 
-    ``window`` defaults to the one the model was trained with (6 h for models that do not say).
+    ``window`` defaults to the model's ``window_s``.
     """
     panel, window = model_input(model, panel, window)
     X, mask = latest_windows(align_fields(panel, tuple(model.feature_names_)), window)
@@ -120,7 +134,7 @@ def top_signals(model: Any, X: np.ndarray, mask: np.ndarray, *, horizon: str = "
     return out
 
 
-def explain_top(model: Any, panel: Panel, scores: RiskScores, *, n: int = 10, horizon: str = "24h",
+def explain_top(model: FailureModel, panel: Panel, scores: RiskScores, *, n: int = 10, horizon: str = "24h",
                 window: float | None = None, k: int = 3) -> RiskScores:
     """Fill ``scores.signals`` for the ``n`` riskiest GPUs."""
     panel, window = model_input(model, panel, window)

@@ -1,7 +1,7 @@
 """Risk-aware vs risk-blind placement in the digital twin, with failures on, over several seeds.
 
 Usage: python benchmarks/allocator_risk_twin.py [--seeds 101-120] [--days 7] [--nodes 16] [--rate 300]
-       [--arms blind,prior,live] [--risk-weight 1000] [--window-h 6] [--opt KEY=VALUE] [--json]
+       [--arms blind,prior] [--risk-weight 1000] [--opt KEY=VALUE] [--json]
 
 Every arm runs the same twin (same seed: same inventory, workload and failure draws; the benchmark checks
 that the failure labels agree) with the composite default policy through ``allocator.twin_placer``:
@@ -9,11 +9,10 @@ that the failure labels agree) with the composite default policy through ``alloc
 * ``blind``: risk weight 0;
 * ``prior``: each GPU's probability of failing within 24 h from what an operator knows without telemetry
   (GPU age through Titan's hazard by year of life, slot and rack position, the InfiniteHBD base rate × the
-  rate multiplier; the inventory facts the twin draws failures from);
-* ``live``: the prior combined with :class:`allocator.live_risk.LiveRisk` over the twin's exported samples
-  (one fleet snapshot every ``--observe-min`` minutes, rules over a ``--window-h`` window); it never reads
-  the twin's failure schedule;
-* ``telemetry``: the live telemetry risk alone (no prior).
+  rate multiplier; the inventory facts the twin draws failures from).
+
+Risk from telemetry comes from the failure predictor (``analytics.failure``, one estimator); its ranking is
+measured by ``gpufleet failure evaluate --dataset twin`` and ``benchmarks/failure_twin_windows.py``.
 
 ``--rate`` multiplies the twin's failure rate (300: ~0.04 failures per GPU-day instead of ~1.4e-4) so a
 week sees enough failures to compare; precursor lead times and repair times are not accelerated. Figures:
@@ -28,7 +27,6 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +34,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gpufleet.allocator.live_risk import LiveRisk
 from gpufleet.allocator.policies import make_policy
 from gpufleet.allocator.twin_placer import PolicyPlacer, measure
 from gpufleet.simulator.failures import BASE_RATE_PER_GPU_DAY, age_multiplier
@@ -44,7 +41,7 @@ from gpufleet.simulator.inventory import RACK_HAZARD, SLOT_HAZARD
 from gpufleet.simulator.twin import Twin, TwinConfig
 
 START = 1_767_225_600.0  # 2026-01-01
-ARMS = ("blind", "prior", "live", "telemetry")
+ARMS = ("blind", "prior")
 
 
 def _inventory_hazard(twin: Twin, rate: float) -> np.ndarray:
@@ -68,25 +65,9 @@ def true_hazard(twin: Twin, rate: float) -> np.ndarray:
     return np.asarray(BASE_RATE_PER_GPU_DAY / 86400.0 * rate * age_multiplier(fm.age0 + elapsed) * fm.pos_mult)
 
 
-def live_feed(twin: Twin, live: LiveRisk, every_s: float) -> Callable[[], np.ndarray]:
-    """The ``placer.risk`` hook: hands the live risk a fleet snapshot (what the exporters export) at most
-    every ``every_s`` seconds of simulated time, then returns its risk."""
-    last = [-np.inf]
-
-    def risk() -> np.ndarray:
-        now = float(twin.now or START)
-        if now - last[0] >= every_s:
-            live.observe([s for i in range(len(twin.nodes)) for s in twin.snapshot(i, now).samples], now)
-            last[0] = now
-        return live()
-
-    return risk
-
-
 def run_arm(seed: int, risk_weight: float, days: float, nodes: int, rate: float, risk: str = "prior",
-            window_h: float = 6.0, observe_min: float = 15.0, detail: bool = False,
-            options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One twin run placed by the composite default; ``risk``: prior | live | telemetry (unused at weight 0);
+            detail: bool = False, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One twin run placed by the composite default; ``risk``: prior (unused at weight 0);
     ``options``: further keyword arguments of the composite policy (e.g. ``risk_cost="node_max"``)."""
     cfg = TwinConfig(nodes=nodes, gpus_per_node=8, seed=seed, failure_rate_multiplier=rate, step_s=300.0,
                      warmup_s=6 * 3600.0)
@@ -95,10 +76,6 @@ def run_arm(seed: int, risk_weight: float, days: float, nodes: int, rate: float,
     if risk_weight:
         if risk == "prior":
             placer.risk = lambda: prior_risk(twin, rate)
-        elif risk in ("live", "telemetry"):
-            prior = (lambda: prior_risk(twin, rate)) if risk == "live" else None
-            live = LiveRisk([g.uuid for g in twin.slots], prior=prior, window_s=window_h * 3600.0)
-            placer.risk = live_feed(twin, live, observe_min * 60.0)
         else:
             raise ValueError(f"unknown risk {risk!r}")
     out: dict[str, Any] = dict(measure(twin, START, days, hazard=lambda: true_hazard(twin, rate)))
@@ -183,9 +160,7 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, default=16)
     ap.add_argument("--rate", type=float, default=300.0)
     ap.add_argument("--risk-weight", type=float, default=1000.0)
-    ap.add_argument("--arms", default="blind,prior,live")
-    ap.add_argument("--window-h", type=float, default=6.0)
-    ap.add_argument("--observe-min", type=float, default=15.0)
+    ap.add_argument("--arms", default="blind,prior")
     ap.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                     help="composite policy option, e.g. risk_cost=node_max (the former risk term) or gang_guard=0")
     ap.add_argument("--json", action="store_true", help="one JSON line per seed")
@@ -201,8 +176,7 @@ def main() -> None:
         row: dict[str, Any] = {"seed": seed}
         for arm in arms:
             row[arm] = run_arm(seed, 0.0 if arm == "blind" else args.risk_weight, args.days, args.nodes, args.rate,
-                               risk=arm, window_h=args.window_h, observe_min=args.observe_min, detail=True,
-                               options=options)
+                               risk=arm, detail=True, options=options)
         fps = [row[a].pop("fingerprint") for a in arms]
         row["same_failures"] = all(fp == fps[0] for fp in fps)
         rows.append(row)

@@ -5,26 +5,42 @@ risk scoring (drain / taint risky nodes within the configured limits, audited), 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from gpufleet.api.backend import FleetView
 from gpufleet.exporter.catalogue import catalogue
 from gpufleet.exporter.errors import BackendUnavailable, GpufleetError
 from gpufleet.exporter.schema import Snapshot
 from gpufleet.exporter.sinks.prometheus import Family, build_families, render_text
+from gpufleet.scheduler import PeriodicTask
+from gpufleet.settings import ClusterSettings
 
 if TYPE_CHECKING:
-    from gpufleet.service import PeriodicTask, Service
+    from gpufleet.api.audit import AuditLog
+    from gpufleet.jobs import QueueJobService
 
 log = logging.getLogger("gpufleet.cluster")
 
 
 class ClusterLink:
-    def __init__(self, service: Service) -> None:
+    """``view``: the fleet view (devices, risk); ``jobs``: the job service (the extender's queue state);
+    ``latest``: the latest snapshot; ``audit``: the API's audit writer (None without the API);
+    ``on_pending``: where the Slurm read-out reports pending GPU demand (the autoscaling advice's)."""
+
+    def __init__(self, settings: ClusterSettings, *, view: FleetView, jobs: QueueJobService,
+                 latest: Callable[[], Snapshot | None], audit: AuditLog | None = None,
+                 on_pending: Callable[[float], None] | None = None, clock: Callable[[], float] = time.time) -> None:
         from gpufleet.integrations.build import build_remediators
 
-        self.service = service
-        self.settings = service.settings.cluster
-        self.audit: Any = None  # the API's AuditLog, when the API runs
+        self.settings = settings
+        self.view = view
+        self.jobs = jobs
+        self.latest = latest
+        self.clock = clock
+        self.audit = audit
+        self.on_pending = on_pending
         self.remediators = build_remediators(self.settings, audit=self._audit, node_of=self._node_of)
         self.advisor: Any = None
         self.slurm: Any = None
@@ -38,7 +54,7 @@ class ClusterLink:
             self.advisor = PowerAdvisor(step_s=self.settings.poll_interval)
 
     def _node_of(self) -> dict[str, str]:
-        return {u: d.node for u, d in self.service.fleet.devices.items()}
+        return {u: d.node for u, d in self.view.devices.items()}
 
     def _audit(self, action: Any) -> None:
         from gpufleet.integrations.remediation import audit_fields
@@ -51,7 +67,7 @@ class ClusterLink:
     def remediate(self, now: float) -> None:
         for r in self.remediators:
             try:
-                r.step(self.service.fleet.risk, now)
+                r.step(self.view.risk, now)
             except GpufleetError as exc:
                 log.warning("remediation through %s failed: %s", r.manager.name, exc)
 
@@ -71,20 +87,19 @@ class ClusterLink:
         except BackendUnavailable as exc:
             log.warning("Slurm read failed: %s", exc)
             return
-        snap = self.service.loop.latest()
-        ts = snap.ts if snap is not None else self.service.clock()
+        snap = self.latest()
+        ts = snap.ts if snap is not None else self.clock()
         by_index: dict[str, dict[int, str]] = {}
-        for d in self.service.fleet.devices.values():
+        for d in self.view.device_list():
             by_index.setdefault(d.node, {})[d.index] = d.uuid
         self.job_samples = job_info_samples(jobs, ts, uuid_by_index=by_index)
         self.slurm_pending = pending_by_partition(jobs)
-        self.service.analytics.pending.append(pending_gpus(jobs))
+        if self.on_pending is not None:
+            self.on_pending(float(pending_gpus(jobs)))
         if self.advisor is not None:
             self.advisor.observe(pending_gpus(jobs), idle_gpus(nodes), sum(1 for n in nodes if n.schedulable))
 
     def tasks(self) -> list[PeriodicTask]:
-        from gpufleet.service import PeriodicTask
-
         return [PeriodicTask("slurm_poll", self.settings.poll_interval, self.poll)] if self.slurm else []
 
     # -- exposition and routes -------------------------------------------------------------------
@@ -97,7 +112,7 @@ class ClusterLink:
             f = Family(m.name, m.type, m.help)
             f.samples.extend(("", (), labels, float(v)) for labels, v in rows)
             fams.append(f)
-        snap = self.service.loop.latest()
+        snap = self.latest()
         if snap is not None and self.job_samples:
             fams += build_families(Snapshot(ts=snap.ts, node=snap.node, devices=snap.devices,
                                             samples=list(self.job_samples)), "native", cat)
@@ -117,7 +132,7 @@ class ClusterLink:
             from gpufleet.integrations import k8s_extender
 
             def state() -> Any:
-                return k8s_extender.Extender(state=lambda: self.service.jobs.queue.state)
+                return k8s_extender.Extender(state=lambda: self.jobs.queue.state)
 
             out.append((k8s_extender.extender_router(state), k8s_extender.PERMISSIONS))
         return out

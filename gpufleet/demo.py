@@ -1,16 +1,22 @@
 """`gpufleet demo`: the whole loop on the embedded default, no GPU and no server needed.
 
-1. The digital twin (default 4 nodes x 8 GPUs) runs an accelerated two weeks with failures; its telemetry,
-   failure labels and demand go into the embedded history store.
-2. Jobs are placed by the allocator's risk-aware default policy. For the first part of the run the
-   risk is unknown (zero); at the training point the LSTM failure predictor is trained on the history so
-   far (a time split: it never sees the future), and from then on it scores every GPU every hour and the
-   placer keeps long jobs off risky GPUs.
-3. The alert engine watches the telemetry and the risk; notifications go to a local outbox (and to any
-   apprise URL given).
-4. The demand forecaster and the capacity planner run on the fleet's demand; dashboards, the capacity
-   and cost reports are written.
-5. A one-screen summary compares failures predicted with failures that happened.
+The demo drives the real service (:func:`gpufleet.service.build_service`) on the digital twin with a
+simulated clock: each step (5 simulated minutes) it collects, then runs what is due. Everything the
+service does in `serve` happens here the same way, only faster:
+
+1. The twin (default 4 nodes x 8 GPUs) runs an accelerated two weeks with failures; the service's store
+   sink writes its telemetry, with the fleet's demand and risk, into the embedded history store. The
+   twin's ground-truth failure labels go in beside it (only a simulation has them).
+2. A stream of batch jobs (a daily rhythm) is submitted to the service's job queue; the allocator's
+   risk-aware default policy places them on the simulated executor.
+3. The service's scheduled tasks run on the simulated clock: the sliding-window retraining of the
+   failure predictor (first at the training point: a time split, it never sees the future), risk
+   scoring of every GPU every hour (the risk reaches the placer and the alerts), the demand forecast.
+4. The service's alert engine watches the telemetry and the risk; notifications go to a local outbox
+   (and to any apprise URL given).
+5. Then the demo's own part: the backtested demand forecast and the capacity plan, dashboards, the
+   capacity and cost reports, and a one-screen summary comparing failures predicted with failures
+   that happened.
 
 Failure rates are accelerated (the calibrated ~5 % per GPU-year gives no failures on 32 GPUs in two
 weeks); precursors are the twin's own design, so the predictor's figures here flatter any model. Real
@@ -21,15 +27,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from gpufleet.exporter.errors import InputError
-from gpufleet.exporter.schema import EventKind, Sample, Snapshot
+from gpufleet.exporter.schema import EventKind
 
 DAY = 86400.0
 HOUR = 3600.0
@@ -47,6 +51,7 @@ class DemoConfig:
     train_after_days: float = 7.0
     notify_urls: list[str] = field(default_factory=list)
     start: float = 1_767_225_600.0  # 2026-01-01T00:00Z: a fixed start keeps runs identical
+    load: float = 0.6  # mean share of the fleet's GPUs the demo's job stream asks for
 
 
 @dataclass
@@ -70,152 +75,168 @@ class DemoResult:
     gpu_hours_lost: float
     seconds: float
     paths: dict[str, str]
+    risk_horizon: str = "24h"
+
+
+def demo_settings(cfg: DemoConfig, **overrides: Any) -> Any:
+    """The service's settings for the demo: the twin, the data folder ``cfg.out``, the simulated
+    executor, the alert outbox, and the scheduled tasks at the demo's pace (hourly scoring, a daily
+    forecast, the first training at the training point)."""
+    from gpufleet.settings import load_settings
+
+    outbox = cfg.out / "outbox"
+    routes = [{"name": "outbox", "urls": [f"outbox://{outbox.resolve()}"], "continue": True}]
+    routes += [{"name": f"route{i}", "urls": [u], "continue": True} for i, u in enumerate(cfg.notify_urls)]
+    values: dict[str, Any] = {
+        "data_dir": str(cfg.out),
+        "exporter": {"source": "twin", "interval": cfg.step},
+        "store": {"raw_retention_days": cfg.days + 2},
+        "twin": {"nodes": cfg.nodes, "gpus_per_node": cfg.gpus_per_node, "seed": cfg.seed},
+        "alerting": {"routes": routes},
+        "executor": {"kind": "simulated"},
+        "serve": {"score_interval": HOUR, "forecast_interval": DAY, "retrain_interval": cfg.train_after_days * DAY,
+                  "retrain_window_days": cfg.days + 1, "metrics_listen": "127.0.0.1:0"},
+    }
+    for section, vals in overrides.items():
+        values.setdefault(section, {}).update(vals)
+    return load_settings(None, values)
+
+
+class JobStream:
+    """The demo's users: batch jobs arriving at a daily rhythm (busy afternoons, quiet nights)."""
+
+    MEAN_HOURS = 3.0 * float(np.exp(0.8 ** 2 / 2))  # of the run-time distribution below
+
+    def __init__(self, seed: int, gpus: int, gpus_per_node: int, load: float) -> None:
+        self.rng = np.random.default_rng([seed, 11])
+        self.sizes = [g for g in (1, 1, 1, 2, 2, 4, 8) if g <= gpus_per_node]
+        self.per_hour = load * gpus / (float(np.mean(self.sizes)) * self.MEAN_HOURS)
+        self.n = 0
+
+    def arrivals(self, ts: float, step: float) -> list[dict[str, Any]]:
+        hour = (ts % DAY) / HOUR
+        rate = self.per_hour * (1.0 + 0.6 * np.sin(2 * np.pi * (hour - 9.0) / 24.0)) * step / HOUR
+        out = []
+        for _ in range(int(self.rng.poisson(rate))):
+            self.n += 1
+            out.append({"name": f"demo{self.n}", "gpus": int(self.rng.choice(self.sizes)),
+                        "duration_s": float(np.clip(self.rng.lognormal(np.log(3 * HOUR), 0.8), 600.0, 2 * DAY)),
+                        "checkpoint_interval_s": 1800.0})
+        return out
 
 
 def run(cfg: DemoConfig, progress: Any = None) -> DemoResult:
     """Run the demo; ``progress(stage, fraction)`` is called as it goes."""
-    from gpufleet.allocator.policies import make_policy
-    from gpufleet.allocator.twin_placer import PolicyPlacer
-    from gpufleet.analytics.datasets import FAILURE_FIELDS, panel_from_snapshots, prepare
-    from gpufleet.analytics.scoring import score_panel
-    from gpufleet.exporter.store import HistoryStore
-    from gpufleet.simulator.twin import Twin, TwinConfig
+    from gpufleet.models.failure_base import parse_horizon
+    from gpufleet.models.lstm_failure import LSTMFailure
+    from gpufleet.service import build_service
+    from gpufleet.simulator.twin import TwinConfig, TwinSource
 
     began = time.perf_counter()
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
     say = progress or (lambda stage, frac: None)
-
-    risk = np.zeros(cfg.nodes * cfg.gpus_per_node)
-    placer = PolicyPlacer(make_policy("default", seed=cfg.seed), risk=lambda: risk)
-    twin = Twin(TwinConfig(nodes=cfg.nodes, gpus_per_node=cfg.gpus_per_node, seed=cfg.seed,
-                           failure_rate_multiplier=cfg.failure_rate, fields="history", step_s=cfg.step,
-                           job_events=True), placer=placer)
+    settings = demo_settings(cfg)
+    horizon = settings.serve.risk_horizon
+    horizon_s = parse_horizon(horizon)
+    source = TwinSource(TwinConfig(nodes=cfg.nodes, gpus_per_node=cfg.gpus_per_node, seed=cfg.seed,
+                                   failure_rate_multiplier=cfg.failure_rate, fields="history", step_s=cfg.step,
+                                   job_events=True), start=cfg.start)
+    clock = [cfg.start]
+    svc = build_service(settings, source=source, clock=lambda: clock[0], with_api=False,
+                        failure_model=lambda: LSTMFailure(seed=cfg.seed, epochs=6))
+    twin = source.twin
     uuids = [g.uuid for g in twin.slots]
-    engine, outbox = _alert_engine(out, cfg.notify_urls)
-    store = HistoryStore(out / "history", raw_retention_days=cfg.days + 2, fsync=False)
-    recent: deque[Snapshot] = deque()
-    window_s = 6 * HOUR
-    train_at = cfg.start + cfg.train_after_days * DAY
-    model: Any = None
-    version: str | None = None
-    train_info: dict[str, Any] = {}
+    store = next(s.store for s in svc.sinks if getattr(s, "name", "") == "store")
+    scoring = svc.scheduler.task("score_failure_risk")
+    training = svc.scheduler.task("retrain_failure_model")
+    stream = JobStream(cfg.seed, len(uuids), cfg.gpus_per_node, cfg.load)
     risk_log: list[tuple[float, dict[str, float]]] = []
-    n_samples = 0
-    n_nodes = len(twin.nodes)
-    last_score = -1e18
     labels_written = 0
-    duration = cfg.days * DAY
+    trained_at: float | None = None
+    steps = round(cfg.days * DAY / cfg.step)
     try:
-        for i, snap in enumerate(twin.run(cfg.start, duration, cfg.step)):
-            ts = snap.ts
-            extra: list[Sample] = []
-            if i % n_nodes == n_nodes - 1:  # once per step: fleet demand, risk scoring, training, alerts
-                extra = _demand_samples(twin, ts)
-                if len(twin.labels) > labels_written:  # ground truth goes in as it happens, apart from telemetry
-                    store.write_labels(twin.labels[labels_written:])
-                    labels_written = len(twin.labels)
-                if model is None and ts >= train_at:
-                    store.flush()
-                    say("training the failure predictor", (ts - cfg.start) / duration)
-                    try:
-                        model, version, train_info = _train(out, store, ts, cfg.seed)
-                    except InputError as exc:  # too few failures so far: try again a simulated day later
-                        train_info = {"error": str(exc)}
-                        train_at = ts + DAY
-                if model is not None and ts - last_score >= HOUR and recent:
-                    last_score = ts
-                    panel = prepare(panel_from_snapshots(list(recent), ts - window_s, ts + cfg.step, cfg.step,
-                                                         FAILURE_FIELDS))
-                    scores = score_panel(model, panel, version=version)
-                    by_uuid = scores.by_uuid()
-                    risk[:] = [by_uuid.get(u, {}).get("24h", 0.0) for u in uuids]
-                    risk_log.append((ts, {u: by_uuid.get(u, {}).get("24h", 0.0) for u in uuids}))
-                    extra += scores.samples()
-                say("simulating the fleet", (ts - cfg.start + cfg.step) / duration)
-            snap_out = Snapshot(ts=ts, node=snap.node, devices=snap.devices, samples=[*snap.samples, *extra],
-                                events=snap.events, stats=snap.stats, up=snap.up)
-            store.write(snap_out)
-            n_samples += len(snap_out.samples)
-            recent.append(snap_out)
-            while recent and recent[0].ts < ts - window_s - cfg.step:
-                recent.popleft()
-            if i % n_nodes == 0 or extra:
-                engine.step([snap_out], now=ts)
-        store.write_labels(twin.labels[labels_written:])
+        for k in range(steps):
+            ts = cfg.start + k * cfg.step
+            clock[0] = ts
+            batch = stream.arrivals(ts, cfg.step)
+            if batch:
+                svc.jobs.submit(batch, "demo", "demo")
+            scored, trained = scoring.runs, training.runs
+            if training.due(ts) and ts > cfg.start:
+                say("training the failure predictor", (ts - cfg.start) / (cfg.days * DAY))
+            svc.step(ts)  # collect (per-cycle work), then what is due: scoring, training, forecast...
+            if len(twin.labels) > labels_written:  # the twin's ground truth, apart from telemetry
+                store.write_labels(twin.labels[labels_written:])
+                labels_written = len(twin.labels)
+            if training.runs > trained and trained_at is None and svc.stats.training_runs.get(
+                    ("lstm_failure", "promoted")):
+                trained_at = ts
+            if scoring.runs > scored and svc.fleet.risk:
+                risk_log.append((ts, {u: svc.fleet.risk.get(u, {}).get(horizon, 0.0) for u in uuids}))
+            say("simulating the fleet", (k + 1) / steps)
+        counters = dict(svc.jobs.queue.counters)
+        jobs = svc.jobs.list()
     finally:
-        store.close()
-    engine.save_state(force=True)
+        svc.stop()
 
+    from gpufleet.analytics.registry import Registry
+
+    registry = Registry(out / "models")
+    champion = registry.champion()
+    meta = registry.meta(champion) if champion is not None else {}
+    train_at = trained_at if trained_at is not None else cfg.start + cfg.train_after_days * DAY
     labels = [lab for lab in twin.labels if lab.kind == EventKind.FAILURE]
     after = [lab for lab in labels if lab.ts >= train_at]
-    predicted, ranked, alarms = _predicted(after, risk_log, threshold=0.5)
+    predicted, ranked, alarms = _predicted(after, risk_log, threshold=0.5, window_s=horizon_s)
     say("forecasting demand and planning capacity", 0.0)
     forecast, plan, cap_paths = _capacity(out, cfg)
     say("writing dashboards and reports", 0.0)
+    outbox = out / "outbox"
     paths = {"history": str(out / "history"), "models": str(out / "models"), "outbox": str(outbox),
-             **cap_paths, **_dashboards(out), **_cost(out, twin)}
+             **cap_paths, **_dashboards(out), **_cost(out, jobs, {d.uuid: d.model for d in twin.devices()})}
     notes = sorted(outbox.glob("*.json")) if outbox.exists() else []
     by_rule: dict[str, int] = {}
     seen: set[tuple[str, float | None]] = set()
     for note in notes:  # distinct alerts per rule (labels + firing time); repeat notifications count once
         for a in json.loads(note.read_text()).get("firing", []):
-            labels = a.get("labels", {})
-            key = (json.dumps(labels, sort_keys=True), a.get("fired_at"))
+            alabels = a.get("labels", {})
+            key = (json.dumps(alabels, sort_keys=True), a.get("fired_at"))
             if key not in seen:
                 seen.add(key)
-                name = labels.get("alertname", "?")
+                name = alabels.get("alertname", "?")
                 by_rule[name] = by_rule.get(name, 0) + 1
+    train_note: str | None = None
+    if champion is None:
+        train_note = (f"no model promoted: the training at day {cfg.train_after_days:g} found too few failures"
+                if cfg.days > cfg.train_after_days else
+                f"the predictor trains at day {cfg.train_after_days:g}; this run has {cfg.days:g} days")
+    placed = [j for j in jobs if j.get("started_at") is not None]
     result = DemoResult(
-        out=out, gpus=len(uuids), samples=n_samples, failures=len(labels), failures_after_training=len(after),
-        predicted=predicted, ranked_top3=ranked, alarms=alarms, model=(train_info.get("model") if train_info else None),
-        val_metrics=train_info.get("metrics", {}), train_note=train_info.get("error"), notifications=len(notes), alerts_by_rule=by_rule,
-        forecast=forecast, plan=plan, jobs=len(twin.jobs),
-        gpu_hours_lost=float(sum(getattr(j, "lost_gpu_hours", 0.0) for j in twin.jobs)),
-        seconds=time.perf_counter() - began, paths=paths)
+        out=out, gpus=len(uuids), samples=int(store_samples(svc)), failures=len(labels),
+        failures_after_training=len(after), predicted=predicted, ranked_top3=ranked, alarms=alarms,
+        model=f"lstm_failure {champion}" if champion is not None else None,
+        val_metrics=meta.get("metrics", {}) if isinstance(meta.get("metrics"), dict) else {},
+        train_note=train_note, notifications=len(notes), alerts_by_rule=by_rule,
+        forecast=forecast, plan=plan, jobs=len(placed), gpu_hours_lost=float(counters.get("gpu_hours_lost", 0.0)),
+        seconds=time.perf_counter() - began, paths=paths, risk_horizon=horizon)
     (out / "summary.json").write_text(json.dumps(_jsonable(result.__dict__), indent=2, default=str))
     return result
 
 
-def _alert_engine(out: Path, urls: list[str]) -> tuple[Any, Path]:
-    from gpufleet.alerting.setup import build_engine
-    from gpufleet.settings import AlertingSettings
-
-    outbox = out / "outbox"
-    routes = [{"name": "outbox", "urls": [f"outbox://{outbox.resolve()}"], "continue": True}]
-    routes += [{"name": f"route{i}", "urls": [u], "continue": True} for i, u in enumerate(urls)]
-    section = AlertingSettings.model_validate({"routes": routes, "state_dir": str(out / "alerting")})
-    return build_engine(section, out), outbox
-
-
-def _demand_samples(twin: Any, ts: float) -> list[Sample]:
-    """Fleet demand now: GPUs allocated (shares summed) and GPUs asked for by queued jobs."""
-    allocated = float(np.sum(twin.cluster.used))
-    queued = float(sum(j.n_gpus * j.share for j in twin.cluster.queue))
-    return [Sample("", "allocated_gpus", allocated, ts), Sample("", "queue_pending_gpus", queued, ts)]
-
-
-def _train(out: Path, store: Any, as_of: float, seed: int) -> tuple[Any, str | None, dict[str, Any]]:
-    from gpufleet.analytics.failure import store_history, train_and_register
-    from gpufleet.analytics.registry import Registry
-    from gpufleet.models.lstm_failure import LSTMFailure
-
-    history = store_history(out / "history", until=as_of, step=300.0)
-    registry = Registry(out / "models")
-    info = train_and_register(history, registry, as_of=as_of, model=LSTMFailure(seed=seed, epochs=6),
-                              horizons=(HOUR, DAY))
-    model = registry.load(info["version"])
-    info["model"] = f"{model.name} {info['version']}"
-    return model, info["version"], info
+def store_samples(svc: Any) -> int:
+    """Samples the service's store sink wrote in this run."""
+    return sum(int(getattr(s, "written_samples", 0)) for s in svc.sinks if getattr(s, "name", "") == "store")
 
 
 def _predicted(failures: list[Any], risk_log: list[tuple[float, dict[str, float]]], threshold: float,
-               top: int = 3) -> tuple[int, int, int]:
-    """Failures preceded by a 24 h risk above the threshold in the 24 h before them, failures whose GPU was
-    among the ``top`` riskiest of the fleet in that time, and hourly alarms above the threshold in all."""
+               top: int = 3, window_s: float = DAY) -> tuple[int, int, int]:
+    """Failures preceded by a risk (at the service's horizon) above the threshold in the ``window_s``
+    (that horizon) before them, failures whose GPU was among the ``top`` riskiest of the fleet in that
+    time, and hourly alarms above the threshold in all."""
     predicted = ranked = 0
     for f in failures:
-        before = [(ts, r) for ts, r in risk_log if f.ts - DAY <= ts < f.ts]
+        before = [(ts, r) for ts, r in risk_log if f.ts - window_s <= ts < f.ts]
         predicted += int(any(r.get(f.uuid, 0.0) > threshold for _, r in before))
         ranked += int(any(f.uuid in sorted(r, key=lambda u: -r[u])[:top] for _, r in before))
     alarms = sum(1 for _, r in risk_log for p in r.values() if p > threshold)
@@ -266,19 +287,20 @@ def _dashboards(out: Path) -> dict[str, str]:
     return {"dashboards": str(out / "grafana")}
 
 
-def _cost(out: Path, twin: Any) -> dict[str, str]:
-    """GPU-hours of the twin's jobs priced with the price book, by month (the cost report's table)."""
+def _cost(out: Path, jobs: list[dict[str, Any]], models: dict[str, str]) -> dict[str, str]:
+    """GPU-hours of the service's jobs priced with the price book, by month (the cost report's table)."""
     from gpufleet.allocator.cost import monthly, prices_from_book, write_monthly_csv
     from gpufleet.allocator.queue import Usage
 
     usage = []
-    for j in twin.jobs:
-        if j.start is None or not j.gpus:
+    end_of_run = max((j["finished_at"] or 0.0 for j in jobs), default=0.0)
+    for j in jobs:
+        if j.get("started_at") is None or not j.get("placement"):
             continue
-        end = j.end if j.end is not None else twin.now
-        model = twin.slots[j.gpus[0]].spec.model
-        usage.append(Usage(f"job{j.id}" if hasattr(j, "id") else "job", "demo", "demo", model.split("-")[0],
-                           float(len(j.gpus) * j.share), float(j.start), float(end)))
+        end = j["finished_at"] if j.get("finished_at") is not None else max(end_of_run, j["started_at"])
+        model = models.get(j["placement"][0], "gpu")
+        usage.append(Usage(j["id"], j.get("user") or "demo", j.get("team") or "demo", model.split("-")[0],
+                           float(len(j["placement"])), float(j["started_at"]), float(end)))
     book = prices_from_book(None, "on_demand", default_price=2.0)
     rows = monthly(usage, book)
     folder = out / "cost-report"

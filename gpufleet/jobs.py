@@ -42,8 +42,9 @@ from gpufleet.allocator.queue import (
 from gpufleet.allocator.state import FULL, Health
 from gpufleet.executors.base import ExecEvent, Executor, ExecutorError, RunSpec, read_log
 from gpufleet.executors.simulated import SimulatedExecutor
-from gpufleet.exporter.errors import Conflict, InputError, NotFound
+from gpufleet.exporter.errors import ConfigError, Conflict, InputError, NotFound
 from gpufleet.exporter.schema import Snapshot
+from gpufleet.models.failure_base import Risk
 from gpufleet.settings import JobsSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -67,10 +68,31 @@ def make_executor(settings: Settings) -> Executor:
         if ex.celery_broker_url is None:
             raise InputError("executor.kind = celery needs executor.celery_broker_url (redis://HOST:PORT/DB)")
         backend = ex.celery_result_backend or ex.celery_broker_url
+        visibility = ex.celery_visibility_timeout_s or settings.jobs.max_runtime_s + 3600.0
+        if visibility <= settings.jobs.max_runtime_s:
+            raise ConfigError(f"executor.celery_visibility_timeout_s ({visibility:g}) must exceed "
+                              f"jobs.max_runtime_s ({settings.jobs.max_runtime_s:g}), or a running job is "
+                              "handed to a second worker")
         return CeleryExecutor(ex.celery_broker_url.get_secret_value(), backend.get_secret_value(),
-                              heartbeat_timeout_s=ex.heartbeat_timeout_s,
-                              visibility_timeout_s=settings.jobs.max_runtime_s + 3600.0)
-    raise InputError(f"executor {ex.kind!r} is not available in this build; use local, celery or simulated")
+                              heartbeat_timeout_s=ex.heartbeat_timeout_s, visibility_timeout_s=visibility)
+    if ex.kind == "slurm":
+        from gpufleet.executors.slurm import SlurmExecutor
+        from gpufleet.integrations.build import slurm_client
+
+        return SlurmExecutor(slurm_client(settings.cluster), state_file=Path(settings.data_dir) / "jobs" / "slurm-runs.json",
+                             partition=ex.slurm_partition, account=ex.slurm_account, gpu_request=ex.slurm_gpu_request,
+                             gpu_types=ex.slurm_gpu_types, grace_s=settings.jobs.grace_s,
+                             poll_interval_s=ex.poll_interval_s)
+    if ex.kind == "kubernetes":
+        from gpufleet.executors.kubernetes import KubernetesExecutor, api_client
+
+        return KubernetesExecutor(api_client(settings.cluster), namespace=ex.kubernetes_namespace,
+                                  gpu_resource=ex.kubernetes_gpu_resource, pull_policy=ex.kubernetes_image_pull_policy,
+                                  pin=ex.kubernetes_pin, grace_s=settings.jobs.grace_s,
+                                  poll_interval_s=ex.poll_interval_s, timeout=settings.cluster.kubernetes_timeout,
+                                  checkpoint_pvc=ex.kubernetes_checkpoint_pvc)
+    raise InputError(f"executor {ex.kind!r} is not available in this build; use local, celery, slurm, kubernetes "
+                     "or simulated")
 
 
 def open_queue(url: str, state: Any, policy: Any, *, legacy_path: Path | None = None, **kwargs: Any) -> JobQueue:
@@ -118,6 +140,8 @@ class QueueJobService:
         self.stats: dict[str, float] = {"queue_wait_seconds_sum": 0.0, "queue_wait_count": 0.0,
                                         "run_seconds_sum": 0.0, "run_count": 0.0}
         self.transitions: dict[tuple[str, str], int] = {}
+        self._silent: frozenset[str] = frozenset()
+        """Nodes the last snapshot had no answer from (fleet mode)."""
 
     # -- transitions ---------------------------------------------------------------------------------
     def _on_transition(self, rec: JobRecord, old: str, new: str, reason: str, now: float) -> None:
@@ -277,24 +301,37 @@ class QueueJobService:
             st.update_from_snapshot(snapshot)
             for uuid in lost:
                 self.queue.interrupt_gpu(uuid, now, health=Health.LOST)
-            for i, name in enumerate(st.names):
-                want = int(st.node_override[i])
-                if name in silent:
-                    want = max(want, int(Health.CORDONED))
-                if int(st.node_health[i]) != want:
-                    st.node_health[i] = want
-                    st.refresh(i)
+            self._silent = frozenset(silent)
+            self._node_health()
             return self.tick(now)
 
-    def set_risk(self, risk: dict[str, float]) -> None:
-        """Failure risk per GPU; a GPU at or above the drain threshold is drained (its preemptible jobs move)."""
+    def _node_health(self) -> None:
+        """Each node's health: the operator's override, cordoned while the node is silent (fleet mode) or
+        while the executor has nobody there to run work (``unavailable_nodes``: no live Celery worker)."""
+        st = self.queue.state
+        gone = set(self._silent)
+        check = getattr(self.executor, "unavailable_nodes", None)
+        if check is not None:
+            gone |= check(st.names)
+        for i, name in enumerate(st.names):
+            want = int(st.node_override[i])
+            if name in gone:
+                want = max(want, int(Health.CORDONED))
+            if int(st.node_health[i]) != want:
+                st.node_health[i] = want
+                st.refresh(i)
+
+    def set_risk(self, risk: Mapping[str, Risk | float]) -> None:
+        """Failure risk per GPU (a :class:`Risk` carries its horizon; a float is over the state's current one);
+        a GPU at or above the drain threshold is drained (its preemptible jobs move)."""
         with self.lock:
             st = self.queue.state
             st.set_risk(risk)
             now = self.clock()
             for uuid, r in risk.items():
                 where = st._uuid_index.get(uuid)
-                if where is not None and r >= self.settings.drain_risk_threshold and st.gpu_health[where] == Health.OK:
+                p = r.p if isinstance(r, Risk) else float(r)
+                if where is not None and p >= self.settings.drain_risk_threshold and st.gpu_health[where] == Health.OK:
                     self.queue.interrupt_gpu(uuid, now, health=Health.DRAINING, only_preemptible=True)
 
     def persist(self) -> None:
@@ -323,6 +360,8 @@ class QueueJobService:
     def _step(self, now: float) -> builtins.list[str]:
         self._poll(now)
         self._enforce_runtime(now)
+        if hasattr(self.executor, "unavailable_nodes"):  # a lost worker's node takes no new work until it is back
+            self._node_health()
         self.queue.schedule(now)
         started = self._start_placed(now)
         self._poll(now)

@@ -1,9 +1,14 @@
 """`gpufleet serve`: one daemon that wires everything and starts and stops it together.
 
-source (NVML or the twin) → collection loop → sinks (/metrics, InfluxDB, history store)
-                                          ↘ per cycle: alert engine, allocator queue, the API's fleet view
+source (NVML, the twin, or the fleet's Prometheus / VictoriaMetrics) → collection loop → sinks (/metrics,
+InfluxDB, history store) ↘ per cycle (:class:`Cycle`): the fleet view, the job queue, the alert engine
 scheduled analytics (score failure risk, forecast demand, retrain) → exported metrics, the API, the allocator
 the API (FastAPI + uvicorn) over the same state.
+
+:func:`build_service` is the one composition root: it builds every part with the narrow collaborators
+it needs (the latest-snapshot callable, the fleet view, the job service, the audit writer) in dependency
+order, so nothing is attached to a part after it is built. `serve` starts the result on the wall clock;
+`gpufleet demo` drives the same service on the twin with a simulated clock (:meth:`Service.step`).
 
 SIGTERM stops the API, the scheduler and the loop, flushes the sinks and persists the queue and the
 alert state.
@@ -14,163 +19,61 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gpufleet.api.backend import FleetState
+from gpufleet.api.backend import FleetState, FleetView
+from gpufleet.cluster import ClusterLink
 from gpufleet.exporter.errors import GpufleetError
 from gpufleet.exporter.schema import Snapshot
 from gpufleet.exporter.sinks.base import Sink
+from gpufleet.metrics import ModelStats, ServiceMetrics
+from gpufleet.scheduler import PeriodicTask, Scheduler
 from gpufleet.settings import Settings, masked
+from gpufleet.tasks import Analytics, fleet_history_reader, store_history_reader
+
+if TYPE_CHECKING:
+    from gpufleet.api.audit import AuditLog
+    from gpufleet.jobs import QueueJobService
 
 log = logging.getLogger("gpufleet.service")
 
-
-@dataclass
-class PeriodicTask:
-    """A job the scheduler runs every ``interval`` seconds; failures are logged and counted, never fatal."""
-
-    name: str
-    interval: float
-    run: Callable[[float], Any]
-    last_run: float = 0.0
-    last_ok: float | None = None
-    runs: int = 0
-    failures: int = 0
-    last_error: str | None = None
-
-    def due(self, now: float) -> bool:
-        return now - self.last_run >= self.interval
+__all__ = ["Cycle", "PeriodicTask", "Scheduler", "Service", "build_service"]
 
 
-@dataclass
-class Scheduler:
-    tasks: list[PeriodicTask] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def run_due(self, now: float) -> None:
-        for task in self.tasks:
-            if not task.due(now):
-                continue
-            task.last_run = now
-            task.runs += 1
-            try:
-                task.run(now)
-                task.last_ok = now
-                task.last_error = None
-            except Exception as exc:  # a failing analytics job must not stop the service
-                task.failures += 1
-                task.last_error = str(exc)
-                log.exception("scheduled task %s failed", task.name)
-
-    def start(self, clock: Callable[[], float], tick: float = 1.0) -> None:
-        def loop() -> None:
-            while not self._stop.wait(tick):
-                self.run_due(clock())
-        self._thread = threading.Thread(target=loop, name="gpufleet-scheduler", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(30)
-
-
-class CycleHook(Sink):
-    """A loop sink that runs the per-cycle work: API view, allocator queue, alert engine."""
+class Cycle(Sink):
+    """A loop sink that runs the per-cycle work: fleet view, demand history, job queue, alert engine."""
 
     name = "service"
 
-    def __init__(self, service: Service) -> None:
-        self.service = service
+    def __init__(self, *, view: FleetView, jobs: QueueJobService, metrics: ServiceMetrics, engine: Any,
+                 analytics_samples: Callable[[Snapshot], Snapshot], store_sink: Any = None,
+                 fleet_reader: Callable[[], Any] = lambda: None) -> None:
+        self.view = view
+        self.jobs = jobs
+        self.metrics = metrics
+        self.engine = engine
+        self.analytics_samples = analytics_samples
+        self.store_sink = store_sink
+        self.fleet_reader = fleet_reader  # fleet mode: the reader's view (health, silent nodes) of this cycle
 
     def write(self, snapshot: Snapshot) -> None:
-        self.service.on_snapshot(snapshot)
-
-
-class Service:
-    """Everything `gpufleet serve` runs, built from one Settings object."""
-
-    def __init__(self, settings: Settings, *, source: Any = None, clock: Callable[[], float] = time.time,
-                 with_api: bool = True) -> None:
-        from gpufleet import wiring
-        from gpufleet.exporter.loop import CollectionLoop
-        from gpufleet.exporter.sinks.prometheus import PrometheusSink
-        from gpufleet.exporter.sinks.web import MetricsServer, parse_listen
-
-        self.settings = settings
-        self.clock = clock
-        self.data_dir = Path(settings.data_dir)
-        from gpufleet.api.private_files import private_dir
-
-        private_dir(self.data_dir)  # 0700: the database, keys and audit evidence live here
-        self.fleet = FleetState(settings=masked(settings))
-        if source is not None:
-            source.open()
-        self.fleet_mode = source is None and bool(settings.fleet.url)  # the whole fleet from Prometheus / VM
-        self.source = source or (wiring.open_fleet(settings) if self.fleet_mode else wiring.open_source(settings))
-        try:
-            self.sinks = wiring.build_sinks(settings, default_store=self.data_dir / "history")
-            self.store_path = wiring.store_path(settings, self.data_dir)
-            self.loop = CollectionLoop(self.source, interval=settings.exporter.interval, sinks=self.sinks,
-                                       clock=clock)
-            self.prom = PrometheusSink(self.loop, names=settings.exporter.names)
-            from gpufleet.metrics import ServiceMetrics
-
-            self.metrics = ServiceMetrics(self)
-            host, port = parse_listen(settings.serve.metrics_listen)
-            self.metrics_server = MetricsServer(self.render_metrics, host, port,
-                                                web=wiring.web_config(settings, None))
-            self.engine = wiring.build_alert_engine(settings, self.data_dir)
-            self.jobs = wiring.build_job_service(settings, self.source.devices(), self.data_dir, clock,
-                                                 capacity=self.source.capacity() if self.fleet_mode else None)
-            self.fleet.jobs = self.jobs
-            self.fleet.gpu_state.update(self.jobs.gpu_overrides())  # operator overrides held across restarts
-            self.fleet.silences = wiring.SilenceAdapter(self.engine)
-            self.fleet.alert_source = wiring.AlertAdapter(self.engine)
-            self.loop.add_sink(CycleHook(self))
-            from gpufleet.tasks import Analytics, analytics_tasks
-
-            self.analytics: Analytics
-            self.scheduler = Scheduler(analytics_tasks(self))
-            self.store_sink = next((s for s in self.sinks if getattr(s, "name", "") == "store"), None)
-            from gpufleet.cluster import ClusterLink
-
-            self.cluster = ClusterLink(self)
-            self.scheduler.tasks += self.cluster.tasks()
-            self.api = None
-            if with_api:
-                from gpufleet.api.context import build_context
-
-                ctx = build_context(settings.api, self.data_dir, fleet=self.fleet, settings_view=self.fleet.settings)
-                self.cluster.audit = self.audit = ctx.audit
-                self.jobs.audit = ctx.audit  # every job state transition is audited
-                self.scheduler.tasks.append(PeriodicTask("audit_checkpoint", settings.api.audit_checkpoint_interval,
-                                                         ctx.audit.checkpoint_due))  # signed chain head
-                self.api = wiring.build_api(settings, ctx, self.render_metrics, extra=self.cluster.routers())
-        except BaseException:
-            self.source.close()
-            raise
-        self._stopped = threading.Event()
-
-    # -- per cycle -------------------------------------------------------------------------------
-    def on_snapshot(self, snapshot: Snapshot) -> None:
-        self.fleet.update_snapshots([snapshot])
+        self.view.update_snapshots([snapshot])
         now = snapshot.ts
         if self.store_sink is not None:  # demand and risk history beside the telemetry
             try:
-                self.store_sink.write(self.analytics.cycle_samples(snapshot))
+                self.store_sink.write(self.analytics_samples(snapshot))
             except GpufleetError:
                 log.exception("writing analytics samples to the history store failed")
-        view = self.source.view if self.fleet_mode else None
-        if view is not None:
-            self.fleet.update_health(view.health)
+        reader = self.fleet_reader()
+        if reader is not None:
+            self.view.update_health(reader.health)
         try:
-            if view is not None:
-                self.jobs.observe(snapshot, now, silent=frozenset(view.silent_nodes()))
+            if reader is not None:
+                self.jobs.observe(snapshot, now, silent=frozenset(reader.silent_nodes()))
             else:
                 self.jobs.observe(snapshot, now)
         except GpufleetError:
@@ -178,22 +81,61 @@ class Service:
         self.metrics.update_idle(snapshot)
         try:
             enriched = self.metrics.with_analytics(snapshot)
-            if view is not None:  # per node, as one exporter per node: alerts name the silent node
+            if reader is not None:  # per node, as one exporter per node: alerts name the silent node
                 from gpufleet.analytics.fleet.model import split_by_node
 
-                self.engine.step(split_by_node(enriched, {n: v.answering for n, v in view.nodes.items()}), now=now)
+                self.engine.step(split_by_node(enriched, {n: v.answering for n, v in reader.nodes.items()}), now=now)
             else:
                 self.engine.step([enriched], now=now)
         except GpufleetError:
             log.exception("alert engine step failed")
 
+    def close(self) -> None:  # the loop closes its sinks; this one owns nothing
+        return None
+
+
+@dataclass
+class Service:
+    """Everything `gpufleet serve` runs, as :func:`build_service` built it."""
+
+    settings: Settings
+    clock: Callable[[], float]
+    data_dir: Path
+    source: Any
+    fleet_mode: bool
+    fleet: FleetView
+    loop: Any
+    prom: Any
+    sinks: list[Any]
+    store_path: Path | None
+    engine: Any
+    jobs: QueueJobService
+    stats: ModelStats
+    metrics: ServiceMetrics
+    analytics: Analytics
+    cluster: ClusterLink
+    scheduler: Scheduler
+    metrics_server: Any
+    audit: AuditLog | None = None
+    api: Any = None
+    _started: bool = False
+    _stopped: threading.Event = field(default_factory=threading.Event)
+
     def render_metrics(self) -> list[bytes]:
-        # fleet mode: the GPUs' own series are the exporters'; serving them again would count them twice
-        own = [] if self.fleet_mode else self.prom.render_chunks()
-        return [*own, self.metrics.render(), self.cluster.render()]
+        return exposition(self.fleet_mode, self.prom, self.metrics, self.cluster)
+
+    # -- driven by a simulated clock (the demo) ------------------------------------------------------
+    def step(self, now: float) -> Snapshot | None:
+        """One cycle at time ``now``: collect (the per-cycle work runs as the loop's sink), then every
+        scheduled task that is due, waiting for the long ones (a simulated clock has time for them)."""
+        snap = self.loop.collect_once(now)
+        self.scheduler.run_due(now)
+        self.scheduler.wait_long()
+        return snap
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
+        self._started = True
         self.loop.start()
         self.metrics_server.start()
         self.scheduler.start(self.clock)
@@ -207,8 +149,9 @@ class Service:
         if self._stopped.is_set():
             return
         self._stopped.set()
-        if self.api is not None:
+        if self.api is not None and self._started:
             self.api.stop()
+        if self.audit is not None:
             self.audit.checkpoint()  # the last records too: a checkpoint of the head at shutdown
         self.scheduler.stop()
         self.loop.stop()  # closes (flushes) the sinks
@@ -220,3 +163,106 @@ class Service:
             self.jobs.close()
             self.source.close()
         log.info("gpufleet serve stopped")
+
+
+def exposition(fleet_mode: bool, prom: Any, metrics: ServiceMetrics, cluster: ClusterLink) -> list[bytes]:
+    """/metrics of the service: the GPUs' series (not in fleet mode: there they are the exporters', and
+    serving them again would count them twice), the service's own, the cluster link's."""
+    own = [] if fleet_mode else prom.render_chunks()
+    return [*own, metrics.render(), cluster.render()]
+
+
+def build_service(settings: Settings, *, source: Any = None, clock: Callable[[], float] = time.time,
+                  with_api: bool = True, failure_model: Callable[[], Any] | None = None) -> Service:
+    """The composition root: every part of the service, built from one Settings object.
+
+    ``source``: an opened-here source (the demo's twin, tests); default: the fleet reader when
+    ``fleet.url`` is set, else the configured local source. ``with_api``: the API and its audit log
+    (they need the data folder's signing key: `gpufleet init`). ``failure_model``: what retraining fits
+    (default: the LSTM predictor with its defaults; the demo trains a shorter one)."""
+    from gpufleet import wiring
+    from gpufleet.api.private_files import private_dir
+    from gpufleet.exporter.loop import CollectionLoop
+    from gpufleet.exporter.sinks.prometheus import PrometheusSink
+    from gpufleet.exporter.sinks.web import MetricsServer, parse_listen
+
+    data_dir = Path(settings.data_dir)
+    private_dir(data_dir)  # 0700: the database, keys and audit evidence live here
+    fleet_mode = source is None and bool(settings.fleet.url)  # the whole fleet from Prometheus / VM
+    if source is not None:
+        source.open()
+    else:
+        source = wiring.open_fleet(settings) if fleet_mode else wiring.open_source(settings)
+    try:
+        view = FleetView()
+        sinks = wiring.build_sinks(settings, default_store=data_dir / "history")
+        store_path = wiring.store_path(settings, data_dir)
+        loop = CollectionLoop(source, interval=settings.exporter.interval, sinks=sinks, clock=clock)
+        latest = loop.latest
+        engine = wiring.build_alert_engine(settings, data_dir)
+        core = None
+        if with_api:
+            from gpufleet.api.context import open_api_core
+
+            core = open_api_core(settings.api, data_dir)
+        audit = core.audit if core is not None else None
+        jobs = wiring.build_job_service(settings, source.devices(), data_dir, clock,
+                                        capacity=source.capacity() if fleet_mode else None,
+                                        audit=audit)  # every job state transition is audited
+        for uuid, state in jobs.gpu_overrides().items():  # operator overrides held across restarts
+            view.set_override(uuid, state)
+        stats = ModelStats()
+        metrics = ServiceMetrics(settings.allocator, latest=latest, view=view, jobs=jobs, engine=engine,
+                                 stats=stats, audit=audit)
+        pending: deque[float] = deque(maxlen=720)  # GPUs asked for: the queue's, and Slurm's pending work
+        cluster = ClusterLink(settings.cluster, view=view, jobs=jobs, latest=latest, audit=audit,
+                              on_pending=pending.append, clock=clock)
+
+        def reader_view() -> Any:
+            return getattr(source, "view", None) if fleet_mode else None
+
+        def names_seen() -> list[str]:
+            rv = reader_view()
+            return list(rv.names.values()) if rv is not None else []
+
+        history = fleet_history_reader(settings.fleet, names_seen) if fleet_mode else store_history_reader(store_path)
+        analytics = Analytics(settings, models_dir=data_dir / "models", store_path=store_path, history=history,
+                              latest=latest, clock=clock, fleet=view, jobs=jobs, stats=stats,
+                              device_samples=metrics.device_samples, after_scoring=cluster.remediate,
+                              pending=pending, failure_model=failure_model)
+        store_sink = next((s for s in sinks if getattr(s, "name", "") == "store"), None)
+        loop.add_sink(Cycle(view=view, jobs=jobs, metrics=metrics, engine=engine,
+                            analytics_samples=analytics.cycle_samples, store_sink=store_sink,
+                            fleet_reader=reader_view))
+
+        def persist(_wall: float) -> None:
+            jobs.persist()
+            engine.save_state()
+
+        scheduler = Scheduler()
+        scheduler.add(analytics.tasks(), PeriodicTask("persist", 60.0, persist), cluster.tasks())
+        if audit is not None:  # a signed checkpoint of the audit chain's head
+            scheduler.add(PeriodicTask("audit_checkpoint", settings.api.audit_checkpoint_interval,
+                                       audit.checkpoint_due))
+        prom = PrometheusSink(loop, names=settings.exporter.names)
+
+        def render() -> list[bytes]:
+            return exposition(fleet_mode, prom, metrics, cluster)
+
+        host, port = parse_listen(settings.serve.metrics_listen)
+        metrics_server = MetricsServer(render, host, port, web=wiring.web_config(settings, None))
+        api = None
+        if core is not None:
+            from gpufleet.api.context import build_context
+
+            backend = FleetState(view=view, jobs=jobs, silences=wiring.SilenceAdapter(engine),
+                                 alert_source=wiring.AlertAdapter(engine))
+            ctx = build_context(settings.api, data_dir, fleet=backend, settings_view=masked(settings), core=core)
+            api = wiring.build_api(settings, ctx, render, extra=cluster.routers())
+    except BaseException:
+        source.close()
+        raise
+    return Service(settings=settings, clock=clock, data_dir=data_dir, source=source, fleet_mode=fleet_mode,
+                   fleet=view, loop=loop, prom=prom, sinks=sinks, store_path=store_path, engine=engine,
+                   jobs=jobs, stats=stats, metrics=metrics, analytics=analytics, cluster=cluster,
+                   scheduler=scheduler, metrics_server=metrics_server, audit=audit, api=api)

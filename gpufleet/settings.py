@@ -227,9 +227,30 @@ class ExecutorSettings(BaseModel):
     celery_result_backend: SecretStr | None = Field(None, description="celery: result backend (default: the broker)")
     heartbeat_s: float = Field(5.0, gt=0, description="celery: worker heartbeat interval")
     heartbeat_timeout_s: float = Field(30.0, gt=0, description="celery: a worker silent this long is dead")
+    celery_visibility_timeout_s: float | None = Field(
+        None, gt=0, description="celery: broker visibility timeout; must exceed jobs.max_runtime_s "
+        "(default: jobs.max_runtime_s + 1 h)")
+    celery_worker_concurrency: int = Field(8, ge=1, le=256, description="celery: jobs one worker runs at once "
+                                           "(at least the node's GPU count)")
+    celery_log_max_bytes: int = Field(64 << 20, ge=4096, description="celery: bytes of a job's log kept in Redis")
+    worker_grace_s: float = Field(30.0, ge=0, le=3600, description="celery: SIGTERM → SIGKILL wait for jobs "
+                                  "when their worker shuts down")
     slurm_partition: str | None = Field(None, description="slurm: partition for sbatch")
+    slurm_account: str | None = Field(None, description="slurm: account for sbatch")
+    slurm_gpu_request: Literal["gres", "gpus"] = Field("gres", description="slurm: ask with --gres=gpu:N or --gpus=N")
+    slurm_gpu_types: dict[str, str] = Field(default_factory=dict, description="slurm: GPU model -> Slurm GRES type "
+                                            "(e.g. NVIDIA A100-SXM4-80GB = a100); unmapped models ask for any GPU")
+    poll_interval_s: float = Field(2.0, gt=0, le=300, description="slurm / kubernetes: seconds between state reads "
+                                   "(the Slurm commands and API server used are the [cluster] ones)")
     kubernetes_namespace: str = Field("default", description="kubernetes: namespace of the Jobs")
     kubernetes_gpu_resource: Literal["nvidia.com/gpu", "amd.com/gpu"] = "nvidia.com/gpu"
+    kubernetes_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        "IfNotPresent", description="kubernetes: imagePullPolicy of the job containers")
+    kubernetes_pin: Literal["nodeName", "nodeSelector"] = Field(
+        "nodeSelector", description="kubernetes: pin a Job to the chosen node by nodeName (bypasses the "
+        "scheduler) or a kubernetes.io/hostname nodeSelector")
+    kubernetes_checkpoint_pvc: str | None = Field(
+        None, description="kubernetes: PersistentVolumeClaim mounted for checkpoints (resume across attempts)")
 
 
 class ServeSettings(BaseModel):
@@ -239,7 +260,9 @@ class ServeSettings(BaseModel):
     forecast_interval: float = Field(3600.0, ge=60, description="seconds between demand forecasts")
     retrain_interval: float = Field(86400.0, ge=600, description="seconds between model retrainings")
     retrain_window_days: float = Field(30.0, gt=0, description="history the sliding-window retraining uses")
-    risk_horizon: str = Field("24h", description="failure-risk horizon the allocator and alerts use")
+    risk_horizon: str = Field("24h", pattern=r"^[0-9]+(\.[0-9]+)?[smhdw]$",
+                              description="failure-risk horizon the allocator, remediation and alerts use "
+                              "(30m, 1h, 24h, 7d); risk the model gives for another horizon is converted")
     metrics_listen: ListenAddress = Field("127.0.0.1:19836", description="HOST:PORT of serve's own /metrics (distinct from the exporter's 19835)")
 
 

@@ -245,7 +245,10 @@ def cluster_from_devices(devices: list[Device],
 
 def build_job_service(settings: Settings, devices: list[Device], data_dir: Path,
                       clock: Callable[[], float],
-                      capacity: dict[str, tuple[float | None, float | None]] | None = None) -> Any:
+                      capacity: dict[str, tuple[float | None, float | None]] | None = None,
+                      audit: Any = None) -> Any:
+    """The job service over the allocator's queue in the service's database; ``audit`` (the API's audit
+    writer) records every job state transition."""
     from gpufleet.allocator.policies import make_policy
     from gpufleet.jobs import QueueJobService, open_queue
 
@@ -259,7 +262,7 @@ def build_job_service(settings: Settings, devices: list[Device], data_dir: Path,
     from gpufleet.jobs import make_executor
 
     return QueueJobService(queue, clock=clock, executor=make_executor(settings), settings=settings.jobs,
-                           data_dir=data_dir)
+                           data_dir=data_dir, audit=audit)
 
 
 def state_database_url(settings: Settings, data_dir: Path) -> str:

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from gpufleet.models.base import register
 from gpufleet.models.failure_base import (
     Calibrator,
     FailureModel,
@@ -122,7 +121,6 @@ def _max_of(X: np.ndarray, mask: np.ndarray, idx: list[int]) -> np.ndarray:
     return np.where(mask[:, :, idx] > 0, X[:, :, idx], -np.inf).max(axis=(1, 2))
 
 
-@register
 class OperatorRules(FailureModel):
     """Hand-written alarm rules; their score is calibrated into a probability on training data.
 
@@ -138,8 +136,11 @@ class OperatorRules(FailureModel):
     CORRECTED = ("ecc_corrected_volatile", "ecc_corrected_aggregate")
     TEMP = ("temperature_gpu", "temperature_memory")
 
-    def __init__(self, corrected_per_window: float = 10.0, temp_c: float = 85.0, seed: int = 0) -> None:
+    def __init__(self, corrected_per_window: float = 10.0, temp_c: float = 85.0, window_s: float = 6 * 3600.0,
+                 input_step_s: float | None = None, seed: int = 0) -> None:
         self.corrected_per_window = corrected_per_window
+        self.window_s = window_s
+        self.input_step_s = input_step_s
         self.temp_c = temp_c
         self.seed = seed
 
@@ -249,15 +250,16 @@ class _SummaryClassifier(FailureModel):
         return self._result(out)
 
 
-@register
 class LogisticFailure(_SummaryClassifier):
     """L2 logistic regression on standardised window summaries, balanced class weights."""
 
     name = "logistic"
 
     def __init__(self, C: float = 0.1, calibration_fraction: float = 0.2, features: str = "absolute",
-                 seed: int = 0) -> None:
+                 window_s: float = 6 * 3600.0, input_step_s: float | None = None, seed: int = 0) -> None:
         self.C = C
+        self.window_s = window_s
+        self.input_step_s = input_step_s
         self.features = features
         self.calibration_fraction = calibration_fraction
         self.seed = seed
@@ -271,15 +273,17 @@ class LogisticFailure(_SummaryClassifier):
                                                                   max_iter=2000, random_state=self.seed))
 
 
-@register
 class BoostedTreesFailure(_SummaryClassifier):
     """Histogram gradient-boosted trees on window summaries, balanced class weights."""
 
     name = "gbt"
 
     def __init__(self, max_iter: int = 100, learning_rate: float = 0.1, max_leaf_nodes: int = 15,
-                 calibration_fraction: float = 0.2, features: str = "absolute", seed: int = 0) -> None:
+                 calibration_fraction: float = 0.2, features: str = "absolute", window_s: float = 6 * 3600.0,
+                 input_step_s: float | None = None, seed: int = 0) -> None:
         self.max_iter = max_iter
+        self.window_s = window_s
+        self.input_step_s = input_step_s
         self.features = features
         self.learning_rate = learning_rate
         self.max_leaf_nodes = max_leaf_nodes

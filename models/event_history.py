@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
-from gpufleet.models.base import Model, register
+from gpufleet.models.base import Model
 from gpufleet.models.failure_base import FailureProba
 
 RATE_FEATURE = "gpu_faults_total"
@@ -46,7 +46,6 @@ class EventModel(Model):
         self.horizons_ = tuple(float(h) for h in horizons)
 
 
-@register
 class RateOnlyEvents(EventModel):
     """P(fault within H) = 1 - exp(-rate * H); rate = (faults + k * fleet_rate * ...) shrunk to the fleet."""
 
@@ -79,7 +78,6 @@ class RateOnlyEvents(EventModel):
         return FailureProba(p, self.horizons_, self.name)
 
 
-@register
 class EventHistoryModel(EventModel):
     """Logistic regression per horizon on log-scaled event-history features."""
 

@@ -35,6 +35,75 @@ def horizon_label(seconds: float) -> str:
     return f"{s}s"
 
 
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
+
+
+def parse_horizon(text: str | float) -> float:
+    """A horizon in seconds from a label ("30m", "1h", "24h", "7d") or a number of seconds."""
+    if isinstance(text, (int, float)):
+        seconds = float(text)
+    else:
+        t = text.strip().lower()
+        unit = _UNITS.get(t[-1:]) if t else None
+        try:
+            seconds = float(t[:-1]) * unit if unit is not None else float(t)
+        except ValueError:
+            raise ValueError(f"a horizon is a number with a unit (30m, 1h, 24h, 7d), got {text!r}") from None
+    if not np.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"a horizon must be positive, got {text!r}")
+    return seconds
+
+
+@dataclass(frozen=True)
+class Risk:
+    """One GPU's failure risk with the horizon it is for: P(failure within ``horizon_s`` seconds) = ``p``.
+
+    The one value risk travels as, from the model (:meth:`FailureProba.risks`) to the allocator, the
+    remediation and the exported metric, so nobody has to assume a horizon. :meth:`over` converts it to
+    another horizon and :attr:`hazard_per_hour` to a rate, both reading the risk as a constant hazard over
+    its horizon.
+    """
+
+    p: float
+    horizon_s: float
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.p <= 1.0 or self.p != self.p:
+            raise ValueError(f"a risk is a probability in [0, 1], got {self.p!r}")
+        if not self.horizon_s > 0 or not np.isfinite(self.horizon_s):
+            raise ValueError(f"a risk horizon must be positive seconds, got {self.horizon_s!r}")
+
+    @classmethod
+    def of(cls, p: float, horizon: str | float) -> Risk:
+        """``Risk.of(0.2, "24h")``: from a horizon label or seconds."""
+        return cls(float(p), parse_horizon(horizon))
+
+    @property
+    def horizon_h(self) -> float:
+        return self.horizon_s / 3600.0
+
+    @property
+    def label(self) -> str:
+        return horizon_label(self.horizon_s)
+
+    @property
+    def hazard_per_hour(self) -> float:
+        """The constant failure rate per hour that gives ``p`` within the horizon."""
+        return float(-np.log1p(-min(self.p, 1.0 - 1e-12)) / self.horizon_h)
+
+    def over(self, horizon: str | float) -> Risk:
+        """The same hazard over another horizon: ``1 - (1 - p) ** (new / old)``."""
+        h = parse_horizon(horizon)
+        if h == self.horizon_s:
+            return self
+        return Risk(float(-np.expm1(np.log1p(-min(self.p, 1.0 - 1e-12)) * h / self.horizon_s)), h)
+
+
+def hazard_per_hour(p: np.ndarray, horizon_s: float) -> np.ndarray:
+    """Array form of :attr:`Risk.hazard_per_hour`: probabilities within ``horizon_s`` -> rate per hour."""
+    return np.asarray(-np.log1p(-np.clip(np.asarray(p, dtype=np.float64), 0.0, 1.0 - 1e-12)) / (horizon_s / 3600.0))
+
+
 @dataclass(frozen=True)
 class FailureProba:
     """Failure probabilities: ``proba[i, j]`` = P(window i's GPU fails within ``horizons[j]``)."""
@@ -54,6 +123,15 @@ class FailureProba:
         if key not in labels:
             raise KeyError(f"{self.model}: no horizon {key!r} (have {labels})")
         return self.proba[:, labels.index(key)]
+
+    def risks(self, horizon: float | str) -> list[Risk]:
+        """One :class:`Risk` per row for ``horizon``; a horizon the model lacks is converted from the
+        nearest one it has (constant hazard)."""
+        want = parse_horizon(horizon)
+        if not self.horizons:
+            raise KeyError(f"{self.model}: no horizons")
+        j = int(np.argmin([abs(np.log(h / want)) for h in self.horizons]))
+        return [Risk(float(np.clip(p, 0.0, 1.0)), self.horizons[j]).over(want) for p in self.proba[:, j]]
 
 
 @dataclass(frozen=True)
@@ -82,6 +160,10 @@ class FailureModel(Model):
 
     kind: ClassVar[str] = "failure"
     seed: int
+    window_s: float = 6 * 3600.0
+    """Hyperparameter of every failure model: the length of the telemetry window it reads (seconds)."""
+    input_step_s: float | None = None
+    """Hyperparameter: the grid step its input is coarsened to (None: the panel's own step)."""
 
     feature_names_: tuple[str, ...]
     horizons_: tuple[float, ...]

@@ -244,7 +244,8 @@ def forecasters() -> dict[str, type[Model]]:
     """Every registered forecaster (imports the model modules first)."""
     import importlib
 
-    for mod in ("seasonal_naive", "ets", "theta", "mstl", "lstm_forecast", "ensemble", "combination"):
+    for mod in ("seasonal_naive", "naive_last", "ets", "theta", "mstl", "lstm_forecast", "ensemble", "combination",
+                "gbm_forecast", "adaptive_combo"):
         importlib.import_module(f"gpufleet.models.{mod}")
     from gpufleet.models.base import models_of_kind
 

@@ -23,7 +23,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-from gpufleet.models.base import register
 from gpufleet.models.failure_base import Calibrator, FailureModel, FailureProba, calibration_split
 
 
@@ -47,7 +46,6 @@ def _pool(Z: np.ndarray, mf: np.ndarray, pool: int) -> np.ndarray:
     return np.concatenate([mean, mx, cnt / np.float32(pool)], axis=2).astype(np.float32, copy=False)
 
 
-@register
 class LSTMFailure(FailureModel):
     """One-layer LSTM over pooled, masked telemetry windows; calibrated probability per horizon."""
 
@@ -56,8 +54,10 @@ class LSTMFailure(FailureModel):
     def __init__(self, hidden: int = 32, pool: int | None = None, blocks: int = 12, epochs: int = 15, batch_size: int = 256,
                  lr: float = 3e-3, max_pos_weight: float = 20.0, windows_per_epoch: int | None = None,
                  calibration_fraction: float = 0.2, threads: int | None = 1, features: str = "absolute",
-                 seed: int = 0) -> None:
+                 window_s: float = 6 * 3600.0, input_step_s: float | None = None, seed: int = 0) -> None:
         self.hidden = hidden
+        self.window_s = window_s
+        self.input_step_s = input_step_s
         self.features = features
         self.pool = pool
         self.blocks = blocks

@@ -28,6 +28,18 @@ class _SeasonalNaive(Forecaster):
         reps = int(np.ceil(horizon / len(self.last_cycle_)))
         return np.tile(self.last_cycle_, reps)[:horizon]
 
+    def rolling_point(self, y: FloatArray, ends: np.ndarray, lead: int) -> FloatArray:
+        """Point forecast of ``y[e + lead - 1]`` made with ``y[:e]`` known, for every ``e`` in ``ends``:
+        the value one season before the target (one season before that when the lead passes a season)."""
+        y = np.asarray(y, dtype=float)
+        s = self.season_
+        back = s * int(np.ceil(lead / s))
+        idx = np.asarray(ends) + lead - 1 - back
+        out = np.full(len(idx), np.nan)
+        ok = idx >= 0
+        out[ok] = y[idx[ok]]
+        return out
+
     def _errors(self) -> FloatArray:
         s = len(self.last_cycle_)
         return self.y_[s:] - self.y_[:-s] if len(self.y_) > s else np.zeros(1)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-from gpufleet.models.base import Model, register
+from gpufleet.models.base import Model
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,6 @@ class SurvivalModel(Model):
         return SurvivalProba(np.clip(p, 0.0, 1.0), p.copy(), float(horizon_s), self.name)
 
 
-@register
 class AgeOnlySurvival(SurvivalModel):
     """Nelson-Aalen hazard of age alone: the baseline every covariate model must beat."""
 
@@ -103,7 +102,6 @@ class AgeOnlySurvival(SurvivalModel):
         return np.zeros(len(X))
 
 
-@register
 class CoxSurvival(SurvivalModel):
     """Cox proportional hazards on static covariates (statsmodels PHReg, Breslow ties)."""
 

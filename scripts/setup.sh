@@ -12,8 +12,8 @@ if [ "${1:-}" = "--servers" ] && command -v apt-get >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends \
-    prometheus prometheus-alertmanager victoria-metrics postgresql \
-    slurmctld slurmd slurm-client chromium wrk openssl python3-venv >/dev/null
+    prometheus prometheus-alertmanager victoria-metrics postgresql redis-server \
+    slurmctld slurmd slurm-client chromium chromium-driver wrk openssl python3-venv >/dev/null
   command -v kubectl >/dev/null 2>&1 || $SUDO apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null
 fi
 python3 -m venv .venv

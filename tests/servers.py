@@ -269,6 +269,30 @@ class Postgres:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class Redis:
+    """A real redis-server on a free loopback port, no persistence (no RDB, no AOF), stopped by process id."""
+
+    def __init__(self, tmp: Path) -> None:
+        binary = require_binary("redis-server")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.server = ServerProcess([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                     "--appendonly", "no", "--dir", str(tmp), "--daemonize", "no",
+                                     "--protected-mode", "yes"], tmp / "redis.log")
+
+        def ready() -> bool:
+            if not self.server.alive():
+                raise RuntimeError(f"redis-server exited:\n{self.server.log()}")
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        wait_until(ready, 20, "redis-server", interval=0.05)
+
+    def stop(self) -> None:
+        self.server.stop(grace=5.0)
+
+
 class Slurm:
     """A single-host Slurm cluster (slurmctld + slurmd) with ``gpus`` fake GPUs, for integration tests.
 

@@ -128,12 +128,21 @@ def plan_type(price: GpuPrice, scenarios: np.ndarray, settings: PlanSettings | N
     sc = np.atleast_2d(np.asarray(scenarios, dtype=float))
     if sc.size == 0:
         raise InputError(f"{price.gpu_type}: no demand scenarios")
-    option, rate = price.cheapest_reserved(settings.allowed_options)
+    option, _rate = price.cheapest_reserved(settings.allowed_options)
     by_opt = {o: _best_reserved(price, sc, settings, o) for o in settings.allowed_options if o in price.reserved}
-    r = by_opt[option]
+    return summarise(price, by_opt[option], sc, settings, option, history, by_opt)
+
+
+def summarise(price: GpuPrice, reserved: int, scenarios: np.ndarray, settings: PlanSettings, option: str,
+              history: np.ndarray | None = None, by_option: dict[str, int] | None = None) -> TypePlan:
+    """The :class:`TypePlan` figures of holding ``reserved`` GPUs of one type (``option``) against
+    ``scenarios``; ``history`` (hourly usage) adds the backward-looking rule's figures."""
+    sc = np.atleast_2d(np.asarray(scenarios, dtype=float))
+    rate = price.reserved[option]
+    r = int(reserved)
     c = charge(price, r, sc, settings, option)
     od_all = charge(price, 0, sc, PlanSettings(allowed_options=(option,)), option)
-    plan = TypePlan(price.gpu_type, option, r, by_opt, sc.shape[1], float(c.cost.mean()),
+    plan = TypePlan(price.gpu_type, option, r, dict(by_option or {option: r}), sc.shape[1], float(c.cost.mean()),
                     (float(np.quantile(c.cost, 0.05)), float(np.quantile(c.cost, 0.95))),
                     float(c.on_demand_hours.mean()), float(c.spot_hours.mean()), float(c.short_share.mean()),
                     float(c.unmet_hours.mean()), rate / price.on_demand, float(od_all.cost.mean()),

@@ -8,6 +8,7 @@ and interruption figures from ``../shared/data/aws-spot-advisor-2025`` so a test
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ OPTIONS = ("1y_no_upfront", "1y_partial_upfront", "1y_all_upfront", "3y_no_upfro
            "3y_all_upfront")
 BUCKET_MIDPOINT = {0: 0.025, 1: 0.075, 2: 0.125, 3: 0.175, 4: 0.25}
 HOURS_PER_MONTH = 730.0
+VENDOR_PREFIXES = ("NVIDIA ", "Tesla ")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class GpuPrice:
     interruption_monthly: float         # share of spot instances interrupted per month
     checkpoint_hours: float = 1.0
     restart_hours: float = 0.1
+    models: tuple[str, ...] = ()        # exact GPU model names (as NVML / the twin report them) of this type
 
     @property
     def spot(self) -> float:
@@ -74,6 +77,33 @@ class PriceBook:
         except KeyError:
             raise InputError(f"no price for GPU type {gpu_type!r} (have {', '.join(sorted(self.gpus))})",
                              path=self.source) from None
+
+    def type_of(self, model: str) -> str:
+        """The price-book type of a GPU model name, by exact match: the type's own name or one of its
+        ``models`` (a leading ``NVIDIA `` / ``Tesla `` vendor prefix is ignored).  Never a substring guess:
+        an unknown model raises :class:`InputError` saying how to add it."""
+        names = {model, *(model[len(p):] for p in VENDOR_PREFIXES if model.startswith(p))}
+        hits = sorted({t for t, g in self.gpus.items() if names & {t, *g.models}})
+        if len(hits) == 1:
+            return hits[0]
+        if hits:
+            raise InputError(f"GPU model {model!r} is listed under several price-book types ({', '.join(hits)})",
+                             path=self.source)
+        raise InputError(f"GPU model {model!r} is not in the price book (types: {', '.join(sorted(self.gpus))}); "
+                         f"add it to the 'models' list of its type in a --prices file", path=self.source)
+
+    def types_of(self, models: Iterable[str]) -> dict[str, str]:
+        """``{model: type}`` for every model; every unknown model is named in one error."""
+        out: dict[str, str] = {}
+        bad: list[str] = []
+        for m in sorted(set(models)):
+            try:
+                out[m] = self.type_of(m)
+            except InputError as exc:
+                bad.append(exc.reason)
+        if bad:
+            raise InputError("; ".join(bad), path=self.source)
+        return out
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -118,7 +148,8 @@ def load(path: str | Path | None = None) -> PriceBook:
             price = GpuPrice(str(name), str(g.get("instance", "")), od, reserved, float(g.get("spot_discount", 0.0)),
                              float(g.get("interruption_monthly", 0.0)),
                              float(g.get("checkpoint_hours", spot.get("checkpoint_hours", 1.0))),
-                             float(g.get("restart_hours", spot.get("restart_hours", 0.1))))
+                             float(g.get("restart_hours", spot.get("restart_hours", 0.1))),
+                             tuple(str(m) for m in (g.get("models") or ())))
         except KeyError as exc:
             raise InputError(f"gpus.{name}: missing {exc.args[0]!r}", path=source) from exc
         except (TypeError, ValueError) as exc:

@@ -30,6 +30,7 @@ class TypeEvidence:
     model: str
     backtest: dict[str, dict[str, float]] = field(default_factory=dict)   # model -> metrics
     holdout: list[dict[str, Any]] = field(default_factory=list)
+    installed: int | None = None       # GPUs of this type in the fleet today (drawn on the plots)
 
 
 def _png(fig: Any) -> bytes:
@@ -59,6 +60,8 @@ def fan_plot(ev: TypeEvidence) -> bytes:
     if ev.plan.backward_reserved is not None:
         ax.axhline(ev.plan.backward_reserved, color="tab:red", ls=":", lw=1,
                    label=f"30-day rule {ev.plan.backward_reserved}")
+    if ev.installed is not None:
+        ax.axhline(ev.installed, color="tab:purple", ls="-.", lw=1.2, label=f"installed {ev.installed}")
     ax.set_ylabel("GPUs")
     ax.set_title(f"{ev.plan.gpu_type}: demand forecast ({ev.model})", fontsize=10)
     ax.legend(fontsize=7, loc="upper left", ncol=3)
@@ -101,6 +104,7 @@ def recommendation_rows(evs: list[TypeEvidence], book: PriceBook) -> pd.DataFram
                      "shortfall_prob": round(p.shortfall_prob, 4), "expected_unmet_gpu_hours": round(p.expected_unmet_hours, 1),
                      "break_even_utilization": round(p.break_even_utilization, 3),
                      "savings_vs_all_on_demand": round(p.savings_vs_on_demand, 2),
+                     "installed_gpus": ev.installed,
                      "backward_rule_reserve": p.backward_reserved,
                      "savings_vs_backward_rule": None if p.savings_vs_backward is None else round(p.savings_vs_backward, 2),
                      "currency": book.currency})
@@ -180,6 +184,16 @@ def write(out: Path, evs: list[TypeEvidence], book: PriceBook, settings: PlanSet
                "Scenarios (percentiles over sample paths):", "", _md(sc), ""]
         if ev.backtest:
             bt = pd.DataFrame([{"model": m, **{k: round(v, 3) for k, v in d.items()}} for m, d in ev.backtest.items()])
+            # coverage of the calibrated intervals beside every accuracy figure
+            first = [c for c in ("model", "mae", "mase", "relmae", "coverage80", "coverage95") if c in bt.columns]
+            bt = bt[first + [c for c in bt.columns if c not in first]]
+            own = ev.backtest.get(ev.model, {})
+            if "coverage80" in own:
+                md += [f"Forecast model {ev.model}: backtest MASE {own.get('mase', float('nan')):.3f}, 80 % interval "
+                       f"coverage {own['coverage80']:.3f}, 95 % coverage {own.get('coverage95', float('nan')):.3f}.", ""]
+                h.append(f"<p>Forecast model {html.escape(ev.model)}: backtest MASE {own.get('mase', float('nan')):.3f}, "
+                         f"80 % interval coverage {own['coverage80']:.3f}, 95 % coverage "
+                         f"{own.get('coverage95', float('nan')):.3f}.</p>")
             bt.to_csv(out / f"backtest_{safe}.csv", index=False)
             h += [f"<h2>{html.escape(t)}: backtest quality (day-ahead, rolling origin)</h2>", _table_html(bt)]
             md += ["Backtest quality (day-ahead, rolling origin):", "", _md(bt), ""]

@@ -98,7 +98,7 @@ class Composite(FGD):
             return np.asarray(np.where(state.gpu_free[nodes] > 0, state.risk[nodes], 0.0).max(axis=1) * hours)
         ok = state.gpu_present & (state.gpu_health == 0) & (state.node_health[:, None] == 0)
         usable = np.where(ok, state.gpu_free, 0)
-        lam = hazard_per_hour(state.risk)
+        lam = hazard_per_hour(state.risk, state.risk_horizon_s)
         own = self._own_hazard(state, req, nodes, slots, usable, lam)
         stake = req.num_gpu * req.gpu_milli / FULL
         cost = expected_loss(stake, own, hours)

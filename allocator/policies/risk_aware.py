@@ -7,10 +7,11 @@ and fill risky GPUs; long jobs move to safe ones. With no risk known (all zero) 
 comes from the failure predictor (``ClusterState.set_risk``) for one horizon.
 
 The helpers below turn that risk into the *expected GPU-hours lost* that the composite default's risk term
-charges (:mod:`allocator.policies.composite`): a GPU's risk ``r`` is its probability of failing within
-:data:`RISK_HORIZON_H` hours, read as a constant hazard ``-ln(1 - r) / 24`` per hour; a job taking GPUs ``G``
-(share ``s`` of each) for ``h`` hours stops when any of them fails, with probability
-``p_any = 1 - exp(-h * sum of their hazards)``, and has ``|G| * s * h`` GPU-hours at stake
+charges (:mod:`allocator.policies.composite`): a GPU's risk ``r`` is its probability of failing within the
+horizon the risk came with (``ClusterState.risk_horizon_s``, set from the :class:`models.failure_base.Risk`
+values the predictor gives, ``[serve] risk_horizon``), read as a constant hazard ``-ln(1 - r) / horizon_h``
+per hour; a job taking GPUs ``G`` (share ``s`` of each) for ``h`` hours stops when any of them fails, with
+probability ``p_any = 1 - exp(-h * sum of their hazards)``, and has ``|G| * s * h`` GPU-hours at stake
 (:func:`expected_loss`; the twin's jobs keep no checkpoint, so the work at stake is the whole job).
 """
 
@@ -19,15 +20,12 @@ from __future__ import annotations
 import numpy as np
 from gpufleet.allocator.policies.base import Request, feasible
 from gpufleet.allocator.state import FULL, ClusterState, Placement
-
-RISK_HORIZON_H = 24.0
-"""The horizon of ``ClusterState.risk``: probability of failing within this many hours (the failure
-predictor's ``24h`` horizon, ``[scoring] risk_horizon``)."""
+from gpufleet.models import failure_base
 
 
-def hazard_per_hour(risk: np.ndarray) -> np.ndarray:
-    """Constant failure rate per hour that gives probability ``risk`` of failing within the horizon."""
-    return np.asarray(-np.log1p(-np.clip(risk, 0.0, 1.0 - 1e-12)) / RISK_HORIZON_H)
+def hazard_per_hour(risk: np.ndarray, horizon_s: float) -> np.ndarray:
+    """Constant failure rate per hour that gives probability ``risk`` of failing within ``horizon_s``."""
+    return failure_base.hazard_per_hour(risk, horizon_s)
 
 
 def expected_loss(stake: np.ndarray | float, hazard_sum: np.ndarray | float, hours: float) -> np.ndarray:
@@ -58,8 +56,11 @@ class RiskAware:
         order = np.argsort(risk, axis=1, kind="stable")[:, : req.num_gpu]
         got = np.take_along_axis(risk, order, axis=1)
         hours = min(self.max_hours, (req.duration_s or 3600.0) / 3600.0)
-        # chance that at least one of the GPUs fails during the job, scaled by its length
-        p_any = 1.0 - np.prod(1.0 - np.clip(got, 0.0, 1.0), axis=1)
+        # chance that at least one of the GPUs fails during the job (its risks over the job's own length),
+        # scaled by that length
+        lam = np.where(np.isfinite(got), hazard_per_hour(np.where(np.isfinite(got), got, 0.0), state.risk_horizon_s),
+                       np.inf)
+        p_any = -np.expm1(-lam.sum(axis=1) * hours)
         cost = self.risk_weight * p_any * hours + left
         k = int(np.argmin(cost))
         if req.sharing:

@@ -23,6 +23,7 @@ from gpufleet.api.deps import AppContext, authorize
 from gpufleet.api.permissions import MATRIX
 from gpufleet.api.routes import alerts, audit, auth, gpus, insights, jobs, system, users
 from gpufleet.api.security import AuthError
+from gpufleet.console import ConsoleMiddleware
 
 log = logging.getLogger("gpufleet.api")
 access_log = logging.getLogger("gpufleet.api.access")
@@ -65,6 +66,8 @@ def create_app(ctx: AppContext, *, cors_origins: list[str] | None = None,
                            allow_headers=["Authorization", "Content-Type"])
 
     app.add_middleware(AuditMiddleware, ctx=ctx)
+    # the web console at /console: cookie sessions + CSRF, calls this API in-process (audited there)
+    app.add_middleware(ConsoleMiddleware, api=app, max_body_bytes=ctx.max_body_bytes)
     app.add_middleware(RequestLogMiddleware)  # outermost: every request, whatever answered it
     return app
 

@@ -1,8 +1,11 @@
-"""What the API reads and changes: the live fleet state that `gpufleet serve` keeps current.
+"""What the API reads and changes: the live fleet view that `gpufleet serve` keeps current, and the
+services behind the API's actions.
 
-``FleetState`` is filled by the service (latest snapshot, failure risk, forecasts, the capacity plan,
-alerts) and delegates jobs to the allocator's queue and silences to the alert engine through the small
-protocols below, so the API has one object to talk to and the service decides what stands behind it.
+``FleetView`` is a cache and nothing else: the service writes the latest snapshot, health, failure risk,
+forecasts and the capacity plan into it; the API reads plain-data copies. ``FleetState`` is what the
+API is handed: that view plus the job service, the silence service and the alert source, each given
+once at construction (by `gpufleet.service.build_service`) through the small protocols below — nothing
+is attached to it afterwards.
 """
 
 from __future__ import annotations
@@ -39,12 +42,9 @@ class AlertSource(Protocol):
 
 
 @dataclass
-class FleetState:
+class FleetView:
     """The service's current view, guarded by one lock; every getter returns plain data copies."""
 
-    jobs: JobService | None = None
-    silences: SilenceService | None = None
-    alert_source: AlertSource | None = None
     snapshot: Snapshot | None = None
     devices: dict[str, Device] = field(default_factory=dict)
     gpu_state: dict[str, str] = field(default_factory=dict)  # uuid -> cordoned / draining
@@ -53,7 +53,6 @@ class FleetState:
     risk_signals: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     forecast: dict[str, Any] = field(default_factory=dict)
     plan: dict[str, Any] = field(default_factory=dict)
-    settings: dict[str, Any] = field(default_factory=dict)
     ready: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     # per-uuid views built once per snapshot, so reads cost O(GPUs asked for), not O(samples)
@@ -140,23 +139,70 @@ class FleetState:
                                 "top_signals": self.risk_signals.get(uuid, {}).get(horizon, [])})
             return sorted(out, key=lambda r: -r["probability"])
 
-    def alerts(self) -> list[dict[str, Any]]:
-        return self.alert_source.alerts() if self.alert_source else []
-
-    # -- fleet actions -------------------------------------------------------------------------------
-    def set_gpu(self, uuid: str, state: str, reason: str = "", by: str = "") -> dict[str, Any]:
-        with self._lock:
-            if uuid not in self.devices:
-                raise NotFound(f"no GPU with uuid {uuid!r}")
-        if self.jobs is not None:  # stored first (the override is acknowledged once it is in the database)
-            self.jobs.set_gpu_health(uuid, state, reason=reason, by=by)
+    def set_override(self, uuid: str, state: str) -> None:
+        """An operator override (cordoned / draining / offline; ``ok`` clears it) as the view shows it."""
         with self._lock:
             if state == "ok":
                 self.gpu_state.pop(uuid, None)
             else:
                 self.gpu_state[uuid] = state
             self._gpu_list = None
-        return self.gpu(uuid)
+
+    def has(self, uuid: str) -> bool:
+        with self._lock:
+            return uuid in self.devices
+
+    def device_list(self) -> builtins.list[Device]:
+        with self._lock:
+            return list(self.devices.values())
+
+
+@dataclass(frozen=True)
+class FleetState:
+    """The API's backend: the fleet view and the services behind the API's actions, fixed at construction."""
+
+    view: FleetView = field(default_factory=FleetView)
+    jobs: JobService | None = None
+    silences: SilenceService | None = None
+    alert_source: AlertSource | None = None
+
+    # -- reads (the view's) --------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return self.view.ready
+
+    @property
+    def forecast(self) -> dict[str, Any]:
+        return self.view.forecast
+
+    @property
+    def plan(self) -> dict[str, Any]:
+        return self.view.plan
+
+    def gpus(self) -> builtins.list[dict[str, Any]]:
+        return self.view.gpus()
+
+    def gpu(self, uuid: str) -> dict[str, Any]:
+        return self.view.gpu(uuid)
+
+    def predictions(self) -> builtins.list[dict[str, Any]]:
+        return self.view.predictions()
+
+    def update_snapshots(self, snapshots: builtins.list[Snapshot]) -> None:
+        """Fill the view (API tests and benchmarks that run the API without a service)."""
+        self.view.update_snapshots(snapshots)
+
+    def alerts(self) -> builtins.list[dict[str, Any]]:
+        return self.alert_source.alerts() if self.alert_source else []
+
+    # -- fleet actions -------------------------------------------------------------------------------
+    def set_gpu(self, uuid: str, state: str, reason: str = "", by: str = "") -> dict[str, Any]:
+        if not self.view.has(uuid):
+            raise NotFound(f"no GPU with uuid {uuid!r}")
+        if self.jobs is not None:  # stored first (the override is acknowledged once it is in the database)
+            self.jobs.set_gpu_health(uuid, state, reason=reason, by=by)
+        self.view.set_override(uuid, state)
+        return self.view.gpu(uuid)
 
     def job_service(self) -> JobService:
         if self.jobs is None:

@@ -53,8 +53,18 @@ def audit_anchor(api: ApiSettings, data_dir: Path, db: Database, *, create: bool
     return open_anchor(kp, cp, db, interval_s=api.audit_checkpoint_interval, create=create)
 
 
-def build_context(api: ApiSettings, data_dir: Path, fleet: FleetState | None = None,
-                  settings_view: dict[str, Any] | None = None) -> AppContext:
+@dataclass
+class ApiCore:
+    """The API's own parts: its database, the token authority and the audit writer."""
+
+    db: Database
+    auth: Auth
+    audit: AuditLog
+
+
+def open_api_core(api: ApiSettings, data_dir: Path) -> ApiCore:
+    """Database, signing key and audit log of the data folder (the service builds these first, so the
+    audit writer can be handed to everything that records state changes)."""
     secure_data_dir(data_dir)  # 0700 / 0600, fixing (with a warning) what an older version left readable
     db = Database(database_url(api, data_dir))
     db.create_all()
@@ -63,8 +73,14 @@ def build_context(api: ApiSettings, data_dir: Path, fleet: FleetState | None = N
                 max_failures=api.login_max_failures, failure_window_s=api.login_failure_window,
                 max_failures_per_source=api.login_max_failures_per_source,
                 hasher=make_hasher(api.password_hash_time_cost, api.password_hash_memory_kib))
-    return AppContext(db=db, auth=auth, audit=AuditLog(db, audit_anchor(api, data_dir, db)), fleet=fleet or FleetState(), settings=settings_view or {},
-                      max_body_bytes=api.max_body_bytes)
+    return ApiCore(db, auth, AuditLog(db, audit_anchor(api, data_dir, db)))
+
+
+def build_context(api: ApiSettings, data_dir: Path, fleet: FleetState | None = None,
+                  settings_view: dict[str, Any] | None = None, core: ApiCore | None = None) -> AppContext:
+    core = core or open_api_core(api, data_dir)
+    return AppContext(db=core.db, auth=core.auth, audit=core.audit, fleet=fleet or FleetState(),
+                      settings=settings_view or {}, max_body_bytes=api.max_body_bytes)
 
 
 @dataclass

@@ -26,9 +26,11 @@ from gpufleet.cli import (
     failure_cmd,
     forecast_cmd,
     history_cmd,
+    jobs_cmd,
     report_cmd,
     serve_cmd,
     twin_cmd,
+    worker_cmd,
 )
 from gpufleet.exporter.errors import (
     BackendUnavailable,
@@ -78,7 +80,8 @@ def _root(
 
 
 for module in (devices_cmd, exporter_cmd, config_cmd, twin_cmd, history_cmd, failure_cmd, forecast_cmd, allocator_cmd,
-               alerting_cmd, dashboards_cmd, report_cmd, serve_cmd, audit_cmd, cluster_cmd, data_cmd):
+               alerting_cmd, dashboards_cmd, report_cmd, serve_cmd, audit_cmd, cluster_cmd, data_cmd, jobs_cmd,
+               worker_cmd):
     module.register(app)
 
 

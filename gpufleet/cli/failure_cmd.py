@@ -76,6 +76,8 @@ def evaluate(
     recent_h: float | None = typer.Option(None, "--recent-h", min=0.1,
                                           help="twin: rows of this window length whatever --window-h is (e.g. 6), "
                                                "so short and long windows are scored on the same GPU-hours."),
+    derived: bool = typer.Option(False, "--derived", help="twin: add event-history, deviation and telemetry-health "
+                                 "features (analytics.failure_features)."),
 ) -> None:
     """Backtest every failure model with a time split and print PR-AUC, ROC-AUC, recall at precision
     >= 0.5, recall at <= 1 false alarm per 1,000 GPU-days (and the concordance index for survival).
@@ -128,7 +130,7 @@ def evaluate(
             if set(kw["train_seeds"]) & set(kw["test_seeds"]):
                 raise ConfigError("--train-seeds and --test-seeds must not share a fleet")
             kw.update(window=window_h * 3600.0, input_step=None if input_step_min is None else input_step_min * 60.0,
-                      recent=None if recent_h is None else recent_h * 3600.0)
+                      recent=None if recent_h is None else recent_h * 3600.0, derived=derived)
             result = failure.evaluate_twin(seed=seed, progress=note, **kw)
     if out is not None:
         md = failure_report.write_report(result, out)
@@ -181,6 +183,8 @@ def train(
     window_h: float = typer.Option(6.0, "--window-h", min=0.1, help="Window length in hours."),
     as_of: str | None = typer.Option(None, "--as-of", help="Use data up to this time (default: the store's end)."),
     seed: int = typer.Option(0, "--seed"),
+    derived: bool = typer.Option(False, "--derived", help="Add event-history, deviation and telemetry-health "
+                                 "features (scoring derives them too)."),
 ) -> None:
     """Train a failure model on a history store, save it as a new registry version, and make it the
     champion only if it beats the current champion on the same validation windows.
@@ -192,10 +196,10 @@ def train(
 
     from gpufleet.analytics import failure
     from gpufleet.analytics.registry import Registry
-    from gpufleet.models import all_models
+    from gpufleet.models import failure_models
 
     _history_source(store, history)
-    cls = all_models().get(model)
+    cls = failure_models().get(model)
     if cls is None or cls.kind != "failure":
         raise ConfigError(f"--model must be a failure model, got {model!r}")
     with _progress() as progress:
@@ -210,9 +214,9 @@ def train(
             hist = failure.store_history(store, step=step)
         end = float(hist.panel.times[-1]) if as_of is None else float(parse_time(as_of, "--as-of") or 0.0)
         progress.add_task(f"training {model}", total=None)
-        fm: Any = cls(seed=seed)  # type: ignore[call-arg]
-        res = failure.train_and_register(hist, Registry(registry), as_of=end, model=fm,
-                                         window=window_h * 3600.0, stride=3600.0)
+        fm: Any = cls(seed=seed, window_s=window_h * 3600.0)  # type: ignore[call-arg]
+        res = failure.train_and_register(hist, Registry(registry), as_of=end, model=fm, stride=3600.0,
+                                         derived=derived)
     typer.echo(json.dumps(failure.public(res), indent=2))
 
 
@@ -241,7 +245,7 @@ def score(
     version = reg.champion()
     model = reg.load(version)
     meta = reg.meta(version) if version else {}
-    window = float(meta.get("window_s", 6 * 3600.0))
+    window = float(model.window_s)
     step = float(meta.get("step_s", 60.0))
     from gpufleet.models.failure_base import horizon_label
 

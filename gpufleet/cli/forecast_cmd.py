@@ -71,7 +71,43 @@ def _run(frame: Any, freq: str, horizon: str, season: str, models: str, n_test: 
         typer.echo(f"\nreport: {out / 'report.md'}")
 
 
+DAY_AHEAD = ",".join(("naive_last", "seasonal_naive_daily", "seasonal_naive_weekly", "seasonal_mean", "ets",
+                      "theta", "ensemble", "combo"))
 MODELS_HELP = "Comma-separated forecasters (registered names; add lstm, mstl for the slow ones)."
+STRICT_HELP = ("Strict lead: every step of the test window is forecast from exactly --horizon before it "
+               "(origins every step; default models naive_last, seasonal_naive_daily, gbm).")
+STRICT_MODELS = "naive_last,seasonal_naive_daily,gbm"
+
+
+def _run_strict(frame: Any, freq: str, horizon: str, season: str, models: str | None, test_window: str,
+                val_window: str, as_json: bool, out: Path | None) -> None:
+    from gpufleet.analytics.forecast_strict import evaluate_strict
+    from gpufleet.models.forecast_base import steps_per
+
+    try:
+        lead = steps_per(horizon, freq)
+        seasons = [steps_per(s.strip(), freq) for s in season.split(",") if s.strip()]
+        n_test, n_val = steps_per(test_window, freq), steps_per(val_window, freq)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    names = tuple(m.strip() for m in (models or STRICT_MODELS).split(",") if m.strip())
+    s0 = seasons[0] if seasons else max(lead, 2)
+    try:
+        summary, _ = evaluate_strict(frame, freq, lead, s0, names, n_test=n_test, n_val=n_val,
+                                     n_warm=max(2 * lead, n_val // 4), n_cal=n_val)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "backtest.json").write_text(json.dumps(_clean(summary), indent=1))
+    if as_json:
+        typer.echo(json.dumps(_clean(summary)))
+        return
+    from gpufleet.analytics.forecast_report import strict_table
+
+    typer.echo(f"strict lead {lead} steps ({horizon} at {freq}); default: {summary['default']} (chosen on the "
+               f"validation window {summary['windows']['val'][0]} .. {summary['windows']['val'][1]})\n")
+    typer.echo(strict_table(summary))
 
 
 @forecast_app.command("backtest")
@@ -84,25 +120,36 @@ def backtest(
     agg: str = typer.Option("mean", "--agg", help="mean | max | sum within a step."),
     horizon: str = typer.Option("1d", "--horizon"),
     season: str = typer.Option("1d,7d", "--season", help="Seasonal periods; the first one scales MASE."),
-    models: str = typer.Option(",".join(("seasonal_naive_daily", "seasonal_naive_weekly", "seasonal_mean", "ets",
-                                         "theta", "ensemble", "combo")), "--models", help=MODELS_HELP),
+    models: str = typer.Option(DAY_AHEAD, "--models", help=MODELS_HELP),
     test_origins: int = typer.Option(7, "--test-origins"),
     val_origins: int = typer.Option(7, "--val-origins"),
     jobs: int = typer.Option(1, "--jobs", help="Processes (one series each)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     out: Path | None = typer.Option(None, "--out", help="Write report.md, fan PNGs, metrics.csv here."),
+    strict: bool = typer.Option(False, "--strict", help=STRICT_HELP),
+    test_window: str = typer.Option("7d", "--test-window", help="--strict: length of the test window."),
+    val_window: str = typer.Option("7d", "--val-window", help="--strict: length of the validation window."),
+    outage_value: float | None = typer.Option(None, "--outage-value", help="The value that marks an outage "
+                                              "when the whole cluster reads it (e.g. 0); by default zeros are "
+                                              "demand and only steps without a row are missing."),
 ) -> None:
     """Rolling-origin backtest of the forecasters on a CSV: MASE, sMAPE, pinball, 80/95 % coverage per model
-    and series; the default model is chosen on validation origins before the test origins. Steps where all
-    series read 0 (outages) are treated as missing.
+    and series; the default model is chosen on validation origins before the test origins. Zeros are demand;
+    steps without a row (or reading --outage-value across the whole cluster) are missing. With --strict every
+    test step is forecast exactly --horizon ahead (MAE, ratio to naive_last, MASE, coverage).
 
-    Example: gpufleet forecast backtest --csv demand.csv --time-col time --value-col gpus --freq 1h --json
+    Example: gpufleet forecast backtest --csv demand.csv --time-col time --value-col gpus --freq 10min --strict \
+    --horizon 1h --json
     """
     from gpufleet.analytics.forecast import demand_from_csv
 
     if not csv.exists():
         raise InputError("no such file", path=str(csv))
-    frame = demand_from_csv(csv, time_col, value_col, series_col, freq, agg)
+    frame = demand_from_csv(csv, time_col, value_col, series_col, freq, agg, outage_value)
+    if strict:
+        _run_strict(frame, freq, horizon, season, models if models != DAY_AHEAD else None, test_window,
+                    val_window, as_json, out)
+        return
     _run(frame, freq, horizon, season, models, test_origins, val_origins, jobs, as_json, out)
 
 
@@ -113,21 +160,51 @@ def helios(
     freq: str = typer.Option("1h", "--freq"),
     agg: str = typer.Option("mean", "--agg"),
     horizon: str = typer.Option("1d", "--horizon"),
-    models: str = typer.Option(",".join(("seasonal_naive_daily", "seasonal_naive_weekly", "seasonal_mean", "ets",
-                                         "theta", "ensemble", "combo")), "--models", help=MODELS_HELP),
+    models: str = typer.Option(DAY_AHEAD, "--models", help=MODELS_HELP),
     jobs: int = typer.Option(2, "--jobs"),
     as_json: bool = typer.Option(False, "--json"),
     out: Path | None = typer.Option(None, "--out"),
+    strict: bool = typer.Option(False, "--strict", help=STRICT_HELP),
+    outage_value: float | None = typer.Option(None, "--outage-value", help="Value marking an outage when the "
+                                              "whole cluster reads it (default: zeros are demand)."),
 ) -> None:
     """Backtest on the Helios Earth trace: 16 VCs + total, demand = running + pending GPUs, last 7 days as
     test origins, the 7 before for validation.
 
     Example: gpufleet forecast helios --freq 1h --out helios-report
+    Example: gpufleet forecast helios --strict --freq 10min --horizon 1h --json
     """
     from gpufleet.analytics.forecast import demand_from_helios
 
-    frame = demand_from_helios(_helios(folder), freq, agg)
+    frame = demand_from_helios(_helios(folder), freq, agg, outage_value=outage_value)
+    if strict:
+        _run_strict(frame, freq, horizon, "1d", models if models != DAY_AHEAD else None, "7d", "7d", as_json,
+                    out)
+        return
     _run(frame, freq, horizon, "1d,7d", models, 7, 7, jobs, as_json, out)
+
+
+@forecast_app.command("genai")
+def genai(
+    folder: Path = typer.Option(..., "--data", "--dir", help="The alibaba-genai-2026 folder (holds "
+                                "pod_gpu_duty_cycle_anon.tar.gz), e.g. ../shared/data/alibaba-genai-2026."),
+    horizon: str = typer.Option("10min", "--horizon", help="Lead (strict)."),
+    models: str | None = typer.Option(None, "--models", help=MODELS_HELP),
+    as_json: bool = typer.Option(False, "--json"),
+    out: Path | None = typer.Option(None, "--out"),
+) -> None:
+    """Strict-lead backtest on the Alibaba GenAI 2026 per-pod GPU duty cycle (1-minute steps, busy-GPU
+    equivalents, pods present in >= 90 % of the steps + total): test = the last 4 hours, validation = the 4
+    before; the trace spans 23 hours, so the season is 1 hour.
+
+    Example: gpufleet forecast genai --data ../shared/data/alibaba-genai-2026 --horizon 10min --json
+    """
+    from gpufleet.analytics.forecast import demand_from_genai
+
+    if not folder.exists():
+        raise InputError("no such folder", path=str(folder))
+    frame = demand_from_genai(folder, "1min")
+    _run_strict(frame, "1min", horizon, "1h", models, "4h", "4h", as_json, out)
 
 
 @forecast_app.command("autoscale")

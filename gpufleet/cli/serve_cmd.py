@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from gpufleet.demo import DemoConfig
+    from gpufleet.service import Service
 
 
 def init(
@@ -62,14 +67,8 @@ def serve(
     Example: gpufleet init -d /var/lib/gpufleet && gpufleet serve -d /var/lib/gpufleet --source twin
     Example: gpufleet serve -d /var/lib/gpufleet --fleet-url http://prometheus:9090 --fleet-selector '{job="gpu"}'
     """
-    import contextlib
-    import json
-    import logging
-    import signal
-    import threading
-
     from gpufleet.logs import setup_logging
-    from gpufleet.service import Service
+    from gpufleet.service import build_service
     from gpufleet.settings import load_settings
 
     settings = load_settings(config, {
@@ -80,15 +79,26 @@ def serve(
         "fleet": {"url": fleet_url, "kind": fleet_kind, "names": fleet_names, "selector": fleet_selector},
     })
     setup_logging(settings.log_level, settings.log_json)
-    service = Service(settings)
+    _run_until_stopped(build_service(settings), duration)
+
+
+def _run_until_stopped(service: Service, duration: float | None) -> None:
+    """Start the service, print where it serves, run until SIGTERM / Ctrl-C (or ``duration``), stop it."""
+    import contextlib
+    import json
+    import logging
+    import signal
+    import threading
+
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         service.start()
-        typer.echo(json.dumps({"event": "serving", "api": service.api.url if service.api else None,
-                               "docs": f"{service.api.url}/docs" if service.api else None,
+        api = service.api.url if service.api else None
+        typer.echo(json.dumps({"event": "serving", "api": api, "docs": f"{api}/docs" if api else None,
+                               "console": f"{api}/" if api else None,
                                "metrics": service.metrics_server.url, "source": service.source.name,
-                               "data_dir": str(settings.data_dir)}))
+                               "data_dir": str(service.data_dir)}))
         with contextlib.suppress(KeyboardInterrupt):
             stop.wait(duration)
     finally:
@@ -107,7 +117,8 @@ def demo(
     notify: list[str] = typer.Option([], "--notify", help="Also send alerts to this apprise URL (repeatable), "
                                      "e.g. mailtos://user:pass@smtp.example.com or a Slack webhook."),
     serve_after: bool = typer.Option(False, "--serve", help="Then keep running the service on the generated "
-                                     "history (API, /metrics, reports)."),
+                                     "history (API, web console, /metrics), the twin going on from where "
+                                     "the accelerated run ended, in real time; Ctrl-C stops it."),
     listen: str = typer.Option("127.0.0.1:8080", "--listen", help="API address with --serve."),
     metrics_listen: str = typer.Option("127.0.0.1:19836", "--metrics-listen", help="/metrics address with --serve."),
 ) -> None:
@@ -165,8 +176,39 @@ def demo(
     console.print("Twin failures are accelerated and their precursors designed: predictor figures here flatter "
                   "any model; real-data figures are in docs/failure-prediction.md.")
     if serve_after:
-        serve(source="twin", data_dir=out / "service", listen=listen, metrics_listen=metrics_listen, interval=None,
-              config=None, duration=None)
+        _serve_demo(cfg, listen, metrics_listen)
+
+
+def _serve_demo(cfg: DemoConfig, listen: str, metrics_listen: str) -> None:
+    """`demo --serve`: the same service on the demo's data folder (its history, models, queue and alert
+    state), the twin going on from the end of the accelerated run on a clock that keeps the demo's
+    simulated time. A data folder without a signing key is initialised first, as `gpufleet init` does
+    (the admin password is shown once)."""
+    import time
+
+    from gpufleet.api.context import initialise, key_path
+    from gpufleet.demo import DAY, demo_settings
+    from gpufleet.logs import setup_logging
+    from gpufleet.service import build_service
+    from gpufleet.simulator.twin import TwinConfig, TwinSource
+
+    settings = demo_settings(cfg, api={"listen": listen}, serve={"metrics_listen": metrics_listen},
+                             executor={"kind": "local"}, exporter={"interval": 5.0})
+    setup_logging(settings.log_level, settings.log_json)
+    if not key_path(settings.api, settings.data_dir).exists():
+        result = initialise(settings.api, settings.data_dir)
+        if result.password:
+            typer.secho(f"admin user {result.admin!r} created; password (shown once): {result.password}",
+                        fg=typer.colors.YELLOW)
+    end = cfg.start + cfg.days * DAY
+    offset = time.time() - end  # the service's clock goes on from the demo's last simulated instant
+
+    def clock() -> float:
+        return time.time() - offset
+
+    source = TwinSource(TwinConfig(nodes=cfg.nodes, gpus_per_node=cfg.gpus_per_node, seed=cfg.seed,
+                                   failure_rate_multiplier=cfg.failure_rate, fields="history"), start=end)
+    _run_until_stopped(build_service(settings, source=source, clock=clock), None)
 
 
 def register(app: typer.Typer) -> None:

@@ -90,3 +90,30 @@ def test_online_scoring_and_signals() -> None:
     assert scores.signals["GPU-5"][0][0] == "ecc_corrected_volatile"
     smp = scores.samples()
     assert len(smp) == 12 and smp[0].field == "failure_risk" and smp[0].labels[0][0] == "horizon"
+
+
+def test_registry_refuses_a_model_whose_validation_window_holds_no_failure(tmp_path: Path) -> None:
+    X, mask, y = windows(seed=2, n=400)
+    reg = Registry(tmp_path / "reg")
+    m = LogisticFailure().fit(X[:300], mask[:300], y[:300], feature_names=FEATURES, horizons=HORIZONS)
+    quiet = np.zeros_like(y[300:])  # a validation slice in which no GPU failed
+    v1 = reg.save(m, as_of=T0, data_span=(T0 - 86400, T0), metrics={})
+    first = reg.challenge(v1, X[300:], mask[300:], quiet, as_of=T0)
+    assert not first.promoted and reg.champion() is None  # not even as the first champion
+    assert "holds no failure within 24h" in first.reason and "no champion yet" in first.reason
+    assert reg.challenge(v1, X[300:], mask[300:], y[300:], as_of=T0).promoted and reg.champion() == v1
+    v2 = reg.save(m, as_of=T0 + 1, data_span=(T0 - 86400, T0 + 1), metrics={})
+    d = reg.challenge(v2, X[300:], mask[300:], quiet, as_of=T0 + 1)
+    assert not d.promoted and d.champion == v1 and reg.champion() == v1
+    assert d.reason.count("\n") == 0 and f"keeping champion {v1}" in d.reason
+
+
+def test_risk_scores_carry_their_horizon() -> None:
+    from gpufleet.analytics.scoring import RiskScores
+    from gpufleet.models.failure_base import Risk
+
+    s = RiskScores(["a", "b"], (3600.0, 86400.0), np.array([[0.01, 0.2], [0.0, 0.0]]), T0, "m")
+    day = s.at("24h")
+    assert day["a"] == Risk(0.2, 86400.0) and day["b"].p == 0.0
+    week = s.at("7d")["a"]  # the model has no 7 d column: converted from its nearest (24 h)
+    assert week.horizon_s == 7 * 86400.0 and abs(week.p - (1 - 0.8 ** 7)) < 1e-12

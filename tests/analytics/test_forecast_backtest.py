@@ -32,7 +32,7 @@ def _csv(path: Path, days: int = 20, outage: bool = True) -> Path:
 
 def test_outages_are_missing_not_zero(tmp_path: Path) -> None:
     raw = load_csv(_csv(tmp_path / "d.csv"), "time", "gpus", "vc")
-    masked, mask = mask_outages(raw)
+    masked, mask = mask_outages(raw, outage_value=0)  # the user says 0 marks an outage
     assert mask.sum() == 100
     assert masked.iloc[1000:1100].isna().all().all()
     assert masked.iloc[:1000].notna().all().all()
@@ -76,12 +76,13 @@ def test_calibration_brings_coverage_close_to_nominal() -> None:
 
 
 def test_evaluate_scores_against_seasonal_naive(tmp_path: Path) -> None:
-    frame = demand_from_csv(_csv(tmp_path / "d.csv"), "time", "gpus", "vc", "1h", "mean")
+    frame = demand_from_csv(_csv(tmp_path / "d.csv"), "time", "gpus", "vc", "1h", "mean", outage_value=0)
     summary, _ = evaluate(frame, "1h", 24, 24, ("seasonal_naive_daily", "seasonal_mean", "ets"), n_test=4, n_val=4)
     m = summary["models"]
     assert m["seasonal_naive_daily"]["relmae"] == pytest.approx(1.0)
     assert m["seasonal_mean"]["mase"] < m["seasonal_naive_daily"]["mase"]
     assert summary["default"] in ("seasonal_mean", "ets")
+    assert "naive_last" in m and "mae" in m["naive_last"]  # always scored, MAE beside MASE
     assert set(summary["series"]) == {"a", "b"}
 
 

@@ -40,9 +40,13 @@ def test_helios_total_outage_is_missing_and_ets_beats_naive() -> None:
     from gpufleet.analytics.backtest import evaluate
 
     folder = require_data("helios-earth-vc")
-    frame = demand_from_helios(folder, "1h")
+    # zeros are demand by default: 10 May 2020 (the whole cluster reads 0) stays 0
+    plain = demand_from_helios(folder, "1h")
+    day0 = plain["total"][pd.DatetimeIndex(plain.index).normalize() == pd.Timestamp("2020-05-10")]
+    assert day0.notna().all() and (day0 == 0).mean() > 0.9
+    frame = demand_from_helios(folder, "1h", outage_value=0)
     assert frame.shape[1] == 17 and "total" in frame
-    # 10 May 2020 is a whole-cluster outage: missing, not zero
+    # with --outage-value 0, 10 May 2020 is a whole-cluster outage: missing, not zero
     day = frame["total"][pd.DatetimeIndex(frame.index).normalize() == pd.Timestamp("2020-05-10")]
     assert day.isna().mean() > 0.9
     assert np.nanmin(frame["total"].to_numpy()) > 0

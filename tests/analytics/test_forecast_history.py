@@ -39,5 +39,8 @@ def test_demand_per_type_plus_queue_with_outage() -> None:
     assert set(d.columns) == {"A100", "H100", "total"}
     assert d["A100"].iloc[0] == 10 and d["H100"].iloc[0] == 4
     assert d["total"].iloc[0] == 16  # queued GPUs carry no type: they count in the total
-    assert d.iloc[5].isna().all()
+    assert (d.iloc[5] == 0).all()  # zeros are demand unless the user says 0 marks an outage
     assert len(d) == 48
+    flagged = demand_from_history(_Fleet(), pd.Timestamp("2024-01-01", tz="UTC"),
+                                  pd.Timestamp("2024-01-03", tz="UTC"), outage_value=0)
+    assert flagged.iloc[5].isna().all() and flagged.iloc[4].notna().all()

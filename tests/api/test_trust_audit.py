@@ -378,7 +378,7 @@ def test_cli_verify_reports_truncation_exits_1_and_rotate_key_keeps_it_verifiabl
 def test_serve_checkpoints_on_schedule_and_exports_the_sequence_number(tmp_path: Path) -> None:
     import httpx
 
-    from gpufleet.service import Service
+    from gpufleet.service import build_service
     from gpufleet.settings import load_settings
     from tests.servers import free_port, wait_until
 
@@ -392,7 +392,7 @@ def test_serve_checkpoints_on_schedule_and_exports_the_sequence_number(tmp_path:
     })
     (tmp_path / "pw").write_text(PASSWORD)
     initialise(settings.api, settings.data_dir, password_file=tmp_path / "pw")
-    svc = Service(settings)
+    svc = build_service(settings)
     svc.start()
     try:
         assert svc.api is not None

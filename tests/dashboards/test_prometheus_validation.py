@@ -17,7 +17,7 @@ from gpufleet.dashboards.build import build_all
 from gpufleet.dashboards.validate import metric_names, queries
 from gpufleet.exporter.catalogue import catalogue
 
-from gpufleet.service import Service
+from gpufleet.service import build_service
 from gpufleet.settings import load_settings
 from tests.servers import Prometheus, free_port
 
@@ -58,7 +58,7 @@ def test_every_dashboard_query_parses_and_returns_data(tmp_path: Path) -> None:
         "serve": {"metrics_listen": f"127.0.0.1:{free_port()}"},
         "twin": {"nodes": 2, "gpus_per_node": 4, "seed": 5, "speed": 60.0},
     })
-    service = Service(settings, with_api=False)
+    service = build_service(settings, with_api=False)
     service.start()
     prom = None
     try:

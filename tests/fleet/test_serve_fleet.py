@@ -22,7 +22,7 @@ from gpufleet.analytics.registry import Registry
 from gpufleet.models.baselines import OperatorRules
 
 from gpufleet.api.context import initialise
-from gpufleet.service import Service
+from gpufleet.service import Service, build_service
 from gpufleet.settings import load_settings
 from tests.fleet.fleet_servers import FAULT_GPU, FAULT_NODE, TwinExporters, scraper, twin_devices
 from tests.servers import free_port, wait_until
@@ -66,7 +66,7 @@ def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Twi
         pw.write_text(PASSWORD)
         initialise(settings.api, settings.data_dir, password_file=pw)
         _champion(data / "models")
-        svc = Service(settings)
+        svc = build_service(settings)
         svc.start()
         svc.loop.wait_cycles(2, timeout=30)
         yield exporters, svc

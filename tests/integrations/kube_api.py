@@ -6,16 +6,26 @@ GET /api/v1/nodes (with ``labelSelector`` ``k=v[,k=v]``), GET /api/v1/nodes/{nam
 ``taints``, have no merge key so lists are replaced whole, as the API server does for them). A
 ``json-patch+json`` body that is not a list is refused with 400, as the real API server refuses it.
 Errors are ``Status`` objects. Every request is recorded for assertions.
+
+For the Kubernetes executor also batch/v1 Jobs (create, read, delete) in a namespace, one pod per Job
+(list by ``labelSelector``, read its log); the tests play kubelet and job controller (:meth:`KubeAPI.run_pod`,
+:meth:`KubeAPI.finish`, :meth:`KubeAPI.set_ready`).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+
+
+def _status(code: int, reason: str, message: str) -> dict[str, Any]:
+    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "reason": reason,
+            "code": code}
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -44,6 +54,10 @@ def node(name: str, labels: dict[str, str] | None = None, taints: list[dict[str,
 class KubeAPI:
     def __init__(self, nodes: list[dict[str, Any]]) -> None:
         self.nodes = {n["metadata"]["name"]: n for n in nodes}
+        self.jobs: dict[tuple[str, str], dict[str, Any]] = {}
+        """batch/v1 Jobs by (namespace, name); each gets one pod (``job-name`` label), driven by the tests."""
+        self.pods: dict[tuple[str, str], dict[str, Any]] = {}
+        self.pod_logs: dict[str, str] = {}
         self.requests: list[tuple[str, str, str, Any]] = []
         self.lock = threading.Lock()
         api = self
@@ -68,6 +82,8 @@ class KubeAPI:
                 u = urlparse(self.path)
                 with api.lock:
                     api.requests.append(("GET", u.path, "", None))
+                    if "/namespaces/" in u.path:
+                        return self._reply(*api.namespaced("GET", u, None))
                     if u.path == "/api/v1/nodes":
                         sel = parse_qs(u.query).get("labelSelector", [""])[0]
                         want = dict(p.split("=", 1) for p in sel.split(",") if "=" in p)
@@ -79,6 +95,34 @@ class KubeAPI:
                     if u.path.startswith("/api/v1/nodes/") and name in api.nodes:
                         return self._send(200, api.nodes[name])
                 return self._status(404, "NotFound", f'nodes "{name}" not found')
+
+            def _reply(self, code: int, doc: Any) -> None:
+                if isinstance(doc, str):  # a pod log
+                    data = doc.encode()
+                    self.send_response(code)
+                    self.send_header("Content-Type", "text/plain")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
+                self._send(code, doc)
+
+            def _body(self) -> Any:
+                return json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"null")
+
+            def do_POST(self) -> None:
+                u = urlparse(self.path)
+                body = self._body()
+                with api.lock:
+                    api.requests.append(("POST", u.path, self.headers.get("Content-Type", ""), body))
+                    return self._reply(*api.namespaced("POST", u, body))
+
+            def do_DELETE(self) -> None:
+                u = urlparse(self.path)
+                body = self._body()
+                with api.lock:
+                    api.requests.append(("DELETE", u.path, "", body))
+                    return self._reply(*api.namespaced("DELETE", u, body))
 
             def do_PATCH(self) -> None:
                 u = urlparse(self.path)
@@ -104,6 +148,82 @@ class KubeAPI:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    # -- batch/v1 Jobs and their pods (the job controller and kubelet are the test's hands) ------------------
+    def namespaced(self, method: str, u: Any, body: Any) -> tuple[int, Any]:
+        m = re.fullmatch(r"/apis/batch/v1/namespaces/([^/]+)/jobs(?:/([^/]+))?", u.path)
+        if m:
+            ns, name = m.groups()
+            if method == "POST" and name is None:
+                name = body["metadata"]["name"]
+                if (ns, name) in self.jobs:
+                    return 409, _status(409, "AlreadyExists", f'jobs.batch "{name}" already exists')
+                job = copy.deepcopy(body)
+                job["metadata"].update(namespace=ns, uid=f"uid-{name}", resourceVersion="1")
+                job["status"] = {"active": 1}
+                self.jobs[(ns, name)] = job
+                labels = {**job["spec"]["template"]["metadata"].get("labels", {}), "job-name": name}
+                self.pods[(ns, f"{name}-pod")] = {
+                    "apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"{name}-pod", "namespace": ns,
+                                                                    "labels": labels},
+                    "spec": copy.deepcopy(job["spec"]["template"]["spec"]),
+                    "status": {"phase": "Pending", "containerStatuses": [
+                        {"name": "job", "ready": False, "restartCount": 0, "image": "", "imageID": "",
+                         "state": {"waiting": {"reason": "ContainerCreating"}}}]}}
+                return 201, job
+            if name is not None and (ns, name) not in self.jobs:
+                return 404, _status(404, "NotFound", f'jobs.batch "{name}" not found')
+            if method == "GET" and name is not None:
+                return 200, self.jobs[(ns, name)]
+            if method == "DELETE" and name is not None:
+                job = self.jobs.pop((ns, name))
+                for key in [k for k, p in self.pods.items() if p["metadata"]["labels"].get("job-name") == name]:
+                    del self.pods[key]
+                return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success",
+                             "details": {"name": name, "kind": "jobs", "uid": job["metadata"]["uid"]}}
+        m = re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods(?:/([^/]+)(/log)?)?", u.path)
+        if m and method == "GET":
+            ns, name, want_log = m.groups()
+            if name is None:
+                sel = parse_qs(u.query).get("labelSelector", [""])[0]
+                want = dict(p.split("=", 1) for p in sel.split(",") if "=" in p)
+                items = [p for (pns, _), p in self.pods.items() if pns == ns
+                         and all(p["metadata"]["labels"].get(k) == v for k, v in want.items())]
+                return 200, {"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items}
+            if (ns, name) in self.pods and want_log:
+                return 200, self.pod_logs.get(name, "")
+        return 404, _status(404, "NotFound", f"{u.path} not found")
+
+    def run_pod(self, job: str, ns: str = "default") -> None:
+        """The kubelet started the Job's container."""
+        with self.lock:
+            pod = self.pods[(ns, f"{job}-pod")]
+            pod["status"]["phase"] = "Running"
+            pod["status"]["containerStatuses"][0]["state"] = {"running": {"startedAt": "2026-01-01T00:00:00Z"}}
+
+    def finish(self, job: str, exit_code: int, ns: str = "default", log: str = "") -> None:
+        """The container exited: the pod and the Job say so, as the kubelet and the job controller would."""
+        with self.lock:
+            pod = self.pods[(ns, f"{job}-pod")]
+            pod["status"]["phase"] = "Succeeded" if exit_code == 0 else "Failed"
+            pod["status"]["containerStatuses"][0]["state"] = {"terminated": {"exitCode": exit_code}}
+            self.pod_logs[f"{job}-pod"] = log
+            cond = "Complete" if exit_code == 0 else "Failed"
+            self.jobs[(ns, job)]["status"] = {
+                **({"succeeded": 1} if exit_code == 0 else {"failed": 1}),
+                "conditions": [{"type": cond, "status": "True",
+                                **({} if exit_code == 0 else {"reason": "BackoffLimitExceeded"})}]}
+
+    def set_ready(self, name: str, ready: bool) -> None:
+        with self.lock:
+            self.nodes[name]["status"]["conditions"] = [{"type": "Ready", "status": "True" if ready else "False"}]
+
+    def api_client(self) -> Any:
+        from kubernetes import client
+
+        cfg = client.Configuration()
+        cfg.host = self.url
+        return client.ApiClient(cfg)
 
     def patches(self) -> list[tuple[str, str, str, Any]]:
         return [r for r in self.requests if r[0] == "PATCH"]

@@ -9,12 +9,12 @@ import pickle
 
 import numpy as np
 import pytest
-from gpufleet.models import all_models
+from gpufleet.models import failure_models
 from gpufleet.models.base import Model, NotFittedError
 from gpufleet.models.failure_base import FailureProba
 
 KINDS = ("failure", "survival", "events")
-REG = {n: c for n, c in all_models().items() if c.kind in KINDS}
+REG = failure_models()
 FEATURES = ("temperature_gpu", "power_usage", "ecc_corrected_volatile", "ecc_uncorrected_volatile", "row_remap_pending")
 HORIZONS = (3600.0, 86400.0)
 
@@ -107,3 +107,16 @@ def test_masked_values_are_ignored() -> None:
         a = model.predict_proba(X[:40], mask[:40]).proba  # type: ignore[attr-defined]
         b = model.predict_proba(X2[:40], mask[:40]).proba  # type: ignore[attr-defined]
         np.testing.assert_allclose(a, b, atol=1e-9)
+
+
+def test_window_and_input_step_are_hyperparameters_of_every_failure_model() -> None:
+    from gpufleet.models.base import REGISTRY
+
+    for name, cls in REG.items():
+        assert name not in REGISTRY  # one explicit registry: nothing failure-side registers at import
+        if cls.kind != "failure":
+            continue
+        m = cls(window_s=72 * 3600.0, input_step_s=1800.0, seed=1)  # type: ignore[call-arg]
+        params = m.get_params()
+        assert params["window_s"] == 72 * 3600.0 and params["input_step_s"] == 1800.0, name
+        assert cls(seed=1).get_params()["window_s"] == 6 * 3600.0  # type: ignore[call-arg]

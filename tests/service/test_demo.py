@@ -31,3 +31,72 @@ def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     firing = [a for note in (out / "outbox").glob("*.json") for a in json.loads(note.read_text())["firing"]]
     distinct = {(json.dumps(a["labels"], sort_keys=True), a["fired_at"]) for a in firing}
     assert sum(summary["alerts_by_rule"].values()) == len(distinct) <= len(firing)
+
+
+@pytest.mark.slow
+def test_demo_serve_from_a_fresh_data_folder_serves_what_the_demo_generated(tmp_path: Path) -> None:
+    """`demo --serve` on a folder nobody initialised: the key is made under the data folder (never the
+    source tree), the password shown once, and the API, /metrics and the history are the demo's."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    import httpx
+
+    from tests.servers import free_port, wait_until
+
+    out = tmp_path / "demo"
+    api, metrics = free_port(), free_port()
+    env = {**os.environ, "GPUFLEET_API__PASSWORD_HASH_TIME_COST": "1", "GPUFLEET_API__PASSWORD_HASH_MEMORY_KIB": "8192",
+           "COLUMNS": "200"}
+    proc = subprocess.Popen([sys.executable, "-m", "gpufleet", "demo", "--out", str(out), "--nodes", "1",
+                             "--gpus-per-node", "2", "--days", "2", "--seed", "3", "--serve",
+                             "--listen", f"127.0.0.1:{api}", "--metrics-listen", f"127.0.0.1:{metrics}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    base = f"http://127.0.0.1:{api}"
+    try:
+        def up() -> bool:
+            assert proc.poll() is None, "".join(lines)
+            return any('"event": "serving"' in line for line in lines)
+        wait_until(up, 300, "demo --serve serving")
+        wait_until(lambda: httpx.get(f"{base}/readyz").status_code == 200, 60, "the API ready")
+        text = "".join(lines)
+        assert "signing key" not in text and "Traceback" not in text, text
+        assert (out / "secrets" / "jwt.key").is_file()
+        serving = next(line for line in lines if '"event": "serving"' in line)
+        assert f'"api": "{base}"' in serving and f'"console": "{base}/"' in serving
+        password = re.search(r"password \(shown once\): (\S+)", text)
+        assert password, text
+        token = httpx.post(f"{base}/auth/login", json={"username": "admin", "password": password.group(1)}).json()
+        h = {"Authorization": f"Bearer {token['access_token']}"}
+        gpus = httpx.get(f"{base}/gpus", headers=h).json()
+        assert gpus["total"] == 2
+        # the demo's jobs are the service's: the queue in the demo's database, served as they are
+        jobs = httpx.get(f"{base}/jobs", headers=h).json()
+        items = jobs["items"] if isinstance(jobs, dict) else jobs
+        assert any(j["name"].startswith("demo") for j in items), jobs
+        body = httpx.get(f"http://127.0.0.1:{metrics}/metrics").text
+        assert "gpufleet_capacity_gpus" in body and "gpufleet_gpu_temperature_celsius{" in body
+        # its clock goes on from the demo's end: new samples land right after the demo's history
+        from gpufleet.exporter.store import HistoryStore
+
+        end = 1_767_225_600.0 + 2 * 86400.0
+        wait_until(lambda: httpx.get(f"{base}/gpus", headers=h).json()["items"][0]["temperature_celsius"] is not None,
+                   30, "live telemetry")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        with HistoryStore(out / "history") as store:
+            first, last = store.span()
+            assert first is not None and last is not None and first < end <= last < end + 3600
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 0, "".join(lines)
+    assert not (Path.cwd() / "secrets").exists()

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from gpufleet.api.context import initialise
-from gpufleet.service import Service
+from gpufleet.service import Service, build_service
 from gpufleet.settings import load_settings
 from tests.servers import free_port, require_binary, wait_until
 
@@ -39,7 +39,7 @@ def service(tmp_path: Path) -> Iterator[Service]:
     pw = tmp_path / "pw"
     pw.write_text(PASSWORD)
     initialise(settings.api, settings.data_dir, password_file=pw)
-    svc = Service(settings)
+    svc = build_service(settings)
     svc.start()
     try:
         svc.loop.wait_cycles(2, timeout=30)

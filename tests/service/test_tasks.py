@@ -11,7 +11,7 @@ import pytest
 from gpufleet.simulator.twin import TwinConfig, TwinSource
 
 from gpufleet.demo import DemoConfig, run
-from gpufleet.service import Service
+from gpufleet.service import build_service
 from gpufleet.settings import load_settings
 from tests.servers import free_port
 
@@ -29,7 +29,7 @@ def test_scheduled_analytics_on_generated_history(tmp_path: Path) -> None:
         "twin": {"nodes": 2, "gpus_per_node": 4, "seed": 11},
     })
     source = TwinSource(TwinConfig(nodes=2, gpus_per_node=4, seed=11, failures=False), start=end)
-    service = Service(settings, source=source, with_api=False)
+    service = build_service(settings, source=source, with_api=False)
     try:
         service.loop.collect_once()
         a = service.analytics
