@@ -101,4 +101,4 @@ def shutil_rmtree(path: Path) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -20,7 +20,6 @@ import hashlib
 import io
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -99,4 +98,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())
