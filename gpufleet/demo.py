@@ -14,9 +14,12 @@ service does in `serve` happens here the same way, only faster:
    scoring of every GPU every hour (the risk reaches the placer and the alerts), the demand forecast.
 4. The service's alert engine watches the telemetry and the risk; notifications go to a local outbox
    (and to any apprise URL given).
-5. Then the demo's own part: the backtested demand forecast and the capacity plan, dashboards, the
-   capacity and cost reports, and a one-screen summary comparing failures predicted with failures
-   that happened.
+5. Then the demo's own part: the backtested demand forecast and the capacity plan per GPU type,
+   dashboards, the capacity and cost reports.
+6. A short live part (:mod:`gpufleet.demo_live`, about 15 s): real checkpointing training jobs through
+   the local executor on twin GPUs, a GPU fault under one of them, and its resume on another GPU from
+   the last checkpoint; then a one-screen summary comparing failures predicted with failures that
+   happened, and what the resume saved.
 
 Failure rates are accelerated (the calibrated ~5 % per GPU-year gives no failures on 32 GPUs in two
 weeks); precursors are the twin's own design, so the predictor's figures here flatter any model. Real
@@ -52,6 +55,7 @@ class DemoConfig:
     notify_urls: list[str] = field(default_factory=list)
     start: float = 1_767_225_600.0  # 2026-01-01T00:00Z: a fixed start keeps runs identical
     load: float = 0.6  # mean share of the fleet's GPUs the demo's job stream asks for
+    live: bool = True  # then real checkpointing jobs through the local executor, with a GPU fault
 
 
 @dataclass
@@ -76,6 +80,7 @@ class DemoResult:
     seconds: float
     paths: dict[str, str]
     risk_horizon: str = "24h"
+    live: dict[str, Any] | None = None
 
 
 def demo_settings(cfg: DemoConfig, **overrides: Any) -> Any:
@@ -190,7 +195,7 @@ def run(cfg: DemoConfig, progress: Any = None) -> DemoResult:
     after = [lab for lab in labels if lab.ts >= train_at]
     predicted, ranked, alarms = _predicted(after, risk_log, threshold=0.5, window_s=horizon_s)
     say("forecasting demand and planning capacity", 0.0)
-    forecast, plan, cap_paths = _capacity(out, cfg)
+    forecast, plan, cap_paths = _capacity(out, cfg, [d.model for d in twin.devices()])
     say("writing dashboards and reports", 0.0)
     outbox = out / "outbox"
     paths = {"history": str(out / "history"), "models": str(out / "models"), "outbox": str(outbox),
@@ -211,6 +216,14 @@ def run(cfg: DemoConfig, progress: Any = None) -> DemoResult:
         train_note = (f"no model promoted: the training at day {cfg.train_after_days:g} found too few failures"
                 if cfg.days > cfg.train_after_days else
                 f"the predictor trains at day {cfg.train_after_days:g}; this run has {cfg.days:g} days")
+    live: dict[str, Any] | None = None
+    if cfg.live:
+        from gpufleet.demo_live import LiveConfig, LiveDemoError, run_live
+
+        try:
+            live = run_live(LiveConfig(out=out, seed=cfg.seed), say)
+        except LiveDemoError as exc:  # the accelerated part's outputs stay; the summary says what failed
+            live = {"error": str(exc)}
     placed = [j for j in jobs if j.get("started_at") is not None]
     result = DemoResult(
         out=out, gpus=len(uuids), samples=int(store_samples(svc)), failures=len(labels),
@@ -219,7 +232,7 @@ def run(cfg: DemoConfig, progress: Any = None) -> DemoResult:
         val_metrics=meta.get("metrics", {}) if isinstance(meta.get("metrics"), dict) else {},
         train_note=train_note, notifications=len(notes), alerts_by_rule=by_rule,
         forecast=forecast, plan=plan, jobs=len(placed), gpu_hours_lost=float(counters.get("gpu_hours_lost", 0.0)),
-        seconds=time.perf_counter() - began, paths=paths, risk_horizon=horizon)
+        seconds=time.perf_counter() - began, paths=paths, risk_horizon=horizon, live=live)
     (out / "summary.json").write_text(json.dumps(_jsonable(result.__dict__), indent=2, default=str))
     return result
 
@@ -243,40 +256,77 @@ def _predicted(failures: list[Any], risk_log: list[tuple[float, dict[str, float]
     return predicted, ranked, alarms
 
 
-def _capacity(out: Path, cfg: DemoConfig) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+def _capacity(out: Path, cfg: DemoConfig, models: list[str]) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    """The backtested demand forecast and the capacity plan per GPU type of the fleet (``models``: the
+    model of every GPU, exact names priced from the price book). The demo's jobs name no GPU type, so
+    their demand is one class any type may serve; the fleet optimiser decides which types to reserve."""
     import pandas as pd
 
-    from gpufleet.allocator.planner import pricebook, report
-    from gpufleet.allocator.planner.evaluate import forecast_paths
-    from gpufleet.allocator.planner.optimize import PlanSettings, plan_type
-    from gpufleet.analytics.backtest import evaluate
     from gpufleet.analytics.forecast import demand_from_history
     from gpufleet.analytics.history.store import StoreReader
 
     with StoreReader(out / "history") as reader:
         start = pd.Timestamp(cfg.start, unit="s", tz="UTC")
         frame = demand_from_history(reader, start, start + pd.Timedelta(days=cfg.days), "1h")
-    series = frame["total"].dropna()
+    return plan_demand(out / "capacity-report", frame["total"].dropna(), models, cfg.seed)
+
+
+def plan_demand(folder: Path, series: Any, models: list[str], seed: int = 0,
+                ) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    """Forecast (backtested, chosen on validation) and plan ``series`` (hourly GPUs wanted, any type) over
+    the fleet's GPU ``models``; the report goes to ``folder``."""
+    import pandas as pd
+
+    from gpufleet.allocator.planner import pricebook, report
+    from gpufleet.allocator.planner.evaluate import forecast_paths
+    from gpufleet.allocator.planner.fleet import (
+        DemandClass,
+        InsufficientHistory,
+        class_key,
+        fleet_types,
+        history_days,
+        options_for_history,
+        plan_fleet,
+    )
+    from gpufleet.allocator.planner.optimize import PlanSettings
+    from gpufleet.analytics.backtest import evaluate
+
     try:
         bt, _ = evaluate(series.to_frame("total"), "1h", 24, 24,
                          ("seasonal_naive_daily", "seasonal_mean", "ets", "theta"), n_test=3, n_val=3)
         model, quality = bt["default"], bt["models"].get(bt["default"], {})
     except ValueError:
-        model, quality = "seasonal_mean", {}
+        bt, model, quality = {"models": {}}, "seasonal_mean", {}
     book = pricebook.load(None)
-    price = book["A100"]
-    settings = PlanSettings()
-    paths, _ = forecast_paths(series, model, 7 * 24, 200, cfg.seed)
-    plan = plan_type(price, paths, settings, series.to_numpy(dtype=float))
-    ev = report.TypeEvidence(plan, series, paths, series.index[-1] + pd.Timedelta("1h"), model,
-                             bt["models"] if quality else {}, [])
-    written = report.write(out / "capacity-report", [ev], book, settings, "GPU capacity plan (demo fleet)",
-                           ["The demo fleet's demand comes from the digital twin's accelerated two weeks."])
+    tmap = fleet_types(book, models)
+    types = tuple(sorted(set(tmap.values())))
+    installed = {t: sum(1 for m in models if tmap[m] == t) for t in types}
+    days = history_days(series.to_numpy(dtype=float))
+    paths, _ = forecast_paths(series, model, 7 * 24, 200, seed)
     forecast = {"model": model, "mase": quality.get("mase"), "coverage80": quality.get("coverage80"),
                 "median_next_day": float(np.median(paths[:, :24]))}
-    plan_out = {"gpu_type": plan.gpu_type, "reserved": plan.reserved, "option": plan.option,
-                "expected_cost": plan.expected_cost, "cost_interval90": list(plan.cost_interval90),
-                "currency": book.currency}
+    try:
+        allowed = options_for_history(days)
+    except InsufficientHistory as exc:  # a short demo: no reservation can be justified; say why
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "report.md").write_text(f"# GPU capacity plan (demo fleet)\n\nNo plan: {exc.reason}.\n")
+        return forecast, {"by_type": {t: {"reserved": 0, "option": "on_demand", "installed": n}
+                                      for t, n in installed.items()},
+                          "currency": book.currency, "note": exc.reason}, {"capacity_report": str(folder / "report.md")}
+    note = f"{days:.1f} days of history; terms considered: {', '.join(sorted({o[:2] for o in allowed}))}"
+    settings = PlanSettings(allowed_options=allowed)
+    demand = DemandClass(class_key(types), types, np.clip(paths, 0, None), series.to_numpy(dtype=float))
+    fp = plan_fleet(book, [demand], settings, seed=seed)
+    begin = series.index[-1] + pd.Timedelta("1h")
+    evs = [report.TypeEvidence(p, series, fp.type_paths[t], begin, model, bt["models"] if quality else {}, [],
+                               installed.get(t)) for t, p in fp.by_type.items()]
+    written = report.write(folder, evs, book, settings, "GPU capacity plan (demo fleet)",
+                           ["The demo fleet's demand comes from the digital twin's accelerated two weeks; its jobs "
+                            "name no GPU type, so any type may serve them.", note])
+    plan_out: dict[str, Any] = {"by_type": {t: {"reserved": p.reserved, "option": p.option, "installed": installed.get(t),
+                                "expected_cost": p.expected_cost, "cost_interval90": list(p.cost_interval90)}
+                            for t, p in fp.by_type.items()},
+                "expected_cost": fp.expected_cost, "currency": book.currency, "note": note}
     return forecast, plan_out, {"capacity_report": str(written["html"])}
 
 

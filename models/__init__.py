@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
-from gpufleet.models.base import REGISTRY, Model
+from gpufleet.models.base import Model, unique_names
 
 
 def failure_models() -> dict[str, type[Model]]:
@@ -18,17 +15,13 @@ def failure_models() -> dict[str, type[Model]]:
 
     classes: tuple[type[Model], ...] = (OperatorRules, LogisticFailure, BoostedTreesFailure, LSTMFailure,
                                         RateOnlyEvents, EventHistoryModel, AgeOnlySurvival, CoxSurvival)
-    out: dict[str, type[Model]] = {}
-    for cls in classes:
-        if not cls.name or cls.name in out:
-            raise ValueError(f"{cls.__qualname__}: model names must be unique and non-empty, got {cls.name!r}")
-        out[cls.name] = cls
-    return out
+    return unique_names(classes)
 
 
 def all_models() -> dict[str, type[Model]]:
-    """Every model: the failure-side registry (:func:`failure_models`) and the forecasters, which still
-    register at import (see models.base.register)."""
-    for info in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{info.name}")
-    return {**REGISTRY, **failure_models()}
+    """Every model: the failure-side models (:func:`failure_models`) and the demand forecasters
+    (:func:`gpufleet.models.forecast_base.forecasters`); both lists are explicit, and names are unique
+    across them."""
+    from gpufleet.models.forecast_base import forecasters
+
+    return unique_names([*failure_models().values(), *forecasters().values()])

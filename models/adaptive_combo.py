@@ -15,13 +15,18 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from gpufleet.models.base import REGISTRY, register
-from gpufleet.models.forecast_base import DEFAULT_QUANTILES, FloatArray, Forecast, Forecaster, sort_quantiles
+from gpufleet.models.forecast_base import (
+    DEFAULT_QUANTILES,
+    FloatArray,
+    Forecast,
+    Forecaster,
+    forecasters,
+    sort_quantiles,
+)
 
 MEMBERS: tuple[str, ...] = ("naive_last", "seasonal_naive_daily", "gbm")
 
 
-@register
 class AdaptiveCombination(Forecaster):
     """Members weighted by inverse recent MAE at each origin (module doc)."""
 
@@ -40,7 +45,7 @@ class AdaptiveCombination(Forecaster):
         self.seed = seed
 
     def _member(self, name: str) -> Any:
-        cls = REGISTRY.get(name)
+        cls = forecasters().get(name)
         if cls is None:
             raise ValueError(f"unknown member forecaster {name!r}")
         kw: dict[str, Any] = {"seed": self.seed}

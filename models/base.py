@@ -13,7 +13,8 @@ Failure predictors extend :class:`models.failure_base.FailureModel`, demand fore
 from __future__ import annotations
 
 import inspect
-from typing import Any, ClassVar, TypeVar
+from collections.abc import Iterable
+from typing import Any, ClassVar
 
 
 class NotFittedError(RuntimeError):
@@ -43,21 +44,11 @@ class Model:
         return f"{type(self).__name__}({params})"
 
 
-M = TypeVar("M", bound=type[Model])
-
-REGISTRY: dict[str, type[Model]] = {}
-
-
-def register(cls: M) -> M:
-    """Class decorator: add a model class to the registry under its unique ``name``."""
-    if not cls.name:
-        raise ValueError(f"{cls.__qualname__} has no name")
-    if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
-        raise ValueError(f"model name {cls.name!r} is used by {REGISTRY[cls.name].__qualname__} already")
-    REGISTRY[cls.name] = cls
-    return cls
-
-
-def models_of_kind(kind: str) -> dict[str, type[Model]]:
-    """Registered models of one kind (import the model modules first; see models.all_models)."""
-    return {n: c for n, c in REGISTRY.items() if c.kind == kind}
+def unique_names(classes: Iterable[type[Model]]) -> dict[str, type[Model]]:
+    """``{name: class}`` of an explicit model list; names must be unique and non-empty."""
+    out: dict[str, type[Model]] = {}
+    for cls in classes:
+        if not cls.name or cls.name in out:
+            raise ValueError(f"{cls.__qualname__}: model names must be unique and non-empty, got {cls.name!r}")
+        out[cls.name] = cls
+    return out

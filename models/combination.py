@@ -23,13 +23,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from gpufleet.models.base import REGISTRY, register
 from gpufleet.models.forecast_base import (
     DEFAULT_QUANTILES,
     FloatArray,
     Forecast,
     Forecaster,
     fill_missing,
+    forecasters,
     quantiles_from_errors,
     steps_per,
 )
@@ -47,7 +47,6 @@ def _scale(y: FloatArray, s: int, window: int) -> float:
     return float(d.mean()) if len(d) and d.mean() > 0 else float("nan")
 
 
-@register
 class Combination(Forecaster):
     """Inverse-validation-MAE weighted combination with volatility-scaled empirical intervals (module doc)."""
 
@@ -62,7 +61,7 @@ class Combination(Forecaster):
         self.seed = seed
 
     def _member(self, name: str) -> Forecaster:
-        cls = REGISTRY.get(name)
+        cls = forecasters().get(name)
         if cls is None:
             raise ValueError(f"unknown member forecaster {name!r}")
         inst = cls(seed=self.seed)  # type: ignore[call-arg]

@@ -9,11 +9,16 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from gpufleet.models.base import REGISTRY, register
-from gpufleet.models.forecast_base import DEFAULT_QUANTILES, FloatArray, Forecast, Forecaster, sort_quantiles
+from gpufleet.models.forecast_base import (
+    DEFAULT_QUANTILES,
+    FloatArray,
+    Forecast,
+    Forecaster,
+    forecasters,
+    sort_quantiles,
+)
 
 
-@register
 class Ensemble(Forecaster):
     """Average of the members' quantiles (``how="mean"``) or their median (``how="median"``)."""
 
@@ -29,7 +34,7 @@ class Ensemble(Forecaster):
     def fit(self, y: Any, freq: str = "1h", timestamps: Any = None, as_of: Any = None) -> Ensemble:
         self.models_: list[Forecaster] = []
         for m in self.members:
-            cls = REGISTRY.get(m)
+            cls = forecasters().get(m)
             if cls is None:
                 raise ValueError(f"unknown member forecaster {m!r}")
             inst = cls(seed=self.seed)  # type: ignore[call-arg]

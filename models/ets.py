@@ -10,7 +10,6 @@ where statsmodels' Holt-Winters with a 144-step season takes seconds.
 from __future__ import annotations
 
 import numpy as np
-from gpufleet.models.base import register
 from gpufleet.models.forecast_base import FloatArray, Forecaster
 
 
@@ -28,7 +27,6 @@ def seasonal_profile(y: FloatArray, s: int, cycles: int) -> tuple[FloatArray, Fl
     return prof, des
 
 
-@register
 class ETS(Forecaster):
     """Additive-damped-trend exponential smoothing on the deseasonalised series (see module doc)."""
 

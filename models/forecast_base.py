@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
-from gpufleet.models.base import Model
+from gpufleet.models.base import Model, unique_names
 from numpy.typing import NDArray
 
 DEFAULT_QUANTILES: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
@@ -241,12 +241,20 @@ def sort_quantiles(qd: dict[float, FloatArray]) -> dict[float, FloatArray]:
 
 
 def forecasters() -> dict[str, type[Model]]:
-    """Every registered forecaster (imports the model modules first)."""
-    import importlib
+    """The demand forecasters by unique name: their one registry, written out here (nothing registers
+    itself at import). The backtest, the planner and the CLI read this."""
+    from gpufleet.models.adaptive_combo import AdaptiveCombination
+    from gpufleet.models.combination import Combination
+    from gpufleet.models.ensemble import Ensemble
+    from gpufleet.models.ets import ETS
+    from gpufleet.models.gbm_forecast import GlobalGBM
+    from gpufleet.models.lstm_forecast import LSTMForecaster
+    from gpufleet.models.mstl import MSTLForecaster
+    from gpufleet.models.naive_last import NaiveLast
+    from gpufleet.models.seasonal_naive import SeasonalMean, SeasonalNaiveDaily, SeasonalNaiveWeekly
+    from gpufleet.models.theta import Theta
 
-    for mod in ("seasonal_naive", "naive_last", "ets", "theta", "mstl", "lstm_forecast", "ensemble", "combination",
-                "gbm_forecast", "adaptive_combo"):
-        importlib.import_module(f"gpufleet.models.{mod}")
-    from gpufleet.models.base import models_of_kind
-
-    return models_of_kind("forecast")
+    classes: tuple[type[Model], ...] = (SeasonalNaiveDaily, SeasonalNaiveWeekly, SeasonalMean, NaiveLast, ETS, Theta,
+                                        MSTLForecaster, LSTMForecaster, Ensemble, Combination, GlobalGBM,
+                                        AdaptiveCombination)
+    return unique_names(classes)

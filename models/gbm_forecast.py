@@ -29,7 +29,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from gpufleet.models.base import register
 from gpufleet.models.forecast_base import (
     DEFAULT_QUANTILES,
     FloatArray,
@@ -60,7 +59,6 @@ def _shift(y: FloatArray, k: int) -> FloatArray:
     return out
 
 
-@register
 class GlobalGBM(Forecaster):
     """Direct multi-step histogram gradient boosting on lag, rolling and calendar features (module doc)."""
 

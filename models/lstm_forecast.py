@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from gpufleet.models.base import register
 from gpufleet.models.forecast_base import (
     DEFAULT_QUANTILES,
     FloatArray,
@@ -22,7 +21,6 @@ from gpufleet.models.forecast_base import (
 )
 
 
-@register
 class LSTMForecaster(Forecaster):
     """LSTM -> linear head (horizon x quantiles), pinball loss; CPU-sized."""
 

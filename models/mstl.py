@@ -11,11 +11,9 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from gpufleet.models.base import register
 from gpufleet.models.forecast_base import FloatArray, Forecaster, steps_per
 
 
-@register
 class MSTLForecaster(Forecaster):
     """MSTL decomposition (daily [+ weekly]) + AutoReg on the seasonally adjusted series."""
 

@@ -8,11 +8,9 @@ from the in-sample k-step changes ``y[t + k] - y[t]`` for each lead k (each lead
 from __future__ import annotations
 
 import numpy as np
-from gpufleet.models.base import register
 from gpufleet.models.forecast_base import DEFAULT_QUANTILES, FloatArray, Forecast, Forecaster, sort_quantiles
 
 
-@register
 class NaiveLast(Forecaster):
     """y[t + k] = y[t] for every lead k."""
 

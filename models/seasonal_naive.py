@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
-from gpufleet.models.base import register
 from gpufleet.models.forecast_base import FloatArray, Forecaster
 
 
@@ -45,7 +44,6 @@ class _SeasonalNaive(Forecaster):
         return self.y_[s:] - self.y_[:-s] if len(self.y_) > s else np.zeros(1)
 
 
-@register
 class SeasonalNaiveDaily(_SeasonalNaive):
     """y[t + h] = y[t + h - 1 day]."""
 
@@ -53,7 +51,6 @@ class SeasonalNaiveDaily(_SeasonalNaive):
     default_season = "1d"
 
 
-@register
 class SeasonalNaiveWeekly(_SeasonalNaive):
     """y[t + h] = y[t + h - 7 days] (falls back to the last value when under a week of data)."""
 
@@ -61,7 +58,6 @@ class SeasonalNaiveWeekly(_SeasonalNaive):
     default_season = "7d"
 
 
-@register
 class SeasonalMean(Forecaster):
     """Mean of the same time-of-day slot over the last ``cycles`` days, shifted to the recent level.
 

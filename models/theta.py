@@ -5,11 +5,9 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from gpufleet.models.base import register
 from gpufleet.models.forecast_base import FloatArray, Forecaster
 
 
-@register
 class Theta(Forecaster):
     """statsmodels ThetaModel with additive deseasonalisation at the daily period."""
 

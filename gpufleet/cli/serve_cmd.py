@@ -121,11 +121,15 @@ def demo(
                                      "the accelerated run ended, in real time; Ctrl-C stops it."),
     listen: str = typer.Option("127.0.0.1:8080", "--listen", help="API address with --serve."),
     metrics_listen: str = typer.Option("127.0.0.1:19836", "--metrics-listen", help="/metrics address with --serve."),
+    live: bool = typer.Option(True, "--live/--no-live", help="After the accelerated part, run a few real "
+                              "checkpointing torch jobs through the local executor on twin GPUs, make the GPU "
+                              "under one fall off the bus and watch it resume elsewhere (about 15 s)."),
 ) -> None:
     """The whole loop on a simulated fleet, no GPU and no server needed: the digital twin runs an
     accelerated two weeks with failures, the history store fills, the failure predictor trains and scores
     every GPU, the allocator places jobs risk-aware, alerts go to a local outbox, the demand forecaster and
-    capacity planner run, dashboards and reports are written; then a one-screen summary.
+    capacity planner run, dashboards and reports are written; then a short live part with real jobs, a GPU
+    fault and a resume from checkpoint; then a one-screen summary. Exits 1 if the live part fails.
 
     Example: gpufleet demo --out ./gpufleet-demo --serve
     """
@@ -139,7 +143,8 @@ def demo(
         from gpufleet.settings import load_settings
 
         out = load_settings().data_dir / "demo"
-    cfg = DemoConfig(out=out, nodes=nodes, gpus_per_node=gpus_per_node, days=days, seed=seed, notify_urls=list(notify))
+    cfg = DemoConfig(out=out, nodes=nodes, gpus_per_node=gpus_per_node, days=days, seed=seed, notify_urls=list(notify),
+                     live=live)
     console = Console()
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                   TimeElapsedColumn(), console=console) as bar:
@@ -163,18 +168,36 @@ def demo(
     table.add_row("forecast", f"{fc.get('model')}: MASE {fc.get('mase') or float('nan'):.2f}, 80 % coverage "
                   f"{fc.get('coverage80') or float('nan'):.2f}; median demand next day {fc.get('median_next_day', 0):.1f} GPUs")
     pl = result.plan
-    table.add_row("reserve", f"{pl.get('reserved')} x {pl.get('gpu_type')} ({pl.get('option')}); expected cost "
-                  f"{pl.get('expected_cost', 0):,.0f} {pl.get('currency')} per week "
-                  f"[90 %: {pl.get('cost_interval90', [0, 0])[0]:,.0f} - {pl.get('cost_interval90', [0, 0])[1]:,.0f}]")
+    for gpu_type, tp in sorted(pl.get("by_type", {}).items()):
+        line = f"{tp['reserved']} of {tp.get('installed')} {gpu_type} ({tp['option'].replace('_', ' ')})"
+        if tp.get("expected_cost") is not None:
+            lo, hi = tp["cost_interval90"]
+            line += f"; expected {tp['expected_cost']:,.0f} {pl.get('currency')} per week [90 %: {lo:,.0f} - {hi:,.0f}]"
+        table.add_row(f"reserve {gpu_type}", line)
+    if pl.get("note"):
+        table.add_row("plan", str(pl["note"]))
     table.add_row("alerts", f"{result.notifications} notifications in {result.paths['outbox']}; alerts fired: "
                   + (", ".join(f"{k} x{v}" for k, v in sorted(result.alerts_by_rule.items())) or "none"))
     table.add_row("jobs", f"{result.jobs:,} jobs placed by the risk-aware allocator")
+    lv = result.live
+    if lv is not None and "error" in lv:
+        table.add_row("live", f"[red]FAILED: {lv['error']}[/red]")
+    elif lv is not None:
+        table.add_row("live", f"{lv['succeeded']} of {lv['jobs']} real training jobs finished on the local executor; "
+                      f"the GPU under {lv['job']} fell off the bus at step {lv['stopped_at_step']} of {lv['steps']}: it "
+                      f"resumed on {', '.join(lv['resumed_on'])} from its checkpoint at step {lv['resumed_from_step']} "
+                      f"in {lv['resumed_in_s']:g} s, {lv['steps_lost']} steps lost (checkpoint every "
+                      f"{lv['checkpoint_every']}), {lv['steps_saved']} kept; final weights "
+                      + ("bit-identical to an uninterrupted run" if lv["weights_identical"] else "[red]DIFFER[/red] "
+                         "from an uninterrupted run") + f"; log {lv['log']}")
     for key in ("capacity_report", "cost_report", "dashboards", "models"):
         table.add_row(key.replace("_", " "), result.paths[key])
     table.add_row("summary", str(out / "summary.json"))
     console.print(table)
     console.print("Twin failures are accelerated and their precursors designed: predictor figures here flatter "
                   "any model; real-data figures are in docs/failure-prediction.md.")
+    if result.live is not None and ("error" in result.live or not result.live["weights_identical"]):
+        raise typer.Exit(1)  # the summary above says what went wrong
     if serve_after:
         _serve_demo(cfg, listen, metrics_listen)
 

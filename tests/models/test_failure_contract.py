@@ -110,10 +110,7 @@ def test_masked_values_are_ignored() -> None:
 
 
 def test_window_and_input_step_are_hyperparameters_of_every_failure_model() -> None:
-    from gpufleet.models.base import REGISTRY
-
     for name, cls in REG.items():
-        assert name not in REGISTRY  # one explicit registry: nothing failure-side registers at import
         if cls.kind != "failure":
             continue
         m = cls(window_s=72 * 3600.0, input_step_s=1800.0, seed=1)  # type: ignore[call-arg]

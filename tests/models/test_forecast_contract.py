@@ -117,3 +117,27 @@ def test_combo_weights_follow_internal_validation_errors() -> None:
     # its own intervals come from its internal errors: the 80 % band holds most of the next day
     inside = (y[-24:] >= fc.quantile(0.1)) & (y[-24:] <= fc.quantile(0.9))
     assert inside.mean() >= 0.5
+
+
+def test_the_explicit_registries_list_every_named_model_class_once() -> None:
+    """Nothing registers itself at import: `forecasters()` and `failure_models()` are written-out lists,
+    so a new model class must be added there; this finds any named model class left out."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import gpufleet.models as pkg
+    from gpufleet.models import all_models, failure_models
+    from gpufleet.models.base import Model
+
+    found: dict[str, type] = {}
+    for info in pkgutil.iter_modules(pkg.__path__):
+        mod = importlib.import_module(f"gpufleet.models.{info.name}")
+        for _, cls in inspect.getmembers(mod, inspect.isclass):
+            if issubclass(cls, Model) and cls.__module__ == mod.__name__ and cls.__dict__.get("name"):
+                found[cls.name] = cls
+    listed = all_models()
+    assert listed == found
+    assert set(forecasters()) | set(failure_models()) == set(listed)
+    assert not set(forecasters()) & set(failure_models())
+    assert {c.kind for c in forecasters().values()} == {"forecast"}

@@ -18,8 +18,23 @@ def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "gpufleet demo: 8 GPUs" in text and "reserve" in text
     summary = json.loads((out / "summary.json").read_text())
     assert summary["gpus"] == 8 and summary["samples"] > 10_000 and summary["jobs"] > 0
-    assert summary["plan"]["reserved"] >= 0 and summary["forecast"]["model"]
-    assert (out / "capacity-report" / "index.html").stat().st_size > 10_000
+    assert summary["forecast"]["model"]
+    # a plan per GPU type of the fleet; three days of history justify no reservation, and the plan says so
+    by_type = summary["plan"]["by_type"]
+    assert set(by_type) == {"A100", "H100"} and all(t["reserved"] == 0 for t in by_type.values())
+    assert sum(t["installed"] for t in by_type.values()) == 8
+    assert "3.0 days of demand history cannot support" in summary["plan"]["note"]
+    assert "No plan: 3.0 days" in (out / "capacity-report" / "report.md").read_text()
+    assert "reserve H100" in text
+    # the live part: real jobs on the local executor, a GPU fault, the resume from the last checkpoint
+    live = summary["live"]
+    assert live["succeeded"] == live["jobs"] == 3 and live["restarts"] == 1
+    assert live["faulted_gpu"] not in live["resumed_on"]
+    assert live["resumed_from_step"] >= 2 * live["checkpoint_every"] and 0 <= live["steps_lost"] <= live["checkpoint_every"]
+    assert live["weights_identical"] is True
+    assert "bit-identical to an uninterrupted run" in text
+    log = Path(live["log"]).read_text()
+    assert f"resumed from step {live['resumed_from_step']}" in log and "weights sha256" in log
     assert len(list((out / "grafana" / "dashboards").glob("*.json"))) == 7
     assert (out / "cost-report" / "cost_monthly.csv").read_text().count("\n") >= 2
     assert (out / "history").is_dir()
@@ -53,7 +68,7 @@ def test_demo_serve_from_a_fresh_data_folder_serves_what_the_demo_generated(tmp_
     env = {**os.environ, "GPUFLEET_API__PASSWORD_HASH_TIME_COST": "1", "GPUFLEET_API__PASSWORD_HASH_MEMORY_KIB": "8192",
            "COLUMNS": "200"}
     proc = subprocess.Popen([sys.executable, "-m", "gpufleet", "demo", "--out", str(out), "--nodes", "1",
-                             "--gpus-per-node", "2", "--days", "2", "--seed", "3", "--serve",
+                             "--gpus-per-node", "2", "--days", "2", "--seed", "3", "--no-live", "--serve",
                              "--listen", f"127.0.0.1:{api}", "--metrics-listen", f"127.0.0.1:{metrics}"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
     lines: list[str] = []
@@ -100,3 +115,26 @@ def test_demo_serve_from_a_fresh_data_folder_serves_what_the_demo_generated(tmp_
             proc.wait(10)
     assert proc.returncode == 0, "".join(lines)
     assert not (Path.cwd() / "secrets").exists()
+
+
+def test_demo_plan_is_per_gpu_type_of_the_fleet(tmp_path: Path) -> None:
+    """Two weeks of steady demand on an A100 / H100 / L40S fleet: one plan per type, priced from the price
+    book (not every type as an A100), a reservation where the floor of demand pays for it, the HTML report."""
+    import numpy as np
+    import pandas as pd
+
+    from gpufleet.demo import plan_demand
+
+    hours = pd.date_range("2026-01-01", periods=15 * 24, freq="1h")
+    rng = np.random.default_rng(0)
+    demand = pd.Series(12 + 4 * np.sin(2 * np.pi * np.arange(len(hours)) / 24) + rng.normal(0, 0.5, len(hours)),
+                       index=hours)
+    models = ["A100-SXM4-80GB"] * 8 + ["H100-SXM5-80GB"] * 8 + ["L40S"] * 8
+    forecast, plan, paths = plan_demand(tmp_path / "report", demand, models, seed=1)
+    assert set(plan["by_type"]) == {"A100", "H100", "L40S"}
+    assert {t: p["installed"] for t, p in plan["by_type"].items()} == {"A100": 8, "H100": 8, "L40S": 8}
+    assert sum(p["reserved"] for p in plan["by_type"].values()) >= 6  # demand never falls below ~7 GPUs
+    assert all(p["option"].startswith("1y") for p in plan["by_type"].values())  # 15 days support 1y terms only
+    assert plan["expected_cost"] > 0 and forecast["median_next_day"] > 5
+    html = Path(paths["capacity_report"]).read_text()
+    assert all(t in html for t in ("A100", "H100", "L40S"))
