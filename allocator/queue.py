@@ -39,6 +39,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,8 @@ from gpufleet.allocator.records import (
 from gpufleet.allocator.state import FULL, ClusterState, Health, Placement
 from gpufleet.exporter.errors import InputError, NotFound
 
+_FIRST = itemgetter(0)
+
 
 class JobQueue:
     def __init__(self, state: ClusterState, policy: Policy, *, quotas: Mapping[str, TeamQuota] | None = None,
@@ -86,7 +89,13 @@ class JobQueue:
         self.counters = {"preemptions": 0, "interruptions": 0, "reclaims": 0, "gpu_hours_lost": 0.0}
         self._seq = 0
         self._seen: list[Request] = []
-        self._pending: set[str] = set()
+        # waiting jobs (pending or requeued) in ``seq`` order, kept up to date on every status change (_track)
+        self._pending: dict[str, JobRecord] = {}
+        self._pending_top = 0  # the highest seq in _pending's order; a lower one added marks it unsorted
+        self._pending_unsorted = False
+        # preemptible jobs that hold GPUs (placed, starting, running): the only possible victims
+        self._victim_pool: dict[str, JobRecord] = {}
+        self._shape_ids: dict[tuple[Request, ...], int] = {}
         self._observed = 0
         self.limits = Limits.of(state)
         self.auto_start = auto_start
@@ -97,10 +106,10 @@ class JobQueue:
         self._usage_written = 0
         self._batch_depth = 0
         self._now: float | None = None
-        # within one scheduling pass: request shapes that did not fit, (priority, team, shape) that found no
-        # victims; None outside a pass
-        self._no_fit: set[tuple[Request, ...]] | None = None
-        self._no_preempt: set[tuple[int, str, tuple[Request, ...]]] | None = None
+        # within one scheduling pass: request shapes (their ids, see _shape_id) that did not fit, (priority,
+        # team, shape id) that found no victims; None outside a pass
+        self._no_fit: set[int] | None = None
+        self._no_preempt: set[tuple[int, str, int]] | None = None
 
     def _transition(self, rec: JobRecord, new: str, reason: str | None, now: float) -> None:
         """The one place a job changes state; tells every listener (audit, metrics)."""
@@ -109,8 +118,6 @@ class JobQueue:
         rec.status = new
         if reason is not None or new in (PLACED, SUCCEEDED):
             rec.reason = reason
-        if new in WAITING:
-            self._pending.add(rec.spec.name)
         for fn in self.listeners:
             fn(rec, old, new, reason or "", now)
 
@@ -119,11 +126,29 @@ class JobQueue:
         if name == "status" and old != new:
             at = self._now if self._now is not None else time.time()
             self._transitions.append((rec.spec.name, old, new, at))
+            self._track(rec)
+
+    def _track(self, rec: JobRecord) -> None:
+        """Keep the index of waiting jobs in step with ``rec``'s status (called on every status change)."""
+        name = rec.spec.name
+        if rec.status in HOLDING and rec.spec.preemptible:
+            self._victim_pool[name] = rec
+        else:
+            self._victim_pool.pop(name, None)
+        if rec.status not in WAITING:
+            self._pending.pop(name, None)
+        elif name not in self._pending:
+            self._pending[name] = rec
+            if rec.seq < self._pending_top:
+                self._pending_unsorted = True  # a requeued job: back to its place by seq when next read
+            else:
+                self._pending_top = rec.seq
 
     def _adopt(self, rec: JobRecord, new: bool) -> None:
         """Hold ``rec`` in this queue: watch its changes (and record its creation when ``new``)."""
         self.jobs[rec.spec.name] = rec
         rec._watch = self._watch  # type: ignore[attr-defined]
+        self._track(rec)
         if new:
             self._dirty[rec.spec.name] = rec
             self._transitions.append((rec.spec.name, None, rec.status,
@@ -148,7 +173,6 @@ class JobQueue:
             self._seq += 1
             rec = JobRecord(j, self._seq, now)
             self._adopt(rec, new=True)
-            self._pending.add(j.name)
             for fn in self.listeners:
                 fn(rec, "", PENDING, "submitted", now)
         observe = getattr(self.policy, "observe", None)
@@ -198,24 +222,55 @@ class JobQueue:
     def ready(self, now: float) -> list[JobRecord]:
         """Waiting jobs whose dependencies have completed (or failed, with ``on_failure: continue``), best
         first; a job requeued after a fault goes first in its class."""
-        out = []
-        for name in self.pending_names():
-            rec = self.jobs[name]
-            ok, blocked = self._blocker(rec)
-            if blocked is not None and rec.reason != blocked:
-                rec.reason = blocked
-                for fn in self.listeners:
-                    fn(rec, rec.status, rec.status, blocked, now)
-            if ok and rec.not_before <= now:
-                out.append(rec)
-        out.sort(key=lambda r: (-int(self.effective_priority(r, now)), not r.ahead, -self.effective_priority(r, now),
-                                r.seq))
+        return [rec for _, rec in self._ready_keyed(now)]
+
+    def _ready_keyed(self, now: float) -> list[tuple[int, JobRecord]]:
+        """:meth:`ready` as ``(int(effective priority), record)``, best first.
+
+        The order is ``(-int(effective priority), not ahead, -effective priority, seq)``. The effective priority
+        is computed inline exactly as :meth:`effective_priority` does (same arithmetic, so the same floats);
+        jobs without dependencies skip the DAG check. Jobs are read in ``seq`` order and grouped by their few
+        ``(-int(priority), not ahead)`` values, each group sorted (stably) by the float alone: the same order
+        as sorting whole tuples, at a fraction of the comparisons."""
+        aging = self.aging_per_hour
+        listeners = self.listeners
+        groups: dict[tuple[int, bool], list[tuple[float, JobRecord]]] = {}
+        for rec in self._waiting():
+            spec = rec.spec
+            if spec.depends_on:
+                ok, blocked = self._blocker(rec)
+                if blocked is not None and rec.reason != blocked:
+                    rec.reason = blocked
+                    for fn in listeners:
+                        fn(rec, rec.status, rec.status, blocked, now)
+                if not ok:
+                    continue
+            if not rec.not_before <= now:
+                continue
+            waited = now - rec.submitted
+            eff = self._prio_of(rec) + aging * (waited if waited > 0.0 else 0.0) / 3600.0
+            g = (-int(eff), not rec.ahead)
+            group = groups.get(g)
+            if group is None:
+                group = groups[g] = []
+            group.append((-eff, rec))
+        out: list[tuple[int, JobRecord]] = []
+        for (neg_prio, _), group in sorted(groups.items(), key=_FIRST):
+            group.sort(key=_FIRST)  # stable: equal priorities stay in seq order
+            prio = -neg_prio
+            out.extend([(prio, rec) for _, rec in group])
         return out
 
+    def _waiting(self) -> list[JobRecord]:
+        """Waiting jobs in ``seq`` order (the index :meth:`_track` keeps)."""
+        if self._pending_unsorted:
+            self._pending = dict(sorted(self._pending.items(), key=lambda kv: kv[1].seq))
+            self._pending_unsorted = False
+        return list(self._pending.values())
+
     def pending_names(self) -> list[str]:
-        """Names of pending jobs (an index kept beside ``jobs``; stale entries are dropped here)."""
-        self._pending = {n for n in self._pending if self.jobs[n].status in WAITING}
-        return sorted(self._pending, key=lambda n: self.jobs[n].seq)
+        """Names of pending jobs, in submission (``seq``) order."""
+        return [r.spec.name for r in self._waiting()]
 
     def schedule(self, now: float) -> list[str]:
         """Start every ready job that fits (preempting or reclaiming where allowed); returns started names.
@@ -223,20 +278,43 @@ class JobQueue:
         Within one pass the cluster only fills up until something is released, so a request shape that did
         not fit does not fit again: the pass remembers it (and which priority and team found nothing to
         preempt) until GPUs are freed or a job starts, and a full cluster with thousands of waiting jobs of a
-        few shapes costs one placement attempt per shape, not per job."""
+        few shapes costs one placement attempt per shape, not per job: a job whose shape did not fit and whose
+        (priority, team, shape) found no victims is passed over without a call."""
         started = []
         self._now = now
-        self._no_fit = set()
-        self._no_preempt = set()
+        no_fit: set[int] = set()
+        no_preempt: set[tuple[int, str, int]] = set()
+        self._no_fit, self._no_preempt = no_fit, no_preempt
         try:
-            for rec in self.ready(now):
+            for prio, rec in self._ready_keyed(now):
+                sid = self._shape_id(rec)
+                if sid in no_fit and (prio, rec.spec.team, sid) in no_preempt:
+                    continue  # exactly what _try_start and _try_with_victims would conclude, without the calls
                 if self._try_start(rec, now) or self._try_with_victims(rec, now):
                     started.append(rec.spec.name)
+                no_fit, no_preempt = self._no_fit, self._no_preempt  # (rebound by _try_with_victims' restore)
         finally:
             self._no_fit = self._no_preempt = None
         if started:
             self._save()
         return started
+
+    @staticmethod
+    def _prio_of(rec: JobRecord) -> int:
+        """``int(rec.spec.priority)``, kept on the record (a spec never changes)."""
+        p: int | None = rec.__dict__.get("_prio")
+        if p is None:
+            p = rec._prio = int(rec.spec.priority)  # type: ignore[attr-defined]  # private: not persisted
+        return p
+
+    def _shape_id(self, rec: JobRecord) -> int:
+        """A small integer naming :meth:`_shape_of` (equal shapes, equal ids), kept on the record."""
+        sid: int | None = rec.__dict__.get("_sid")
+        if sid is None:
+            shape = self._shape_of(rec)
+            sid = self._shape_ids.setdefault(shape, len(self._shape_ids))
+            rec._sid = sid  # type: ignore[attr-defined]  # private: not a persisted field
+        return sid
 
     @staticmethod
     def _shape_of(rec: JobRecord) -> tuple[Request, ...]:
@@ -257,7 +335,7 @@ class JobQueue:
 
     def _place_all(self, rec: JobRecord) -> list[Placement] | None:
         """Place every member (allocating as it goes); roll back and return None if any member fails."""
-        shape = self._shape_of(rec)
+        shape = self._shape_id(rec)
         if self._no_fit is not None and shape in self._no_fit:
             return None
         members = rec.spec.members()
@@ -316,28 +394,27 @@ class JobQueue:
     def _victims(self, rec: JobRecord, now: float) -> list[JobRecord]:
         """Running jobs that may be taken from, most expendable first."""
         eff = self.effective_priority(rec, now)
-        out = []
-        q = self.quotas.get(rec.spec.team)
-        for r in self.jobs.values():
-            if r.status not in HOLDING or not r.spec.preemptible or r is rec:
-                continue
-            lower = int(r.spec.priority) < int(eff)
-            reclaim = False
-            if q is not None:
-                # the owner is within its guarantee and the victim's team borrows on that type
-                within = self.team_usage(rec.spec.team, r.gpu_type) + rec.spec.gpu_count <= q.get(
-                    "guaranteed", r.gpu_type) + 1e-9
-                vq = self.quotas.get(r.spec.team)
-                borrower = vq is not None and r.spec.team != rec.spec.team and (
-                    self.team_usage(r.spec.team, r.gpu_type) > vq.get("guaranteed", r.gpu_type) + 1e-9)
-                reclaim = within and borrower
-            if lower or reclaim:
-                out.append(r)
-        out.sort(key=lambda r: (int(r.spec.priority), -(r.started or 0.0)))
+        out = [r for r in self._victim_pool.values() if r is not rec and self._may_take(rec, r, eff)]
+        # seq last: the order of ``jobs`` (submission order) that a stable sort over it kept for ties
+        out.sort(key=lambda r: (int(r.spec.priority), -(r.started or 0.0), r.seq))
         return out
 
+    def _may_take(self, rec: JobRecord, r: JobRecord, eff: float) -> bool:
+        """Whether ``rec`` (at effective priority ``eff``) may take the GPUs of the running preemptible
+        ``r``: ``r``'s class is lower, or ``rec``'s team is within its guarantee and ``r``'s team borrows."""
+        if int(r.spec.priority) < int(eff):
+            return True
+        q = self.quotas.get(rec.spec.team)
+        if q is None:
+            return False
+        within = self.team_usage(rec.spec.team, r.gpu_type) + rec.spec.gpu_count <= q.get(
+            "guaranteed", r.gpu_type) + 1e-9
+        vq = self.quotas.get(r.spec.team)
+        return within and vq is not None and r.spec.team != rec.spec.team and (
+            self.team_usage(r.spec.team, r.gpu_type) > vq.get("guaranteed", r.gpu_type) + 1e-9)
+
     def _try_with_victims(self, rec: JobRecord, now: float) -> bool:
-        key = (int(self.effective_priority(rec, now)), rec.spec.team, self._shape_of(rec))
+        key = (int(self.effective_priority(rec, now)), rec.spec.team, self._shape_id(rec))
         if self._no_preempt is not None and key in self._no_preempt:
             return False
         victims = self._victims(rec, now)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gpufleet.allocator.records import HOLDING, WAITING, JobRecord, QueueChanges, Usage
+from gpufleet.allocator.records import HOLDING, JobRecord, QueueChanges, Usage
 from gpufleet.allocator.state import Health
 from gpufleet.exporter.errors import InputError, NotFound
 
@@ -105,9 +105,7 @@ def restore(q: JobQueue, data: Mapping[str, Any]) -> None:
     state.override_changes.clear()  # what was loaded is stored already
     for d in data["jobs"]:
         rec = JobRecord.from_dict(d)
-        q._adopt(rec, new=False)
-        if rec.status in WAITING:
-            q._pending.add(rec.spec.name)
+        q._adopt(rec, new=False)  # (also indexes it when it waits)
         if rec.status in HOLDING:
             for pl, req in zip(rec.placements, rec.spec.members(), strict=False):
                 state.allocate(pl, req.cpu_milli, req.mem_mib)

@@ -59,6 +59,8 @@ class JobRecord:
     """A retry waits until then (backoff)."""
     ahead: bool = False
     """Requeued after a fault: goes first in its class."""
+    run: dict[str, Any] | None = None
+    """The executor's handle of the job's current run (the run table; see :mod:`gpufleet.jobs`)."""
 
     def __setattr__(self, name: str, value: Any) -> None:
         # every change is reported to the queue that holds this record (for its write-through store)
@@ -75,13 +77,16 @@ class JobRecord:
         return max(0.0, self.spec.duration_s - self.done_s)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"spec": self.spec.to_dict(), "seq": self.seq, "submitted": self.submitted, "status": self.status,
+        cached: tuple[JobSpec, dict[str, Any]] | None = self.__dict__.get("_spec_dict")
+        if cached is None or cached[0] is not self.spec:  # built once per spec: every write of the row needs it
+            cached = self._spec_dict = (self.spec, self.spec.to_dict())
+        return {"spec": dict(cached[1]), "seq": self.seq, "submitted": self.submitted, "status": self.status,
                 "started": self.started, "finished": self.finished, "first_start": self.first_start,
                 "placements": [[p.node, list(p.gpus), p.milli] for p in self.placements],
                 "gpu_type": self.gpu_type, "done_s": self.done_s, "restarts": self.restarts,
                 "preemptions": self.preemptions, "lost_gpu_hours": self.lost_gpu_hours, "reason": self.reason,
                 "exit_code": self.exit_code, "failures": self.failures, "not_before": self.not_before,
-                "ahead": self.ahead}
+                "ahead": self.ahead, "run": self.run}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> JobRecord:
@@ -89,7 +94,7 @@ class JobRecord:
         for k in ("status", "started", "finished", "first_start", "gpu_type", "done_s", "restarts",
                   "preemptions", "lost_gpu_hours"):
             setattr(rec, k, d[k])
-        for k in ("reason", "exit_code", "failures", "not_before", "ahead"):
+        for k in ("reason", "exit_code", "failures", "not_before", "ahead", "run"):
             if k in d:
                 setattr(rec, k, d[k])
         if rec.status == "done":  # state files written before the lifecycle had "succeeded"

@@ -193,6 +193,102 @@ class ClusterState:
             state.update_from_snapshot(snap)
         return state
 
+    # ------------------------------------------------------------------ growth
+    def knows(self, uuid: str) -> bool:
+        """Whether a GPU with this uuid has a slot in the cluster."""
+        return uuid in self._uuid_index
+
+    def add_nodes(self, specs: Sequence[NodeSpec]) -> list[str]:
+        """Grow the cluster in place: a spec naming a new node appends that node; a spec naming a node
+        already here appends the GPUs of ``spec.uuids`` it does not hold yet to that node's slots.
+
+        What is there is kept: node indexes and GPU slots do not move (placements, allocations, health
+        and overrides stay valid), and a wider GPU slot count pads every node with absent slots. A new node
+        starts free, healthy and unscored. Returns the names of the nodes added or grown, in order.
+
+        Adding GPUs to a node already here must fit its slot row unless new nodes come in the same call
+        (policies that cache per-node arrays re-size when the node count changes): InputError otherwise."""
+        new: list[NodeSpec] = []
+        grown: dict[int, list[str]] = {}
+        for s in specs:
+            if s.gpus < 0 or s.cpu_milli < 0 or s.memory_mib < 0:
+                raise InputError(f"node {s.name}: negative capacity")
+            uuids = list(s.uuids) if s.uuids is not None else [f"{s.name}/gpu{j}" for j in range(s.gpus)]
+            if s.name in self.names:
+                i = self.names.index(s.name)
+                fresh = [u for u in uuids if u not in self._uuid_index and u not in grown.get(i, [])]
+                if fresh:
+                    grown.setdefault(i, []).extend(fresh)
+            elif all(s.name != o.name for o in new):
+                new.append(NodeSpec(s.name, s.cpu_milli, s.memory_mib, len(uuids), s.model, s.gpu_memory_bytes,
+                                    s.islands, uuids))
+        if not new and not grown:
+            return []
+        n_old, g_old = self.gpu_free.shape
+        need = max([int(self.gpu_count[i]) + len(u) for i, u in grown.items()] + [s.gpus for s in new] + [g_old])
+        if need > g_old and not new:
+            raise InputError(f"node {self.names[next(iter(grown))]}: {need} GPUs do not fit its {g_old} GPU slots "
+                             "without a new node; restart the service to take them")
+        g, n_new = need, len(new)
+
+        def grid(a: np.ndarray, fill: float | bool = 0) -> np.ndarray:
+            out = np.full((n_old + n_new, g), fill, dtype=a.dtype)
+            out[:n_old, :g_old] = a
+            return out
+
+        def vec(a: np.ndarray, values: Sequence[float | int]) -> np.ndarray:
+            return np.concatenate([a, np.asarray(values, dtype=a.dtype)])
+
+        for s in new:
+            if s.model not in self.models:
+                self.models.append(s.model)
+        self.gpu_present = grid(self.gpu_present, False)
+        self.gpu_free = grid(self.gpu_free)
+        self.island = grid(self.island)
+        for name in ("gpu_health", "risk", "util", "mem_used", "gpu_observed", "gpu_override"):
+            setattr(self, name, grid(getattr(self, name)))
+        mem = [s.gpu_memory_bytes if s.gpu_memory_bytes is not None else KNOWN_GPU_MEMORY.get(s.model, np.nan)
+               for s in new]
+        self.model_id = vec(self.model_id, [self.models.index(s.model) for s in new])
+        self.cpu_cap = vec(self.cpu_cap, [s.cpu_milli for s in new])
+        self.mem_cap = vec(self.mem_cap, [s.memory_mib for s in new])
+        self.cpu_free = vec(self.cpu_free, [s.cpu_milli for s in new])
+        self.mem_free = vec(self.mem_free, [s.memory_mib for s in new])
+        self.gpu_count = vec(self.gpu_count, [s.gpus for s in new])
+        self.gpu_mem = vec(self.gpu_mem, mem)
+        for name in ("node_health", "node_override", "max_free", "n_full", "tot_free", "version"):
+            setattr(self, name, vec(getattr(self, name), [0] * n_new))
+        for k, s in enumerate(new):
+            i = n_old + k
+            self.names.append(s.name)
+            self.uuids.append(list(s.uuids or ()))
+            self.gpu_present[i, : s.gpus] = True
+            self.gpu_free[i, : s.gpus] = FULL
+            if s.islands is not None:
+                self.island[i, : s.gpus] = np.asarray(s.islands[: s.gpus])
+        for i, fresh in grown.items():
+            c = int(self.gpu_count[i])
+            self.gpu_present[i, c: c + len(fresh)] = True
+            self.gpu_free[i, c: c + len(fresh)] = FULL
+            self.island[i, c: c + len(fresh)] = self.island[i, c - 1] if c else 0
+            self.uuids[i].extend(fresh)
+            self.gpu_count[i] = c + len(fresh)
+        self._uuid_index = {u: (i, j) for i, row in enumerate(self.uuids) for j, u in enumerate(row)}
+        touched = [*grown, *range(n_old, n_old + n_new)]
+        for i in touched:
+            self.refresh(i)
+        return [self.names[i] for i in touched]
+
+    def set_capacity(self, node: str | int, cpu_milli: int, memory_mib: int) -> None:
+        """A node's CPU / memory capacity as the fleet now reports it; what is allocated stays allocated."""
+        i = node if isinstance(node, int) else self.node_index(node)
+        if cpu_milli < 0 or memory_mib < 0:
+            raise InputError(f"node {self.names[i]}: negative capacity")
+        self.cpu_free[i] += cpu_milli - self.cpu_cap[i]
+        self.mem_free[i] += memory_mib - self.mem_cap[i]
+        self.cpu_cap[i], self.mem_cap[i] = cpu_milli, memory_mib
+        self.version[i] += 1
+
     # ------------------------------------------------------------------ live inputs
     def update_from_snapshot(self, snap: Snapshot) -> None:
         """Take live utilisation, memory use and up/lost state from one node's snapshot.

@@ -1,6 +1,14 @@
 """`serve`'s link to the cluster managers users already run (Slurm, Kubernetes): remediation after each
 risk scoring (drain / taint risky nodes within the configured limits, audited), the Slurm read-out
-(pending GPU demand, job info series, power-saving advice) and the integration routes of the API."""
+(pending GPU demand, job info series, power-saving advice), the Kubernetes pending-pod read-out, and the
+integration routes of the API.
+
+Outside demand (:meth:`ClusterLink.external_demand`): GPUs asked for by pending Slurm jobs (``squeue
+--json``, gres / tres per job) and by Kubernetes pods waiting for a node (``nvidia.com/gpu`` /
+``amd.com/gpu`` requests), per GPU type where the job or pod names one, without the jobs gpufleet itself
+submitted there (its Slurm ``--comment gpufleet:...``, its pods' ``app.kubernetes.io/managed-by=gpufleet``):
+those are in gpufleet's own queue already. The service records it beside its queue's demand every cycle
+(``gpufleet_external_pending_gpus{source,gpu_type}``), so the demand forecast and the capacity plan see it."""
 
 from __future__ import annotations
 
@@ -31,7 +39,8 @@ class ClusterLink:
 
     def __init__(self, settings: ClusterSettings, *, view: FleetView, jobs: QueueJobService,
                  latest: Callable[[], Snapshot | None], audit: AuditLog | None = None,
-                 on_pending: Callable[[float], None] | None = None, clock: Callable[[], float] = time.time) -> None:
+                 on_pending: Callable[[float], None] | None = None, clock: Callable[[], float] = time.time,
+                 kube_api: Any = None) -> None:
         from gpufleet.integrations.build import build_remediators
 
         self.settings = settings
@@ -41,7 +50,15 @@ class ClusterLink:
         self.clock = clock
         self.audit = audit
         self.on_pending = on_pending
-        self.remediators = build_remediators(self.settings, audit=self._audit, node_of=self._node_of)
+        self.kube: Any = None
+        if self.settings.kubernetes_enabled:  # one CoreV1Api for remediation and the pending-pod read-out
+            from gpufleet.integrations.build import kube_core_v1
+
+            self.kube = kube_api if kube_api is not None else kube_core_v1(self.settings)
+        self.remediators = build_remediators(self.settings, audit=self._audit, node_of=self._node_of,
+                                             kube_api=self.kube)
+        self.external: dict[str, dict[str, float]] = {}
+        """source (``slurm`` / ``kubernetes``) -> GPU type (``""``: not named) -> GPUs pending there."""
         self.advisor: Any = None
         self.slurm: Any = None
         self.slurm_pending: list[tuple[tuple[tuple[str, str], ...], float]] = []
@@ -75,6 +92,7 @@ class ClusterLink:
     def poll(self, _wall: float) -> None:
         from gpufleet.integrations.slurm_mirror import (
             idle_gpus,
+            is_demand,
             job_info_samples,
             pending_by_partition,
             pending_gpus,
@@ -94,20 +112,46 @@ class ClusterLink:
             by_index.setdefault(d.node, {})[d.index] = d.uuid
         self.job_samples = job_info_samples(jobs, ts, uuid_by_index=by_index)
         self.slurm_pending = pending_by_partition(jobs)
+        by_type: dict[str, float] = {}
+        for j in jobs:
+            if is_demand(j) and not j.from_gpufleet:
+                by_type[j.gpu_type] = by_type.get(j.gpu_type, 0.0) + float(j.gpus * j.tasks)
+        self.external["slurm"] = by_type
         if self.on_pending is not None:
-            self.on_pending(float(pending_gpus(jobs)))
+            self.on_pending(sum(by_type.values()))
         if self.advisor is not None:
             self.advisor.observe(pending_gpus(jobs), idle_gpus(nodes), sum(1 for n in nodes if n.schedulable))
 
+    # -- Kubernetes read-out ---------------------------------------------------------------------
+    def poll_kubernetes(self, _wall: float) -> None:
+        """GPUs asked for by pods waiting for a node (not gpufleet's own), by GPU type."""
+        from gpufleet.integrations.k8s import pending_gpu_demand
+
+        if self.kube is None:
+            return
+        try:
+            self.external["kubernetes"] = pending_gpu_demand(self.kube, timeout=self.settings.kubernetes_timeout)
+        except BackendUnavailable as exc:
+            log.warning("Kubernetes read failed: %s", exc)
+
+    def external_demand(self) -> list[tuple[str, str, float]]:
+        """(source, GPU type, GPUs) pending outside gpufleet's queue, as of the last reads."""
+        return [(src, kind, v) for src, by in sorted(self.external.items()) for kind, v in sorted(by.items())]
+
     def tasks(self) -> list[PeriodicTask]:
-        return [PeriodicTask("slurm_poll", self.settings.poll_interval, self.poll)] if self.slurm else []
+        out = [PeriodicTask("slurm_poll", self.settings.poll_interval, self.poll)] if self.slurm else []
+        if self.kube is not None:
+            out.append(PeriodicTask("kubernetes_pending", self.settings.poll_interval, self.poll_kubernetes))
+        return out
 
     # -- exposition and routes -------------------------------------------------------------------
     def render(self) -> bytes:
         cat = catalogue()
         fams: list[Family] = []
         held = [row for r in self.remediators for row in r.held_values()]
-        for field_id, rows in (("node_remediation_active", held), ("slurm_pending_gpus", self.slurm_pending)):
+        external = [((("source", src), ("gpu_type", kind)), v) for src, kind, v in self.external_demand()]
+        for field_id, rows in (("node_remediation_active", held), ("slurm_pending_gpus", self.slurm_pending),
+                               ("external_pending_gpus", external)):
             m = cat.field(field_id)
             f = Family(m.name, m.type, m.help)
             f.samples.extend(("", (), labels, float(v)) for labels, v in rows)

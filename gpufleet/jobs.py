@@ -19,6 +19,7 @@ through this adapter's lock.
 from __future__ import annotations
 
 import builtins
+import heapq
 import logging
 import threading
 import time
@@ -137,11 +138,15 @@ class QueueJobService:
         """Runs stopped because their job left its GPUs (cancel, interrupt, preemption); exit awaited."""
         self._placed: set[str] = {n for n, r in queue.jobs.items() if r.status in (PLACED, STARTING)}
         self._run_started: dict[str, float] = {}
+        self._deadlines: list[tuple[float, str, float]] = []
+        """(max-runtime deadline, job, run start) of running jobs: a heap, so a step looks only at the due."""
         self.stats: dict[str, float] = {"queue_wait_seconds_sum": 0.0, "queue_wait_count": 0.0,
                                         "run_seconds_sum": 0.0, "run_count": 0.0}
         self.transitions: dict[tuple[str, str], int] = {}
         self._silent: frozenset[str] = frozenset()
         """Nodes the last snapshot had no answer from (fleet mode)."""
+        with self.lock:
+            self._reattach(self.clock())
 
     # -- transitions ---------------------------------------------------------------------------------
     def _on_transition(self, rec: JobRecord, old: str, new: str, reason: str, now: float) -> None:
@@ -185,6 +190,13 @@ class QueueJobService:
         extra = {k: j[k] for k in _SPEC_FIELDS if j.get(k) is not None}
         if "command" in extra:
             extra["command"] = tuple(extra["command"])
+        if self.executor.name == "kubernetes":
+            if extra.get("command") and not extra.get("image"):
+                raise InputError(f"job {j['name']}: image is required: the kubernetes executor runs the command in "
+                                 "a container (add image: REGISTRY/NAME:TAG)")
+            if extra.get("image") and not extra.get("command"):
+                raise InputError(f"job {j['name']}: command is required with image {extra['image']!r} "
+                                 "(the argv to run in the container)")
         return JobSpec(
             name=job_id, gpus=max(whole, 1) if milli == FULL else 1, gpu_milli=milli,
             gpu_memory_bytes=int(j.get("gpu_memory_bytes") or 0), gpu_types=tuple(j.get("gpu_types") or ()),
@@ -220,7 +232,7 @@ class QueueJobService:
             if reasons:
                 raise InputError(f"batch rejected: {'; '.join(reasons)}")
             accepted, _ = self.queue.submit(specs, now)
-            self._step(now)
+            self._step(now)  # place and start what fits at once: the answer shows where it runs
             return [self._public(self.queue.jobs[n]) for n in accepted]
 
     def list(self, user: str | None = None) -> list[dict[str, Any]]:
@@ -293,7 +305,11 @@ class QueueJobService:
 
         ``silent`` (fleet mode): nodes whose exporter stopped answering. Their GPUs are unknown, neither
         healthy nor lost: nothing new is placed there and their running jobs are left alone until the
-        node answers again (an operator's override of the node is kept either way)."""
+        node answers again (an operator's override of the node is kept either way).
+
+        Job times are on this service's clock, as for submit and cancel, never ``now`` (the snapshot's
+        time: simulated for a twin, so a job would start before it was submitted)."""
+        now = self.clock()
         with self.lock:
             st = self.queue.state
             lost = [u for u, up in snapshot.up.items() if not up and u in st._uuid_index
@@ -344,9 +360,71 @@ class QueueJobService:
             return self._step(now)
 
     def close(self) -> None:
+        """Close the executors. Engines' runs (Celery, Slurm, Kubernetes) go on and are reattached by the next
+        ``serve`` from the run table; the local executor's runs are stopped, recorded as ``interrupted`` and
+        requeued (they resume from their checkpoint at the next start)."""
         with self.lock:
+            now = self.clock()
+            ending = [n for n, (ex, _) in self._runs.items() if not ex.survives_close]
+            with self.queue.batch():
+                for name in ending:
+                    self.queue.interrupt(name, now, reason="serve stopped; the run was stopped with it")
             for ex in {id(self.executor): self.executor, id(self.sim): self.sim}.values():
                 ex.close()
+            with self.queue.batch():
+                for name, ex in list(self._stopped.items()):
+                    if not ex.survives_close:
+                        self._stopped.pop(name)
+                        self._forget_run(self.queue.jobs.get(name), None)
+
+    # -- the run table (restart) -------------------------------------------------------------------------
+    def _forget_run(self, rec: JobRecord | None, attempt: int | None) -> None:
+        """The run of ``attempt`` (None: any) has ended: drop its handle from the run table."""
+        if rec is not None and rec.run is not None and (attempt is None or rec.run.get("attempt") == attempt):
+            rec.run = None
+            self.queue._save()
+
+    def _reattach(self, now: float) -> None:
+        """After a restart: track again every run the run table holds (the executor polls it on), finish
+        stopping runs stopped before the restart, and interrupt (requeue) a started job whose run cannot be
+        reattached, so no job stays ``starting`` or ``running`` with nothing behind it."""
+        legacy: dict[str, tuple[RunSpec, dict[str, Any]]] = dict(getattr(self.executor, "legacy", None) or {})
+        by_name = {ex.name: ex for ex in self._executors()}
+        with self.queue.batch():
+            for name, rec in sorted(self.queue.jobs.items(), key=lambda kv: kv[1].seq):
+                if rec.run is None and rec.status in (STARTING, RUNNING) and name in legacy:
+                    spec, handle = legacy[name]  # an older gpufleet's slurm-runs.json
+                    rec.run = {"executor": self.executor.name, "attempt": spec.attempt, "handle": handle,
+                               "at": now, "spec": spec.to_dict()}
+                run = rec.run
+                if run is None:
+                    if rec.status in (STARTING, RUNNING):
+                        self.queue.interrupt(name, now, reason="serve restarted and no run handle was recorded for "
+                                             "this job (started by an older gpufleet): run again")
+                    continue
+                spec = RunSpec.from_dict(run.get("spec") or {**self.run_spec(rec).to_dict(),
+                                                             "attempt": run.get("attempt", rec.restarts + 1)})
+                ex = by_name.get(str(run.get("executor")))
+                current = rec.status in (STARTING, RUNNING)  # else a run stopped before the restart (requeued, ...)
+                why = (f"it ran on the {run.get('executor')} executor, this serve uses {self.executor.name}"
+                       if ex is None else ex.reattach(spec, run.get("handle") or {}))
+                if why is not None or ex is None:
+                    rec.run = None
+                    if current:
+                        self.queue.interrupt(name, now, reason=f"serve restarted and cannot reattach attempt "
+                                             f"{spec.attempt}: {why}")
+                    log.warning("job %s: run %d not reattached: %s", name, spec.attempt, why)
+                    continue
+                if current:
+                    self._runs[name] = (ex, spec.attempt)
+                    if rec.status == RUNNING:
+                        self._started_running(name, rec, rec.started if rec.started is not None else now)
+                    log.info("job %s: reattached run %d (%s %s)", name, spec.attempt, ex.name, run.get("handle"))
+                else:  # stopped (cancelled, preempted) before the restart, not seen ending: finish the stop
+                    self._stopped[name] = ex
+                    ex.stop(name, self.settings.grace_s, f"job {rec.status} before serve restarted")
+        if legacy:
+            self.executor.retire_legacy()  # type: ignore[attr-defined]
 
     # -- internals -------------------------------------------------------------------------------------
     def _executors(self) -> builtins.list[Executor]:
@@ -370,34 +448,43 @@ class QueueJobService:
     def _apply(self, ev: ExecEvent, now: float) -> None:
         name = ev.job_id
         cur = self._runs.get(name)
+        rec = self.queue.jobs.get(name)
         if cur is None or cur[1] != ev.attempt:  # an older run (stopped on purpose) reporting
             if ev.kind in ("exited", "lost"):
                 self._stopped.pop(name, None)
+                self._forget_run(rec, ev.attempt)
             return
-        rec = self.queue.jobs.get(name)
         if rec is None or rec.status not in HOLDING:
             self._runs.pop(name, None)
+            self._forget_run(rec, ev.attempt)
             return
         if ev.kind == "running":
             if rec.status != RUNNING:
-                self._run_started[name] = now
+                self._started_running(name, rec, now)
                 self.queue.mark(name, RUNNING, now)
             return
         self._runs.pop(name, None)
+        rec.run = None  # written with the transition below
         if ev.kind == "lost":
             self.queue.interrupt(name, now, reason=ev.reason or "run lost")
             return
         self.queue.finish(name, now, int(ev.exit_code if ev.exit_code is not None else -1),
                           reason=self._stopping.pop(name, None))
 
+    def _started_running(self, name: str, rec: JobRecord, began: float) -> None:
+        self._run_started[name] = began
+        limit = min(rec.spec.max_runtime_s or self.settings.max_runtime_s, self.settings.max_runtime_s)
+        heapq.heappush(self._deadlines, (began + limit, name, began))
+
     def _enforce_runtime(self, now: float) -> None:
-        for name, (ex, _) in list(self._runs.items()):
-            rec = self.queue.jobs[name]
-            limit = min(rec.spec.max_runtime_s or self.settings.max_runtime_s, self.settings.max_runtime_s)
-            began = self._run_started.get(name)
-            if began is not None and now - began > limit and name not in self._stopping:
-                self._stopping[name] = f"stopped after max_runtime_s {limit:g}"
-                ex.stop(name, self.settings.grace_s, self._stopping[name])
+        """Stop runs past their maximum runtime (the deadline heap: a step costs the due runs, not all)."""
+        while self._deadlines and self._deadlines[0][0] < now:
+            deadline, name, began = heapq.heappop(self._deadlines)
+            cur = self._runs.get(name)
+            if cur is None or self._run_started.get(name) != began or name in self._stopping:
+                continue  # that run ended (or a newer one runs with its own deadline)
+            self._stopping[name] = f"stopped after max_runtime_s {deadline - began:g}"
+            cur[0].stop(name, self.settings.grace_s, self._stopping[name])
 
     def run_spec(self, rec: JobRecord) -> RunSpec:
         st = self.queue.state
@@ -431,6 +518,8 @@ class QueueJobService:
                 self.queue.finish(name, now, 127, reason=str(exc))
                 continue
             self._runs[name] = (ex, run.attempt)
+            rec.run = {"executor": ex.name, "attempt": run.attempt, "handle": ex.handle(name) or {}, "at": now,
+                       "spec": run.to_dict()}
             self.queue.mark(name, STARTING, now)
             started.append(name)
         return started

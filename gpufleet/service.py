@@ -51,7 +51,8 @@ class Cycle(Sink):
 
     def __init__(self, *, view: FleetView, jobs: QueueJobService, metrics: ServiceMetrics, engine: Any,
                  analytics_samples: Callable[[Snapshot], Snapshot], store_sink: Any = None,
-                 fleet_reader: Callable[[], Any] = lambda: None) -> None:
+                 fleet_reader: Callable[[], Any] = lambda: None,
+                 grow: Callable[[Any], Any] = lambda view: None) -> None:
         self.view = view
         self.jobs = jobs
         self.metrics = metrics
@@ -59,6 +60,7 @@ class Cycle(Sink):
         self.analytics_samples = analytics_samples
         self.store_sink = store_sink
         self.fleet_reader = fleet_reader  # fleet mode: the reader's view (health, silent nodes) of this cycle
+        self.grow = grow  # fleet mode: GPUs / nodes first seen this cycle join the allocator's cluster
 
     def write(self, snapshot: Snapshot) -> None:
         self.view.update_snapshots([snapshot])
@@ -73,6 +75,7 @@ class Cycle(Sink):
             self.view.update_health(reader.health)
         try:
             if reader is not None:
+                self.grow(reader)
                 self.jobs.observe(snapshot, now, silent=frozenset(reader.silent_nodes()))
             else:
                 self.jobs.observe(snapshot, now)
@@ -206,17 +209,26 @@ def build_service(settings: Settings, *, source: Any = None, clock: Callable[[],
 
             core = open_api_core(settings.api, data_dir)
         audit = core.audit if core is not None else None
+        growth = None
+        if fleet_mode:  # the cluster grows with the fleet; its layout is kept in the database
+            from gpufleet.growth import FleetGrowth
+            from gpufleet.state import open_state
+
+            growth = FleetGrowth(open_state(wiring.state_database_url(settings, data_dir)), audit, clock)
         jobs = wiring.build_job_service(settings, source.devices(), data_dir, clock,
                                         capacity=source.capacity() if fleet_mode else None,
-                                        audit=audit)  # every job state transition is audited
+                                        audit=audit,  # every job state transition is audited
+                                        cluster=growth.cluster(source.view) if growth is not None else None)
+        if growth is not None:
+            growth.attach(jobs)
+            source.remember(growth.missing, growth.names)  # silent at start: listed, unknown, not placed on
         for uuid, state in jobs.gpu_overrides().items():  # operator overrides held across restarts
             view.set_override(uuid, state)
         stats = ModelStats()
         metrics = ServiceMetrics(settings.allocator, latest=latest, view=view, jobs=jobs, engine=engine,
                                  stats=stats, audit=audit)
-        pending: deque[float] = deque(maxlen=720)  # GPUs asked for: the queue's, and Slurm's pending work
-        cluster = ClusterLink(settings.cluster, view=view, jobs=jobs, latest=latest, audit=audit,
-                              on_pending=pending.append, clock=clock)
+        pending: deque[float] = deque(maxlen=720)  # GPUs asked for: the queue's, and Slurm / k8s pending work
+        cluster = ClusterLink(settings.cluster, view=view, jobs=jobs, latest=latest, audit=audit, clock=clock)
 
         def reader_view() -> Any:
             return getattr(source, "view", None) if fleet_mode else None
@@ -229,11 +241,12 @@ def build_service(settings: Settings, *, source: Any = None, clock: Callable[[],
         analytics = Analytics(settings, models_dir=data_dir / "models", store_path=store_path, history=history,
                               latest=latest, clock=clock, fleet=view, jobs=jobs, stats=stats,
                               device_samples=metrics.device_samples, after_scoring=cluster.remediate,
-                              pending=pending, failure_model=failure_model)
+                              pending=pending, failure_model=failure_model,
+                              external_demand=cluster.external_demand)
         store_sink = next((s for s in sinks if getattr(s, "name", "") == "store"), None)
         loop.add_sink(Cycle(view=view, jobs=jobs, metrics=metrics, engine=engine,
                             analytics_samples=analytics.cycle_samples, store_sink=store_sink,
-                            fleet_reader=reader_view))
+                            fleet_reader=reader_view, grow=growth.observe if growth is not None else lambda v: None))
 
         def persist(_wall: float) -> None:
             jobs.persist()

@@ -74,7 +74,8 @@ class Analytics:
                  device_samples: Callable[[float], list[Sample]] = lambda ts: [],
                  after_scoring: Callable[[float], None] = lambda now: None,
                  pending: deque[float] | None = None,
-                 failure_model: Callable[[], Any] | None = None) -> None:
+                 failure_model: Callable[[], Any] | None = None,
+                 external_demand: Callable[[], list[tuple[str, str, float]]] = lambda: []) -> None:
         self.settings = settings
         self.models_dir = models_dir
         self.store_path = store_path
@@ -87,6 +88,7 @@ class Analytics:
         self.device_samples = device_samples
         self.after_scoring = after_scoring
         self.failure_model = failure_model  # what retraining fits (default: the LSTM predictor's defaults)
+        self.external_demand = external_demand  # (source, GPU type, GPUs) pending in Slurm / Kubernetes
         self.pending: deque[float] = pending if pending is not None else deque(maxlen=720)
         self.idle: deque[float] = deque(maxlen=720)
 
@@ -96,15 +98,19 @@ class Analytics:
 
     # -- every cycle: demand and analytics samples into the history store ------------------------
     def cycle_samples(self, snapshot: Snapshot) -> Snapshot:
-        """Fleet demand (GPUs allocated, GPUs queued) and the current risk, as a snapshot for the store."""
+        """Fleet demand (GPUs allocated, GPUs queued, GPUs pending in Slurm / Kubernetes outside the queue)
+        and the current risk, as a snapshot for the store."""
         jobs = self.jobs.list()
         allocated = sum(a["share"] for a in self.jobs.allocations())
         queued = sum(j["gpus"] for j in jobs if j["state"] == "pending")
-        self.pending.append(float(queued))
+        external = self.external_demand()
+        self.pending.append(float(queued) + sum(v for _, _, v in external))
         idle_gpus = float(len(self.fleet.devices)) - allocated
         self.idle.append(max(0.0, idle_gpus))
         ts = snapshot.ts
         samples = [Sample("", "allocated_gpus", float(allocated), ts), Sample("", "queue_pending_gpus", float(queued), ts)]
+        samples += [Sample("", "external_pending_gpus", float(v), ts, (("gpu_type", kind), ("source", src)))
+                    for src, kind, v in external]
         samples += self.device_samples(ts)
         return Snapshot(ts=ts, node=snapshot.node, devices=snapshot.devices, samples=samples)
 
@@ -168,7 +174,7 @@ class Analytics:
 
         from gpufleet.allocator.planner import pricebook
         from gpufleet.allocator.planner.evaluate import forecast_paths
-        from gpufleet.analytics.forecast import demand_from_history
+        from gpufleet.analytics.forecast import DEMAND_FIELDS, demand_from_history
         from gpufleet.analytics.history.store import StoreReader
 
         store = self.store_path
@@ -178,7 +184,8 @@ class Analytics:
         end = pd.Timestamp(now, unit="s", tz="UTC").floor("h")
         with StoreReader(store) as reader:
             try:
-                frame = demand_from_history(reader, end - pd.Timedelta("30D"), end, "1h")
+                frame = demand_from_history(reader, end - pd.Timedelta("30D"), end, "1h",  # + Slurm / k8s pending
+                                            fields=(*DEMAND_FIELDS, "external_pending_gpus"))
             except GpufleetError as exc:
                 log.info("no demand forecast yet: %s", exc)
                 return

@@ -220,40 +220,33 @@ def cluster_from_devices(devices: list[Device],
     ``capacity``: node -> (CPUs, memory bytes) as the fleet reports them; without it (one node's own
     source) every node gets this host's CPUs and memory. A node whose capacity nobody reports gets 0
     CPU and memory (GPU-only jobs still fit; a warning names it)."""
-    from gpufleet.allocator.state import ClusterState, NodeSpec
+    from gpufleet.allocator.state import ClusterState
     from gpufleet.exporter.sinks.node import host_capacity
+    from gpufleet.growth import node_specs
 
     if capacity is None:
         host_cpus, host_mem = host_capacity()
         capacity = {d.node: (host_cpus, host_mem) for d in devices}
-
-    by_node: dict[str, list[Device]] = {}
-    for d in devices:
-        if not d.is_mig:
-            by_node.setdefault(d.node, []).append(d)
-    specs = []
-    for node, devs in sorted(by_node.items()):
-        devs.sort(key=lambda d: d.index)
+    for node in sorted({d.node for d in devices if not d.is_mig}):
         cpus, mem = capacity.get(node, (None, None))
         if cpus is None or mem is None:
             log.warning("node %s reports no %s: run node_exporter or gpufleet's exporter there", node,
                         "CPU count" if cpus is None else "memory")
-        specs.append(NodeSpec(node, int((cpus or 0) * 1000), int((mem or 0) // 2**20), len(devs), devs[0].model,
-                              devs[0].memory_total_bytes, None, [d.uuid for d in devs]))
-    return ClusterState.from_specs(specs)
+    return ClusterState.from_specs(node_specs(devices, capacity))
 
 
 def build_job_service(settings: Settings, devices: list[Device], data_dir: Path,
                       clock: Callable[[], float],
                       capacity: dict[str, tuple[float | None, float | None]] | None = None,
-                      audit: Any = None) -> Any:
+                      audit: Any = None, cluster: Any = None) -> Any:
     """The job service over the allocator's queue in the service's database; ``audit`` (the API's audit
-    writer) records every job state transition."""
+    writer) records every job state transition. ``cluster``: the allocator's cluster state when the caller
+    built it (fleet mode: from the stored layout, see ``gpufleet.growth``); default: from ``devices``."""
     from gpufleet.allocator.policies import make_policy
     from gpufleet.jobs import QueueJobService, open_queue
 
     al = settings.allocator
-    state = cluster_from_devices(devices, capacity)
+    state = cluster if cluster is not None else cluster_from_devices(devices, capacity)
     kwargs: dict[str, Any] = {"risk_weight": al.risk_weight} if al.policy == "default" else {}
     policy = make_policy(al.policy, seed=0, **kwargs)
     queue = open_queue(state_database_url(settings, data_dir), state, policy,  # the queue lives in the database

@@ -11,6 +11,7 @@ from a fleet store the moments a GPU was seen lost (``gpu_up`` going to 0 after 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import itertools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -305,16 +306,16 @@ def lost_events(reader: HistoryReader, since: float, until: float, step: float) 
     out: dict[str, np.ndarray] = {}
     if not len(df) or "up" not in df.columns:
         return out
-    df = df.sort_values(["uuid", "ts"])
+    codes, names = pd.factorize(df["uuid"].astype(str))
     ts = seconds(df["ts"])
-    up = df["up"].to_numpy()
-    uu = df["uuid"].astype(str).to_numpy()
-    for u in np.unique(uu):
-        sel = uu == u
-        v, t = up[sel], ts[sel]
-        fell = np.flatnonzero((v[1:] < 1) & (v[:-1] >= 1)) + 1
-        if len(fell):
-            out[str(u)] = t[fell].astype(float)
+    order = np.lexsort((ts, codes))  # by GPU, then time: one pass over every row, whatever the fleet size
+    g, t, v = codes[order], ts[order], df["up"].to_numpy(dtype=np.float64)[order]
+    fell = np.flatnonzero((g[1:] == g[:-1]) & (v[1:] < 1) & (v[:-1] >= 1)) + 1
+    if not len(fell):
+        return out
+    bounds = np.flatnonzero(np.r_[True, g[fell][1:] != g[fell][:-1], True])
+    for a, b in itertools.pairwise(bounds):
+        out[str(names[g[fell[a]]])] = t[fell[a:b]].astype(float)
     return out
 
 

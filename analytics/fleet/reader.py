@@ -108,6 +108,16 @@ class FleetReader:
         self.node_instance: dict[str, str] = {}
         self.last_view: FleetView | None = None
 
+    def remember(self, devices: Sequence[Device], names: dict[str, str] | None = None) -> None:
+        """GPUs known from before this reader (the service's stored cluster layout): listed from the next
+        cycle on, ``unknown`` while their node is silent, back when it answers. ``names``: uuid -> the
+        naming (``native`` / ``dcgm``) their series came in (default ``native``)."""
+        with self._lock:
+            for d in devices:
+                if d.uuid not in self.known:
+                    self.known[d.uuid] = d
+                    self.known_names[d.uuid] = (names or {}).get(d.uuid, "native")
+
     # ------------------------------------------------------------------ http
     def query(self, expr: str, at: float) -> list[dict[str, Any]]:
         try:

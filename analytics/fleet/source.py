@@ -30,6 +30,10 @@ class FleetSource(Source):
     def close(self) -> None:
         self.reader.close()
 
+    def remember(self, devices: list[Device], names: dict[str, str] | None = None) -> None:
+        """GPUs known from before (the stored cluster layout): see :meth:`FleetReader.remember`."""
+        self.reader.remember(devices, names)
+
     def devices(self) -> list[Device]:
         return self.view.gpus() if self.view is not None else []
 

@@ -23,26 +23,37 @@ from gpufleet.console.view import (  # noqa: F401  (re-exported: console_url and
     CsrfError,
     NotSignedIn,
     View,
+    apply_cookies,
     console_url,
+    request_bag,
+    set_cookie,
+    take_flashes,
     templates,
     view,
 )
 
 
-def build_console(api: ASGIApp, matrix_of: Any, settings_of: Any = dict) -> FastAPI:
+def build_console(api: ASGIApp, matrix_of: Any, settings_of: Any = dict, auth_of: Any = None) -> FastAPI:
+    """``auth_of``: the API's authenticator (``Auth``) the console checks every session's tokens with."""
     from gpufleet.console import pages
 
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.console = Console(api, matrix_of, settings_of)
+    app.state.console = Console(api, matrix_of, settings_of, auth_of)
     app.include_router(pages.router)
     app.mount(PREFIX + "/static", StaticFiles(directory=str(HERE / "static")), name="static")
+
+    @app.middleware("http")
+    async def _cookies(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        apply_cookies(request, response)  # a refreshed token pair, flash messages
+        return response
 
     @app.exception_handler(NotSignedIn)
     async def _not_signed_in(request: Request, exc: NotSignedIn) -> Response:
         nxt = request.url.path if request.method == "GET" else PREFIX + "/"
-        resp = RedirectResponse(f"{PREFIX}/login?next={quote(nxt)}", status_code=303)
-        resp.delete_cookie(COOKIE, path=PREFIX)
-        return resp
+        request_bag(request).pop("console_cookies", None)
+        set_cookie(request, COOKIE, "")
+        return RedirectResponse(f"{PREFIX}/login?next={quote(nxt)}", status_code=303)
 
     @app.exception_handler(CsrfError)
     async def _csrf(request: Request, exc: CsrfError) -> Response:
@@ -56,13 +67,11 @@ def build_console(api: ASGIApp, matrix_of: Any, settings_of: Any = dict) -> Fast
 
 
 def _error_page(request: Request, status: int, detail: str) -> Response:
-    console: Console = request.app.state.console
-    sid = request.cookies.get(COOKIE)
-    session = console.sessions.get(sid)
-    if session is not None and sid is not None:
-        return View(request, session, sid).render("error.html", status=status, status_code=status, detail=detail)
+    v: View | None = request_bag(request).get("console_view")
+    if v is not None:
+        return v.render("error.html", status=status, status_code=status, detail=detail)
     return templates.TemplateResponse(request, "error.html", {"me": None, "status_code": status, "detail": detail,
-                                                              "prefix": PREFIX, "flashes": []},
+                                                              "prefix": PREFIX, "flashes": take_flashes(request)},
                                       status_code=status, headers={"Cache-Control": "no-store"})
 
 
@@ -77,7 +86,8 @@ class ConsoleMiddleware:
         self.app = app
         ctx = getattr(api.state, "ctx", None)
         self.console = RequestBodyLimitMiddleware(
-            build_console(api, lambda: getattr(api.state, "matrix", {}), lambda: getattr(ctx, "settings", {})),
+            build_console(api, lambda: getattr(api.state, "matrix", {}), lambda: getattr(ctx, "settings", {}),
+                          lambda: api.state.ctx.auth),
             max_body_size=max_body_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -51,6 +51,7 @@ def decorate(g: dict[str, Any]) -> dict[str, Any]:
     return {**g, "h": health_of(g), "p": risk_of(g), "rc": risk_class(risk_of(g)),
             "util_pct": None if g.get("utilization") is None else round(100 * g["utilization"]),
             "mem_pct": None if mem_u is None or not mem_t else round(100 * mem_u / mem_t),
+            "mem_w": None if mem_u is None or not mem_t else min(10, max(0, round(10 * mem_u / mem_t))),
             "temp": None if g.get("temperature_celsius") is None else round(g["temperature_celsius"]),
             "power": None if g.get("power_watts") is None else round(g["power_watts"])}
 

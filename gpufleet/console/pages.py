@@ -18,9 +18,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from gpufleet.allocator.records import FINAL, STATES
 from gpufleet.console import fleet as fleet_view
-from gpufleet.console.client import ApiCallError
-from gpufleet.console.session import COOKIE, LOGIN_CSRF_COOKIE, Session, same_token
-from gpufleet.console.view import PREFIX, NotSignedIn, View, templates, view
+from gpufleet.console.client import ApiCallError, problem_detail
+from gpufleet.console.session import COOKIE, LOGIN_CSRF_COOKIE, pack, same_token
+from gpufleet.console.view import PREFIX, NotSignedIn, View, set_cookie, take_flashes, templates, view
 
 router = APIRouter(prefix=PREFIX)
 V = Annotated[View, Depends(view)]
@@ -47,7 +47,7 @@ async def home() -> Response:
 def _login_page(request: Request, error: str | None, nxt: str, status: int = 200) -> Response:
     token = secrets.token_urlsafe(32)
     resp = templates.TemplateResponse(request, "login.html", {"me": None, "csrf": token, "error": error, "next": nxt,
-                                                              "prefix": PREFIX, "flashes": []},
+                                                              "prefix": PREFIX, "flashes": take_flashes(request)},
                                       status_code=status, headers={"Cache-Control": "no-store"})
     resp.set_cookie(LOGIN_CSRF_COOKIE, token, path=PREFIX, httponly=True, secure=True, samesite="strict", max_age=3600)
     return resp
@@ -66,17 +66,14 @@ async def login(request: Request) -> Response:
         return _login_page(request, "The sign-in form expired: please try again.", nxt, status=403)
     console = request.app.state.console
     try:
-        body, expires = await console.client(request).login(str(form.get("username", "")), str(form.get("password", "")))
+        body, _expires = await console.client(request).login(str(form.get("username", "")),
+                                                             str(form.get("password", "")))
     except ApiCallError as exc:
         return _login_page(request, exc.detail, nxt, status=exc.status)
-    me_r = await console.client(request).call("GET", "/auth/me", token=body["access_token"])
-    me = me_r.json()
-    sid = console.sessions.create(Session(username=me["username"], role=me["role"], access_token=body["access_token"],
-                                          refresh_token=body["refresh_token"], access_expires=expires))
-    resp = RedirectResponse(nxt, status_code=303)
-    resp.set_cookie(COOKIE, sid, path=PREFIX, httponly=True, secure=True, samesite="strict")
-    resp.delete_cookie(LOGIN_CSRF_COOKIE, path=PREFIX)
-    return resp
+    # the session is the API's token pair itself (see session.py): nothing is kept on the server
+    set_cookie(request, COOKIE, pack(body["access_token"], body["refresh_token"]))
+    set_cookie(request, LOGIN_CSRF_COOKIE, "")
+    return RedirectResponse(nxt, status_code=303)
 
 
 @router.post("/logout")
@@ -84,10 +81,8 @@ async def logout(v: V) -> Response:
     await v.check_csrf()
     with contextlib.suppress(ApiCallError, NotSignedIn):  # signed out either way
         await v.raw("POST", "/auth/logout", json={"refresh_token": v.session.refresh_token})
-    v.console.sessions.drop(v.sid)
-    resp = RedirectResponse(PREFIX + "/login", status_code=303)
-    resp.delete_cookie(COOKIE, path=PREFIX)
-    return resp
+    set_cookie(v.request, COOKIE, "")  # the API ended the session: a copy of the cookie is refused too
+    return RedirectResponse(PREFIX + "/login", status_code=303)
 
 
 @router.get("/password", response_class=HTMLResponse)
@@ -101,12 +96,17 @@ async def password(v: V) -> Response:
     if form.get("new_password") != form.get("repeat_password"):
         v.flash("The new passwords differ.", "error")
         return _back("/password")
-    await v.raw("POST", "/auth/password", json={"current_password": form.get("current_password", ""),
-                                                "new_password": form.get("new_password", "")})
-    v.console.sessions.drop(v.sid)  # the API revoked every token of this user
-    resp = RedirectResponse(PREFIX + "/login", status_code=303)
-    resp.delete_cookie(COOKIE, path=PREFIX)
-    return resp
+    r = await v.console.client(v.request).call(
+        "POST", "/auth/password", token=v.session.access_token,
+        json={"current_password": form.get("current_password", ""), "new_password": form.get("new_password", "")})
+    if r.status_code == 401 and "current password" in problem_detail(r):  # still signed in: say so on the form
+        v.flash("The current password is wrong.", "error")
+        return _back("/password")
+    if r.status_code >= 400:
+        raise NotSignedIn() if r.status_code == 401 else ApiCallError(r.status_code, problem_detail(r))
+    set_cookie(v.request, COOKIE, "")  # the API revoked every token of this user
+    v.flash("Password changed: sign in with the new one.")
+    return RedirectResponse(PREFIX + "/login", status_code=303)
 
 
 # -- fleet and GPUs ---------------------------------------------------------------------------------------
@@ -221,10 +221,16 @@ async def job(v: V, job_id: str) -> Response:
     j = await v.api("GET", f"/jobs/{job_id}")
     logs = await v.api("GET", f"/jobs/{job_id}/logs")
     transitions: list[dict[str, Any]] = []
+    requests: list[dict[str, Any]] = []
     if v.may("GET", "/audit"):  # every state change is in the audit log (admins, auditors)
         found = await v.api("GET", "/audit", params={"action": "job", "target": job_id, "limit": 200})
-        transitions = [r for r in found["items"] if r["target"] == job_id]
-    return v.render("job.html", transitions=transitions, title=f"Job {j['name']}", j=j, logs=logs, deps=list(j["depends_on"]), final=FINAL)
+        rows = [r for r in found["items"] if r["target"] == job_id]
+        # the scheduler's rows carry the job service's clock (the job's own times; simulated in the demo),
+        # a user's request (cancel) the API's wall clock: listed apart, so no timeline mixes the two
+        transitions = [r for r in rows if r.get("source") == "scheduler"]
+        requests = [r for r in rows if r.get("source") != "scheduler"]
+    return v.render("job.html", transitions=transitions, requests=requests, title=f"Job {j['name']}", j=j, logs=logs,
+                    deps=list(j["depends_on"]), final=FINAL)
 
 
 @router.get("/jobs/{job_id}/follow")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -50,8 +51,9 @@ class RunSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RunSpec:
-        return cls(**d)
+    def from_dict(cls, d: Mapping[str, Any]) -> RunSpec:
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 @dataclass
@@ -95,6 +97,8 @@ class Executor(abc.ABC):
     """Runs placed jobs. Not thread-safe: the job service calls it under its lock."""
 
     name: str = "base"
+    survives_close: bool = True
+    """Whether runs go on after :meth:`close` (an engine's jobs do; the local executor stops its own)."""
 
     @abc.abstractmethod
     def start(self, run: RunSpec) -> None:
@@ -118,6 +122,16 @@ class Executor(abc.ABC):
 
     def logs(self, job_id: str, offset: int = 0) -> tuple[str, int]:
         return "", offset
+
+    def handle(self, job_id: str) -> dict[str, Any] | None:
+        """The engine's handle of the job's current run (JSON-able: a Slurm job id, a Kubernetes Job name, a
+        Celery task id, a process group), kept in the run table so a restarted ``serve`` can reattach."""
+        return None
+
+    def reattach(self, run: RunSpec, handle: Mapping[str, Any]) -> str | None:
+        """Take over a run a previous ``serve`` started (``handle`` as :meth:`handle` gave it): ``None`` when it
+        is tracked again (its next :meth:`poll` reports it running, exited or lost), else why it cannot be."""
+        return f"the {self.name} executor cannot reattach runs"
 
     def close(self) -> None:
         """Release what the executor holds (running jobs keep running where the engine allows)."""

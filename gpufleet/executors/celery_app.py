@@ -271,18 +271,18 @@ class WorkerRuntime:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         offset = local_log.stat().st_size if local_log.exists() else 0
         streamer = _LogStreamer(self.redis, log_key(run.job_id), local_log, offset, self.log_max_bytes, self.node)
-        ex = LocalExecutor(systemd=self.systemd)
         local_run = _with_pdeathsig(replace(run, log_path=str(local_log)))
         try:
+            ex = LocalExecutor(systemd=self.systemd, exit_files=False)  # the worker itself waits for it
             ex.start(local_run)
         except ExecutorError as exc:
             streamer.pump()
             self.cas(key, "running", "exited", exit_code=127, reason=str(exc), ended_at=f"{time.time():.3f}")
             return {"exit_code": 127, "reason": str(exc)}
-        proc = ex.procs[run.job_id].popen
-        mark = self._note_group(run, proc.pid)
+        pgid = ex.procs[run.job_id].pgid  # the job's pid: it leads its own process group
+        mark = self._note_group(run, pgid)
         with contextlib.suppress(Exception):
-            self.redis.hset(key, mapping={"pid": proc.pid})
+            self.redis.hset(key, mapping={"pid": pgid})
         try:
             exit_code, reason, lost = self._supervise(run, key, ex, streamer)
         except Exception as exc:  # a bug here must not leave the run "running" for ever

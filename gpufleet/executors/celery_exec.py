@@ -6,6 +6,8 @@ run, ``exited`` with the exit code, ``lost`` when the claiming worker's heartbea
 host, a partition), when it shut down mid-run, or when nobody on the node claimed a queued run within
 ``heartbeat_timeout_s``. ``stop`` asks the worker (SIGTERM to the job's process group, the grace period,
 SIGKILL); a run no worker has claimed yet is withdrawn at once. ``logs`` reads the job's log from Redis.
+A run's handle in the job service's run table is its Celery task id, node and run record key: a restarted
+``serve`` reattaches by reading the run record again (:meth:`CeleryExecutor.reattach`).
 The Redis keys are described in :mod:`gpufleet.executors.celery_app`.
 """
 
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -215,6 +217,19 @@ class CeleryExecutor(Executor):
 
     def active(self, job_id: str) -> bool:
         return job_id in self.runs
+
+    def handle(self, job_id: str) -> dict[str, Any] | None:
+        r = self.runs.get(job_id)
+        if r is None:
+            return None
+        return {"task_id": f"{job_id}.{r.run.attempt}", "node": r.run.node, "run_key": r.key}
+
+    def reattach(self, run: RunSpec, handle: Mapping[str, Any]) -> str | None:
+        """Track a run again from its run record in Redis (the worker that runs it is not disturbed)."""
+        if run.job_id not in self.runs:
+            key = str(handle.get("run_key") or run_key(run.job_id, run.attempt))
+            self.runs[run.job_id] = _Run(run, key, time.monotonic(), sent=True)
+        return None
 
     def busy_uuids(self) -> set[str]:
         return {u for r in self.runs.values() if r.stop_wanted is not None for u in r.run.gpu_uuids}

@@ -10,7 +10,8 @@ checkpoints, so a restarted attempt resumes from the previous one's checkpoint.
 The executor polls the Job and its pod (the container's exit code), and the node: a node whose ``Ready``
 condition is not ``True`` makes the run ``lost`` (the job service requeues it and places nothing there until
 the node is Ready again). A stop deletes the Job with ``propagationPolicy: Foreground`` and the grace period.
-When a run ends its pod's log is appended to the job's log file, then the Job is deleted.
+When a run ends its pod's log is appended to the job's log file, then the Job is deleted. A run's handle in
+the job service's run table is its namespace and Job name: a restarted ``serve`` watches the Job again.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -291,6 +292,23 @@ class KubernetesExecutor(Executor):
 
     def active(self, job_id: str) -> bool:
         return job_id in self.runs
+
+    def handle(self, job_id: str) -> dict[str, Any] | None:
+        r = self.runs.get(job_id)
+        return {"namespace": self.namespace, "job_name": r.name} if r else None
+
+    def reattach(self, run: RunSpec, handle: Mapping[str, Any]) -> str | None:
+        """Watch a run's Job again (a Job deleted meanwhile is reported ``lost``)."""
+        ns, name = handle.get("namespace"), handle.get("job_name")
+        if not name:
+            return "no Kubernetes Job name recorded"
+        if ns and ns != self.namespace:
+            return f"its Job is in namespace {ns}, this executor works in {self.namespace}"
+        if run.job_id not in self.runs:
+            self.runs[run.job_id] = _KRun(run, str(name))
+            self.logs_at[run.job_id] = run.log_path
+            self._next_poll = 0.0
+        return None
 
     def busy_uuids(self) -> set[str]:
         return {u for r in self.runs.values() if r.stopping or r.lost for u in r.run.gpu_uuids}

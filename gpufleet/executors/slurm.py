@@ -12,8 +12,10 @@ State comes from ``squeue --json`` (``squeue --format`` text where the JSON plug
 from ``sacct --json`` where accounting runs, else from the ``.rc`` file. A stop is ``scancel --signal=TERM
 --full`` (time for a last checkpoint), then ``scancel`` after the grace period. A node that Slurm reports
 DOWN or DRAIN, or a job in ``NODE_FAIL``, makes the run ``lost`` (the job service requeues it; the node
-counts as unavailable for placement until Slurm clears it). Slurm job ids are kept in a state file, so a new
-executor over the same file (a restarted ``serve``) goes on tracking the runs the old one started.
+counts as unavailable for placement until Slurm clears it). Each run's Slurm job id is its handle in the job
+service's run table (:meth:`SlurmExecutor.handle`), so a restarted ``serve`` reattaches to the runs the old
+one started (:meth:`SlurmExecutor.reattach`). Older gpufleet kept the ids in ``<data>/jobs/slurm-runs.json``:
+that file is read once (:attr:`SlurmExecutor.legacy`), imported into the run table and renamed ``.imported``.
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ exit "$rc"
 class SlurmExecutor(Executor):
     name = "slurm"
 
-    def __init__(self, client: SlurmClient, *, state_file: str | Path, partition: str | None = None,
+    def __init__(self, client: SlurmClient, *, state_file: str | Path | None = None, partition: str | None = None,
                  account: str | None = None, gpu_request: str = "gres", gpu_types: Mapping[str, str] | None = None,
                  grace_s: float = 30.0, poll_interval_s: float = 2.0, use_json: bool = True,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
@@ -104,29 +106,45 @@ class SlurmExecutor(Executor):
         self._json = use_json
         """Read ``squeue --json`` / ``sinfo --json`` (off, or found missing: the ``--format`` text)."""
         self.nodes: dict[str, SlurmNode] = {}
-        self.state_file = Path(state_file)
+        self.state_file = Path(state_file) if state_file is not None else None
+        """An older gpufleet's ``slurm-runs.json`` (read once, then retired by :meth:`retire_legacy`)."""
         self.runs: dict[str, _Run] = {}
         self.logs_at: dict[str, str] = {}
-        self._load()
+        self.legacy: dict[str, tuple[RunSpec, dict[str, Any]]] = self._load_legacy()
+        """Runs listed in the older state file: job id -> (run, handle), for the job service to import."""
 
-    # -- persistence (a restarted serve reattaches) -----------------------------------------------------
-    def _load(self) -> None:
+    # -- the run table (a restarted serve reattaches) ---------------------------------------------------
+    def _load_legacy(self) -> dict[str, tuple[RunSpec, dict[str, Any]]]:
+        if self.state_file is None:
+            return {}
         try:
             doc = json.loads(self.state_file.read_text())
         except FileNotFoundError:
-            return
+            return {}
         except (OSError, ValueError) as exc:
-            raise ExecutorError(f"slurm executor: cannot read its state file {self.state_file}: {exc}") from None
-        for jid, d in (doc.get("runs") or {}).items():
-            self.runs[jid] = _Run(RunSpec.from_dict(d["run"]), str(d["slurm_id"]))
-            self.logs_at[jid] = d["run"]["log_path"]
+            raise ExecutorError(f"slurm executor: cannot read the older state file {self.state_file}: {exc}") from None
+        return {jid: (RunSpec.from_dict(d["run"]), {"slurm_job_id": str(d["slurm_id"])})
+                for jid, d in (doc.get("runs") or {}).items()}
 
-    def _save(self) -> None:
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"runs": {j: {"slurm_id": r.slurm_id, "run": r.run.to_dict()}
-                                            for j, r in self.runs.items()}}))
-        os.replace(tmp, self.state_file)
+    def retire_legacy(self) -> None:
+        """The older state file was imported into the run table: rename it ``.imported``."""
+        self.legacy = {}
+        if self.state_file is not None and self.state_file.exists():
+            os.replace(self.state_file, self.state_file.with_name(self.state_file.name + ".imported"))
+
+    def handle(self, job_id: str) -> dict[str, Any] | None:
+        r = self.runs.get(job_id)
+        return {"slurm_job_id": r.slurm_id} if r else None
+
+    def reattach(self, run: RunSpec, handle: Mapping[str, Any]) -> str | None:
+        sid = str(handle.get("slurm_job_id") or "")
+        if not sid.isdigit():
+            return "no Slurm job id recorded"
+        if run.job_id not in self.runs:
+            self.runs[run.job_id] = _Run(run, sid)
+            self.logs_at[run.job_id] = run.log_path
+            self._next_poll = 0.0
+        return None
 
     def slurm_id(self, job_id: str) -> str | None:
         """The Slurm job id of the job's current run."""
@@ -190,7 +208,6 @@ class SlurmExecutor(Executor):
             raise ExecutorError(f"job {run.job_id}: sbatch gave no job id (said {out[:200]!r})")
         self.runs[run.job_id] = _Run(run, slurm_id)
         self.logs_at[run.job_id] = run.log_path
-        self._save()
         self._next_poll = 0.0
         log.info("job %s attempt %d is Slurm job %s on %s", run.job_id, run.attempt, slurm_id, run.node)
 
@@ -250,7 +267,6 @@ class SlurmExecutor(Executor):
                 else:
                     out.append(ExecEvent(jid, r.run.attempt, "exited", code,
                                          None if state in ("COMPLETED", "FAILED") else f"Slurm job {state}"))
-            self._save()
         return out
 
     def stop(self, job_id: str, grace_s: float, reason: str) -> None:
@@ -277,9 +293,8 @@ class SlurmExecutor(Executor):
         return read_log(path, offset) if path else ("", offset)
 
     def close(self) -> None:
-        """Slurm keeps the jobs running; the state file lets the next executor reattach."""
-        if self.runs:
-            self._save()
+        """Slurm keeps the jobs running; the run table lets the next executor reattach."""
+        return None
 
     # -- Slurm ------------------------------------------------------------------------------------------
     def _term(self, r: _Run, grace_s: float) -> None:

@@ -150,3 +150,58 @@ class KubeNodeManager:
             alloc = (n.status.allocatable if n.status else None) or {}
             out[n.metadata.name] = int(alloc.get(GPU_RESOURCE, 0) or 0)
         return out
+
+
+GPU_RESOURCES = ("nvidia.com/gpu", "amd.com/gpu")
+"""The device plugins' GPU resources a pod asks for."""
+GPU_TYPE_LABELS = ("nvidia.com/gpu.product", "amd.com/gpu.product")
+"""Node labels (GPU feature discovery) a pod's nodeSelector names its GPU type with."""
+MANAGED_BY = "app.kubernetes.io/managed-by"
+
+
+def _quantity(v: Any) -> float:
+    try:
+        return float(str(v))
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _pod_gpus(spec: Any, resources: tuple[str, ...]) -> float:
+    """GPUs one pod asks for: its containers' sum, or its largest init container where that is more."""
+    def one(c: Any) -> float:
+        res = c.resources
+        want = {**((res.requests or {}) if res else {}), **((res.limits or {}) if res else {})}
+        return sum(_quantity(want.get(r)) for r in resources)
+    main = sum(one(c) for c in spec.containers or [])
+    init = max((one(c) for c in spec.init_containers or []), default=0.0)
+    return max(main, init)
+
+
+def pending_gpu_demand(api: Any, *, timeout: float = 10.0,
+                       resources: tuple[str, ...] = GPU_RESOURCES) -> dict[str, float]:
+    """GPUs asked for by pods waiting for a node (phase ``Pending``, not yet bound to one), in every
+    namespace, by GPU type (``""`` where the pod names none in its nodeSelector). Pods gpufleet's own
+    Kubernetes executor created (``app.kubernetes.io/managed-by=gpufleet``) are left out: they are jobs
+    gpufleet's queue already counts. BackendUnavailable when the API server cannot be read."""
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    try:
+        pods = api.list_pod_for_all_namespaces(field_selector="status.phase=Pending", _request_timeout=timeout)
+    except ApiException as exc:
+        raise BackendUnavailable(f"kubernetes: listing pending pods: {_message(exc)}") from None
+    except (HTTPError, OSError) as exc:
+        raise BackendUnavailable(f"kubernetes: listing pending pods: {exc}") from None
+    out: dict[str, float] = {}
+    for pod in pods.items or []:
+        labels = (pod.metadata.labels if pod.metadata else None) or {}
+        spec = pod.spec
+        if labels.get(MANAGED_BY) == "gpufleet" or spec is None or spec.node_name:
+            continue
+        gpus = _pod_gpus(spec, resources)
+        if gpus <= 0:
+            continue
+        selector = spec.node_selector or {}
+        kind = next((str(selector[k]) for k in GPU_TYPE_LABELS if selector.get(k)), "")
+        out[kind] = out.get(kind, 0.0) + gpus
+    return out

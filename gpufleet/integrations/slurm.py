@@ -132,6 +132,10 @@ class SlurmNode:
             {"NOT_RESPONDING", "POWERED_DOWN", "POWER_DOWN", "MAINTENANCE", "RESERVED"} & set(self.flags))
 
 
+GPUFLEET_COMMENT = "gpufleet:"
+"""The ``--comment`` prefix of the jobs gpufleet's Slurm executor submits."""
+
+
 @dataclass(frozen=True, slots=True)
 class SlurmJob:
     job_id: str
@@ -154,6 +158,13 @@ class SlurmJob:
     start_time: float = 0.0
     tasks: int = 1
     """Array tasks this record stands for (squeue shows a pending array's tasks as one record)."""
+    comment: str = ""
+    """The job's ``--comment`` (gpufleet's Slurm executor marks its own jobs ``gpufleet:<job id>:<attempt>``)."""
+
+    @property
+    def from_gpufleet(self) -> bool:
+        """Submitted by gpufleet's own Slurm executor (already in gpufleet's queue: not outside demand)."""
+        return self.comment.startswith(GPUFLEET_COMMENT)
 
     @property
     def pending(self) -> bool:
@@ -208,7 +219,8 @@ def parse_job(d: Mapping[str, Any]) -> SlurmJob:
                     node_count=node_count, gpus=total, gpu_type=kind or kind2 or kind3,
                     gpu_indices={k: v for k, v in indices.items() if v},
                     submit_time=float(_num(d.get("submit_time"))), start_time=float(_num(d.get("start_time"))),
-                    tasks=count_array_tasks(str(d.get("array_task_string") or "")))
+                    tasks=count_array_tasks(str(d.get("array_task_string") or "")),
+                    comment=str(d.get("comment") or ""))
 
 
 def _errors(doc: Mapping[str, Any]) -> str:

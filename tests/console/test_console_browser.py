@@ -11,47 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.console.conftest import PASSWORD, USERS, Served, login_form_session
+from tests.console.conftest import USERS, Served, by, click, ids, login_form_session, sign_in
 from tests.servers import wait_until
 
 pytestmark = pytest.mark.server
-
-
-def _by(kind: str) -> Any:
-    from selenium.webdriver.common.by import By
-
-    return {"id": By.ID, "css": By.CSS_SELECTOR}[kind]
-
-
-def click(d: Any, element: Any) -> None:
-    """Click something that loads a new page, and wait for the new page (its old <html> goes stale)."""
-    from selenium.common.exceptions import WebDriverException
-    from selenium.webdriver.common.by import By
-
-    old = d.find_element(By.TAG_NAME, "html")
-    element.click()
-
-    def gone() -> bool:
-        try:
-            old.is_enabled()
-        except WebDriverException:  # stale, or no longer in the document
-            return True
-        return False
-    wait_until(gone, 15, "the next page")
-
-
-def sign_in(d: Any, url: str, username: str) -> None:
-    d.delete_all_cookies()
-    d.get(f"{url}/console/login")
-    d.find_element(_by("id"), "username").send_keys(username)
-    d.find_element(_by("id"), "password").send_keys(PASSWORD)
-    click(d, d.find_element(_by("id"), "signin"))
-    wait_until(lambda: "/console/fleet" in d.current_url, 10, "the fleet page after sign-in")
-    assert username in d.find_element(_by("id"), "whoami").text
-
-
-def ids(d: Any, *names: str) -> dict[str, bool]:
-    return {n: bool(d.find_elements(_by("id"), n)) for n in names}
 
 
 def test_sign_in_refuses_a_wrong_password_and_sets_a_strict_cookie(served: Served, browser: Any) -> None:
@@ -59,10 +22,10 @@ def test_sign_in_refuses_a_wrong_password_and_sets_a_strict_cookie(served: Serve
     d.delete_all_cookies()
     d.get(f"{served.url}/")  # / leads to the console's sign-in form
     assert "/console/login" in d.current_url
-    d.find_element(_by("id"), "username").send_keys("admin")
-    d.find_element(_by("id"), "password").send_keys("not-the-password")
-    click(d, d.find_element(_by("id"), "signin"))
-    assert "password" in d.find_element(_by("id"), "login-error").text.lower()
+    d.find_element(by("id"), "username").send_keys("admin")
+    d.find_element(by("id"), "password").send_keys("not-the-password")
+    click(d, d.find_element(by("id"), "signin"))
+    assert "password" in d.find_element(by("id"), "login-error").text.lower()
     sign_in(d, served.url, "admin")
     cookie = d.get_cookie("gpufleet_console")
     assert cookie["httpOnly"] and cookie["secure"] and cookie["sameSite"] == "Strict"
@@ -77,7 +40,7 @@ def test_each_role_sees_only_what_it_may_use(served: Served, browser: Any) -> No
     seen = {}
     for role, name in USERS.items():
         sign_in(d, served.url, name)
-        assert len(d.find_elements(_by("css"), "#fleet-grid .cell")) == 8
+        assert len(d.find_elements(by("css"), "#fleet-grid .cell")) == 8
         nav = ids(d, "nav-jobs", "nav-alerts", "nav-capacity", "nav-audit", "nav-users")
         d.get(f"{served.url}/console/gpus/{uuid}")
         gpu = ids(d, "cordon", "drain", "uncordon")
@@ -88,7 +51,7 @@ def test_each_role_sees_only_what_it_may_use(served: Served, browser: Any) -> No
         d.get(f"{served.url}/console/alerts")
         alerts = ids(d, "silence-form")
         seen[role] = {**nav, **gpu, **jobs, **users, **alerts}
-        click(d, d.find_element(_by("id"), "signout"))
+        click(d, d.find_element(by("id"), "signout"))
         wait_until(lambda: "/console/login" in d.current_url, 10, "the sign-in page after sign-out")
     everything = dict.fromkeys(seen["admin"], True)
     assert seen["admin"] == everything
@@ -108,31 +71,31 @@ def test_a_batch_with_a_dependency_runs_and_a_job_is_cancelled(served: Served, b
                      "  - {name: prepare, client_id: a, gpus: 1, command: [sh, -c, 'echo prepared']}\n"
                      "  - {name: train, depends_on: [a], gpus: 1, command: [sh, -c, 'echo trained; echo epoch 1']}\n")
     d.get(f"{served.url}/console/jobs")
-    d.find_element(_by("id"), "batch-file").send_keys(str(batch))
-    click(d, d.find_element(_by("id"), "submit-batch-button"))
-    assert "Submitted 2 jobs" in d.find_element(_by("css"), ".flash").text
-    train = d.find_element(_by("css"), "#jobs-table tr[data-job] td a")  # newest first
+    d.find_element(by("id"), "batch-file").send_keys(str(batch))
+    click(d, d.find_element(by("id"), "submit-batch-button"))
+    assert "Submitted 2 jobs" in d.find_element(by("css"), ".flash").text
+    train = d.find_element(by("css"), "#jobs-table tr[data-job] td a")  # newest first
     assert train.text == "train"
     click(d, train)
-    dep = d.find_element(_by("css"), "#job-timeline").text
+    dep = d.find_element(by("css"), "#job-timeline").text
     assert dep  # transitions are listed
     # the page follows the log and the state by itself (static/console.js)
-    wait_until(lambda: d.find_element(_by("id"), "job-state").text == "succeeded", 60, "train to succeed")
-    wait_until(lambda: "epoch 1" in d.find_element(_by("id"), "job-log").text, 10, "train's log followed")
+    wait_until(lambda: d.find_element(by("id"), "job-state").text == "succeeded", 60, "train to succeed")
+    wait_until(lambda: "epoch 1" in d.find_element(by("id"), "job-log").text, 10, "train's log followed")
     h = served.headers("dev")
     jobs = {j["name"]: j for j in httpx.get(f"{served.url}/jobs", headers=h).json()["items"]}
     assert jobs["train"]["depends_on"] == [jobs["prepare"]["id"]]
     assert jobs["prepare"]["state"] == "succeeded"  # (the order of the two runs is the job engine's, tested there)
     # one job from the form, cancelled from its page
     d.get(f"{served.url}/console/jobs")
-    form = d.find_element(_by("id"), "job-form")
-    form.find_element(_by("css"), "input[name=name]").send_keys("long-one")
-    form.find_element(_by("css"), "input[name=command]").send_keys("sleep 600")
-    click(d, d.find_element(_by("id"), "submit-job"))
+    form = d.find_element(by("id"), "job-form")
+    form.find_element(by("css"), "input[name=name]").send_keys("long-one")
+    form.find_element(by("css"), "input[name=command]").send_keys("sleep 600")
+    click(d, d.find_element(by("id"), "submit-job"))
     wait_until(lambda: "long-one" in d.title, 10, "the new job's page")
-    click(d, d.find_element(_by("id"), "cancel"))
-    wait_until(lambda: d.find_element(_by("id"), "job-state").text == "cancelled", 20, "the job cancelled")
-    assert not d.find_elements(_by("id"), "cancel")
+    click(d, d.find_element(by("id"), "cancel"))
+    wait_until(lambda: d.find_element(by("id"), "job-state").text == "cancelled", 20, "the job cancelled")
+    assert not d.find_elements(by("id"), "cancel")
 
 
 def test_admin_cordons_a_gpu_silences_an_alert_and_searches_the_audit_log(served: Served, browser: Any) -> None:
@@ -142,11 +105,11 @@ def test_admin_cordons_a_gpu_silences_an_alert_and_searches_the_audit_log(served
     victim = gpus[-1]["uuid"]
     sign_in(d, served.url, "admin")
     d.get(f"{served.url}/console/gpus/{victim}")
-    d.find_element(_by("id"), "reason").send_keys("fan noise, RMA ticket 42")
-    click(d, d.find_element(_by("id"), "cordon"))
-    assert d.find_element(_by("id"), "gpu-health").text == "cordoned"
+    d.find_element(by("id"), "reason").send_keys("fan noise, RMA ticket 42")
+    click(d, d.find_element(by("id"), "cordon"))
+    assert d.find_element(by("id"), "gpu-health").text == "cordoned"
     d.get(f"{served.url}/console/fleet?health=cordoned")
-    assert [c.get_attribute("data-uuid") for c in d.find_elements(_by("css"), "#fleet-grid .cell")] == [victim]
+    assert [c.get_attribute("data-uuid") for c in d.find_elements(by("css"), "#fleet-grid .cell")] == [victim]
     # no job lands on the cordoned GPU, even when every other GPU is taken
     r = httpx.post(f"{served.url}/jobs", headers=h,
                    json={"jobs": [{"name": f"fill-{i}", "gpus": 1, "command": ["sleep", "120"]} for i in range(8)]})
@@ -171,24 +134,24 @@ def test_admin_cordons_a_gpu_silences_an_alert_and_searches_the_audit_log(served
         return any(a["labels"].get("uuid") == lost for a in httpx.get(f"{served.url}/alerts", headers=h).json())
     wait_until(alert, 30, "an alert for the lost GPU")
     d.get(f"{served.url}/console/alerts")
-    row = next(r for r in d.find_elements(_by("css"), "#alerts-table tr") if lost in r.text)
+    row = next(r for r in d.find_elements(by("css"), "#alerts-table tr") if lost in r.text)
     assert "silenced" not in row.text
-    d.find_element(_by("id"), "silence-matchers").send_keys(f"uuid={lost}")
-    d.find_element(_by("css"), "#silence-form input[name=comment]").send_keys("known: RMA")
-    click(d, d.find_element(_by("id"), "silence-create"))
-    assert "created" in d.find_element(_by("css"), ".flash").text
-    row = next(r for r in d.find_elements(_by("css"), "#alerts-table tr") if lost in r.text)
+    d.find_element(by("id"), "silence-matchers").send_keys(f"uuid={lost}")
+    d.find_element(by("css"), "#silence-form input[name=comment]").send_keys("known: RMA")
+    click(d, d.find_element(by("id"), "silence-create"))
+    assert "created" in d.find_element(by("css"), ".flash").text
+    row = next(r for r in d.find_elements(by("css"), "#alerts-table tr") if lost in r.text)
     assert "silenced by" in row.text
-    assert len(d.find_elements(_by("css"), "#silences-table tr[data-silence]")) == 1
+    assert len(d.find_elements(by("css"), "#silences-table tr[data-silence]")) == 1
     # the audit log: search for the cordon, see the chain verified, download the CSV
     d.get(f"{served.url}/console/audit")
-    assert "Chain verified" in d.find_element(_by("id"), "audit-verify").text
-    d.find_element(_by("id"), "audit-action").send_keys("gpu.cordoned")
-    click(d, d.find_element(_by("id"), "audit-search"))
+    assert "Chain verified" in d.find_element(by("id"), "audit-verify").text
+    d.find_element(by("id"), "audit-action").send_keys("gpu.cordoned")
+    click(d, d.find_element(by("id"), "audit-search"))
     wait_until(lambda: "action=gpu.cordoned" in d.current_url, 10, "the search's results")
-    rows = d.find_elements(_by("css"), "#audit-table tr.o-success")
+    rows = d.find_elements(by("css"), "#audit-table tr.o-success")
     assert len(rows) == 1 and victim in rows[0].text and "admin" in rows[0].text
-    d.find_element(_by("id"), "audit-csv").click()
+    d.find_element(by("id"), "audit-csv").click()
     csv_path = Path(d.downloads) / "gpufleet-audit.csv"
     wait_until(csv_path.exists, 10, "the CSV download")
     text = csv_path.read_text()

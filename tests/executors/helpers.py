@@ -9,11 +9,13 @@ from pathlib import Path
 
 from gpufleet.allocator.policies import make_policy
 from gpufleet.allocator.queue import JobQueue
+from gpufleet.allocator.state import ClusterState
 from gpufleet.simulator.twin import Twin, TwinConfig
 
 from gpufleet.executors.base import Executor
-from gpufleet.jobs import QueueJobService
+from gpufleet.jobs import QueueJobService, open_queue
 from gpufleet.settings import JobsSettings
+from gpufleet.state import close_state
 from gpufleet.wiring import cluster_from_devices
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,6 +32,16 @@ def service(tw: Twin, executor: Executor, tmp: Path, grace_s: float = 10.0) -> Q
     queue = JobQueue(cluster_from_devices(tw.devices()), make_policy("default"))
     return QueueJobService(queue, clock=time.time, executor=executor,
                            settings=JobsSettings(grace_s=grace_s), data_dir=tmp)
+
+
+def db_service(state: ClusterState, executor: Executor, tmp: Path, grace_s: float = 10.0) -> QueueJobService:
+    """A job service whose queue (and run table) lives in a SQLite database under ``tmp``: building a second
+    one over the same folder is a restarted ``serve``."""
+    url = f"sqlite:///{tmp / 'state.db'}"
+    close_state(url)  # a new process: a new engine, everything read back from the database
+    queue = open_queue(url, state, make_policy("default"))
+    return QueueJobService(queue, clock=time.time, executor=executor, settings=JobsSettings(grace_s=grace_s),
+                           data_dir=tmp)
 
 
 def run_until(svc: QueueJobService, check: Callable[[], bool], timeout: float, what: str) -> None:

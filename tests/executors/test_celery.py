@@ -25,7 +25,8 @@ from gpufleet.executors.celery_app import node_key, run_key
 from gpufleet.executors.celery_exec import CeleryExecutor
 from gpufleet.jobs import QueueJobService, make_executor
 from gpufleet.settings import Settings
-from tests.executors.helpers import run_until, service, twin
+from gpufleet.wiring import cluster_from_devices
+from tests.executors.helpers import db_service, run_until, service, twin
 from tests.servers import Redis as RedisServer
 from tests.servers import ServerProcess, free_port, wait_until
 
@@ -188,6 +189,35 @@ def test_cancel_sends_sigterm_then_sigkill_to_the_job(workers: Workers, redis_ur
         assert not svc.allocations()
     finally:
         svc.close()
+
+
+def test_a_restarted_service_reattaches_to_its_celery_runs(workers: Workers, redis_url: str, tmp_path: Path) -> None:
+    def service() -> QueueJobService:
+        ex = CeleryExecutor(redis_url, heartbeat_timeout_s=HEARTBEAT_TIMEOUT, node_check_s=0.2)
+        return db_service(cluster_from_devices(twin(nodes=3, gpus=2).devices()), ex, tmp_path, grace_s=0.5)
+
+    long = [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(3); print('done', flush=True)"]
+    stubborn = [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, lambda *a: "
+                "print('got TERM', flush=True)); print('up', flush=True); time.sleep(60)"]
+    first = service()
+    jobs = first.submit([{"name": "long", "gpus": 1, "command": long},
+                         {"name": "stubborn", "gpus": 1, "command": stubborn}], "bob", None)
+    ids = {j["name"]: j["id"] for j in jobs}
+    run_until(first, lambda: all("up" in first.logs(i)[0] for i in ids.values()), 30, "both jobs to start")
+    handle = first.queue.jobs[ids["long"]].run["handle"]  # type: ignore[index]
+    assert handle == {"task_id": f"{ids['long']}.1", "node": first.get(ids["long"])["node"],
+                      "run_key": run_key(ids["long"], 1)}
+    first.close()  # serve stops; the workers run on
+    second = service()
+    try:
+        run_until(second, lambda: second.get(ids["long"])["state"] == "succeeded", 30, "the reattached run")
+        assert "done" in second.logs(ids["long"])[0] and second.get(ids["long"])["restarts"] == 0
+        assert second.cancel(ids["stubborn"])["state"] == "cancelled"  # cancel still reaches the worker
+        run_until(second, lambda: not second.executor.active(ids["stubborn"]), 15, "the worker to end it")
+        assert "got TERM" in second.logs(ids["stubborn"])[0]
+        assert all(second.queue.jobs[i].run is None for i in ids.values())
+    finally:
+        second.close()
 
 
 def test_worker_shutdown_hands_its_running_job_back(workers: Workers, redis_url: str, tmp_path: Path) -> None:

@@ -13,12 +13,13 @@ import pytest
 from gpufleet.allocator.policies import make_policy
 from gpufleet.allocator.queue import JobQueue
 from gpufleet.allocator.state import ClusterState, NodeSpec
+from gpufleet.exporter.errors import InputError
 
 from gpufleet.executors.base import ExecutorError, RunSpec
 from gpufleet.executors.kubernetes import KubernetesExecutor, job_name, manifest
 from gpufleet.jobs import QueueJobService
 from gpufleet.settings import JobsSettings
-from tests.executors.helpers import run_until
+from tests.executors.helpers import db_service, run_until
 from tests.integrations.kube_api import KubeAPI, node
 from tests.servers import skip_or_fail
 
@@ -112,12 +113,42 @@ def test_run_to_exit_code_and_log(api: KubeAPI, tmp_path: Path) -> None:
     assert not api.jobs  # finished Jobs are deleted once their log is kept
 
 
-def test_a_job_without_an_image_fails_with_the_reason(api: KubeAPI, tmp_path: Path) -> None:
+def test_a_job_without_an_image_is_refused_at_submission(api: KubeAPI, tmp_path: Path) -> None:
     svc = _service(api, tmp_path)
-    [job] = svc.submit([{"name": "bare", "gpus": 1, "command": ["python", "x.py"]}], "bob", None)
-    got = svc.get(job["id"])
-    assert got["state"] == "failed" and "has no image: the kubernetes executor runs containers" in got["reason"]
-    assert not _created(api)
+    with pytest.raises(InputError) as err:
+        svc.submit([{"name": "bare", "gpus": 1, "command": ["python", "x.py"]},
+                    {"name": "fine", "gpus": 1, "image": IMAGE, "command": ["python", "x.py"]},
+                    {"name": "entry", "gpus": 1, "image": IMAGE}], "bob", None)
+    assert str(err.value) == ("batch rejected: job bare: image is required: the kubernetes executor runs the command "
+                              "in a container (add image: REGISTRY/NAME:TAG); job entry: command is required with "
+                              f"image {IMAGE!r} (the argv to run in the container)")
+    assert not svc.list() and not _created(api)  # all or nothing: nothing queued, no Job created
+
+
+def test_a_restarted_service_reattaches_to_its_kubernetes_jobs(api: KubeAPI, tmp_path: Path) -> None:
+    def service() -> QueueJobService:
+        ex = KubernetesExecutor(api.api_client(), grace_s=5, poll_interval_s=0.05)
+        state = ClusterState.from_specs([NodeSpec("g1", 64000, 65536, 2, "A100", 80 << 30, uuids=["GPU-0", "GPU-1"])])
+        return db_service(state, ex, tmp_path, grace_s=5)
+
+    first = service()
+    [ok, long] = first.submit([{"name": "ok", "gpus": 1, "image": IMAGE, "command": ["python", "ok.py"]},
+                               {"name": "long", "gpus": 1, "image": IMAGE, "command": ["sleep", "1d"]}], "bob", None)
+    names = [j["metadata"]["name"] for j in _created(api)]
+    for n in names:
+        api.run_pod(n)
+    run_until(first, lambda: all(first.get(j["id"])["state"] == "running" for j in (ok, long)), 10, "running")
+    assert first.queue.jobs[ok["id"]].run["handle"] == {"namespace": "default", "job_name": names[0]}  # type: ignore[index]
+    first.close()
+
+    second = service()
+    api.finish(names[0], 0, log="all done\n")
+    run_until(second, lambda: second.get(ok["id"])["state"] == "succeeded", 10, "the reattached Job to finish")
+    assert "all done" in second.logs(ok["id"])[0]
+    second.cancel(long["id"])
+    assert [r for r in api.requests if r[0] == "DELETE" and r[1].endswith(f"/jobs/{names[1]}")]
+    run_until(second, lambda: not second.executor.active(long["id"]), 10, "the cancelled Job to go")
+    assert second.get(long["id"])["state"] == "cancelled" and len(_created(api)) == 2
 
 
 def test_cancel_deletes_the_job_foreground_with_the_grace(api: KubeAPI, tmp_path: Path) -> None:

@@ -162,3 +162,47 @@ def test_cordon_and_drain(tmp_path: Path) -> None:
     svc.cancel(train["id"])
     run_until(svc, lambda: not svc.executor.active(train["id"]), 15, "the trainer to stop")
     assert EXAMPLE.exists()
+
+
+def test_without_systemd_the_job_runs_and_its_log_says_limits_were_not_applied(tmp_path: Path) -> None:
+    import pytest
+    from gpufleet.exporter.errors import ConfigError
+
+    from gpufleet.executors.base import RunSpec
+    from gpufleet.executors.local import systemd_available, systemd_prefix
+
+    if systemd_available():  # this check is for hosts without systemd (CI containers)
+        pytest.skip("this host runs systemd")
+    ex = LocalExecutor()  # systemd = auto
+    assert not ex.use_systemd
+    svc = service(twin(), ex, tmp_path)
+    [job] = svc.submit([{"name": "capped", "gpus": 1, "command": [sys.executable, "-c", "print('ran')"]}], "bob", None)
+    run_until(svc, lambda: _state(svc, job["id"]) == "succeeded", 20, "the job")
+    log = _log(svc, job["id"])
+    assert "ran" in log
+    assert "cgroup limits not applied: this host has no systemd (executor.systemd = auto)" in log
+    with pytest.raises(ConfigError, match=r"^executor.systemd = on, but this host has no systemd"):
+        LocalExecutor(systemd="on")
+    off = service(twin(), LocalExecutor(systemd="off"), tmp_path / "off")
+    [quiet] = off.submit([{"name": "q", "gpus": 1, "command": [sys.executable, "-c", "pass"]}], "bob", None)
+    run_until(off, lambda: _state(off, quiet["id"]) == "succeeded", 20, "the job")
+    assert "limits not applied" not in _log(off, quiet["id"])  # off: the operator chose no cgroups
+    run = RunSpec(job_id="j1-x", attempt=2, command=["t"], node="n", gpu_indexes=[0], gpu_uuids=["g"],
+                  log_path="/l", checkpoint_dir="/c", cpu_milli=1500, memory_mib=2048)
+    assert systemd_prefix(run) == ["systemd-run", "--scope", "--quiet", "--collect", "--unit=gpufleet-j1-x-2",
+                                   "--property=MemoryMax=2048M", "--property=CPUQuota=150%", "--"]
+
+
+def test_max_runtime_stops_the_run_and_fails_the_job(tmp_path: Path) -> None:
+    """The runtime limit (a deadline heap in the job service): the run past it is stopped, the job fails
+    with the limit named; a job within its limit is left alone."""
+    svc = service(twin(), LocalExecutor(systemd="off"), tmp_path, grace_s=0.5)
+    long = [sys.executable, "-c", "import time; time.sleep(30)"]
+    short = [sys.executable, "-c", "import time; time.sleep(0.5)"]
+    jobs = svc.submit([{"name": "long", "gpus": 1, "max_runtime_s": 1.0, "command": long},
+                       {"name": "short", "gpus": 1, "max_runtime_s": 20.0, "command": short}], "bob", None)
+    ids = {j["name"]: j["id"] for j in jobs}
+    run_until(svc, lambda: all(_state(svc, i) in ("succeeded", "failed") for i in ids.values()), 25, "both")
+    long_job = svc.get(ids["long"])
+    assert long_job["state"] == "failed" and long_job["reason"] == "stopped after max_runtime_s 1"
+    assert svc.get(ids["short"])["state"] == "succeeded"

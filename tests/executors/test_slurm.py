@@ -20,8 +20,8 @@ from gpufleet.executors.slurm import SlurmExecutor, batch_script
 from gpufleet.integrations.slurm import SlurmClient
 from gpufleet.jobs import QueueJobService
 from gpufleet.settings import JobsSettings
-from tests.executors.helpers import run_until, train_cmd
-from tests.servers import Slurm, wait_until
+from tests.executors.helpers import db_service, run_until, train_cmd
+from tests.servers import Slurm
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 NODE = Slurm.NODE
@@ -43,7 +43,7 @@ def slurm(cluster: Slurm) -> Iterator[Slurm]:
 
 
 def executor(slurm: Slurm, tmp: Path, grace_s: float = 10.0, use_json: bool = True) -> SlurmExecutor:
-    return SlurmExecutor(SlurmClient(conf=str(slurm.conf)), state_file=tmp / "slurm-runs.json", grace_s=grace_s,
+    return SlurmExecutor(SlurmClient(conf=str(slurm.conf)), grace_s=grace_s,
                          poll_interval_s=0.2, gpu_types={"H100": "h100"}, use_json=use_json)
 
 
@@ -74,8 +74,9 @@ def test_submit_exit_codes_logs_and_reattach(slurm: Slurm, tmp_path: Path) -> No
     ids = {j["name"]: j["id"] for j in jobs}
     slurm_ids = {n: ex.slurm_id(i) for n, i in ids.items()}
     assert all(s and s.isdigit() for s in slurm_ids.values())
-    recorded = json.loads((tmp_path / "slurm-runs.json").read_text())["runs"]
-    assert {k: v["slurm_id"] for k, v in recorded.items()} == {ids[n]: s for n, s in slurm_ids.items()}
+    recorded = {i: svc.queue.jobs[i].run for i in ids.values()}  # the run table: the job's row in the database
+    assert {k: v["handle"]["slurm_job_id"] for k, v in recorded.items() if v} == {ids[n]: s for n, s in slurm_ids.items()}
+    assert not (tmp_path / "slurm-runs.json").exists()  # no side file any more
     run_until(svc, lambda: all(_state(svc, i) in ("succeeded", "failed") for i in ids.values()), 60, "exits")
     done = svc.get(ids["show"])
     assert (done["state"], done["exit_code"]) == ("succeeded", 0)
@@ -84,23 +85,58 @@ def test_submit_exit_codes_logs_and_reattach(slurm: Slurm, tmp_path: Path) -> No
     assert f"(slurm job {slurm_ids['show']})" in log and log.rstrip().endswith("exited with 0")
     failed = svc.get(ids["fail"])
     assert (failed["state"], failed["exit_code"], failed["reason"]) == ("failed", 3, "exited with code 3")
-    assert json.loads((tmp_path / "slurm-runs.json").read_text())["runs"] == {}
+    assert all(svc.queue.jobs[i].run is None for i in ids.values())  # ended runs leave the run table
 
-    # a restarted serve: a new executor over the same state file goes on tracking a run the old one started
-    run = RunSpec(job_id="j9-long", attempt=1, command=[sys.executable, "-c", "import time; time.sleep(1.5); "
-                  "raise SystemExit(7)"], node=NODE, gpu_indexes=[0], gpu_uuids=[f"{NODE}/gpu0"],
-                  log_path=str(tmp_path / "j9.log"), checkpoint_dir=str(tmp_path / "ck"))
-    ex.start(run)
-    ex.close()
-    again = executor(slurm, tmp_path)
-    assert again.slurm_id("j9-long") == ex.slurm_id("j9-long")
-    events: list[tuple[str, int | None]] = []
 
-    def exited() -> bool:
-        events.extend((e.kind, e.exit_code) for e in again.poll(time.time()))
-        return ("exited", 7) in events
-    wait_until(exited, 30, "the reattached run's exit", interval=0.2)
-    assert events[0] == ("running", None)
+def _db_service(slurm: Slurm, tmp: Path, grace_s: float = 10.0) -> QueueJobService:
+    state = ClusterState.from_specs([NodeSpec(NODE, 4000, 4000, 2, "A100", 80 << 30,
+                                              uuids=[f"{NODE}/gpu0", f"{NODE}/gpu1"])])
+    ex = SlurmExecutor(SlurmClient(conf=str(slurm.conf)), state_file=tmp / "jobs" / "slurm-runs.json",
+                       grace_s=grace_s, poll_interval_s=0.2)
+    return db_service(state, ex, tmp, grace_s=grace_s)
+
+
+def test_a_restarted_service_reattaches_to_its_slurm_jobs(slurm: Slurm, tmp_path: Path) -> None:
+    first = _db_service(slurm, tmp_path, grace_s=1.0)
+    sleep = [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(4); print('done', flush=True)"]
+    stubborn = [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, lambda *a: "
+                "print('got TERM', flush=True)); print('up', flush=True); time.sleep(120)"]
+    jobs = first.submit([{"name": "long", "gpus": 1, "command": sleep},
+                         {"name": "stubborn", "gpus": 1, "command": stubborn}], "bob", None)
+    ids = {j["name"]: j["id"] for j in jobs}
+    run_until(first, lambda: all("up" in _log(first, i) for i in ids.values()), 30, "both jobs to start")
+    sids = {n: first.executor.slurm_id(i) for n, i in ids.items()}  # type: ignore[attr-defined]
+    first.close()  # serve stops; Slurm runs on
+
+    second = _db_service(slurm, tmp_path, grace_s=1.0)
+    assert {n: second.executor.slurm_id(i) for n, i in ids.items()} == sids  # type: ignore[attr-defined]
+    run_until(second, lambda: _state(second, ids["long"]) == "succeeded", 60, "the reattached job to finish")
+    assert "done" in _log(second, ids["long"]) and second.get(ids["long"])["exit_code"] == 0
+    assert second.cancel(ids["stubborn"])["state"] == "cancelled"  # cancel still works after the restart
+    run_until(second, lambda: not second.executor.active(ids["stubborn"]), 30, "Slurm to end the job")
+    assert "got TERM" in _log(second, ids["stubborn"])
+    assert sids["stubborn"] not in slurm.cli("squeue", "-h", "-o", "%i").split()
+    second.close()
+
+
+def test_the_older_slurm_runs_file_is_imported_into_the_run_table(slurm: Slurm, tmp_path: Path) -> None:
+    first = _db_service(slurm, tmp_path)
+    code = [sys.executable, "-c", "import time; time.sleep(2); raise SystemExit(7)"]
+    [job] = first.submit([{"name": "old", "gpus": 1, "command": code}], "bob", None)
+    jid = job["id"]
+    rec = first.queue.jobs[jid]
+    run = dict(rec.run or {})
+    # what an older gpufleet left: the job running in the database, its Slurm id only in slurm-runs.json
+    legacy = tmp_path / "jobs" / "slurm-runs.json"
+    legacy.write_text(json.dumps({"runs": {jid: {"slurm_id": run["handle"]["slurm_job_id"], "run": run["spec"]}}}))
+    rec.run = None
+    first.persist()
+
+    second = _db_service(slurm, tmp_path)
+    assert not legacy.exists() and legacy.with_name("slurm-runs.json.imported").exists()
+    assert second.queue.jobs[jid].run["handle"] == run["handle"]  # type: ignore[index]
+    run_until(second, lambda: _state(second, jid) == "failed", 60, "the imported run's exit")
+    assert second.get(jid)["exit_code"] == 7
 
 
 def test_dependency_chain_runs_in_order(slurm: Slurm, tmp_path: Path) -> None:
@@ -152,7 +188,7 @@ def test_a_drained_node_requeues_the_job_and_it_resumes(slurm: Slurm, tmp_path: 
 
 
 def test_sbatch_arguments(tmp_path: Path) -> None:
-    ex = SlurmExecutor(SlurmClient(), state_file=tmp_path / "s.json", gpu_types={"H100": "h100"},
+    ex = SlurmExecutor(SlurmClient(), gpu_types={"H100": "h100"},
                        partition="gpu", account="ml", gpu_request="gpus")
     run = RunSpec(job_id="j1-x", attempt=2, command=["train", "--lr", "0.1 0.2"], node="n7", gpu_indexes=[0, 1],
                   gpu_uuids=["a", "b"], log_path=str(tmp_path / "j1-x.log"), checkpoint_dir="/ck", resume=True,

@@ -7,6 +7,9 @@ GET /api/v1/nodes (with ``labelSelector`` ``k=v[,k=v]``), GET /api/v1/nodes/{nam
 ``json-patch+json`` body that is not a list is refused with 400, as the real API server refuses it.
 Errors are ``Status`` objects. Every request is recorded for assertions.
 
+GET /api/v1/pods (every namespace, ``fieldSelector=status.phase=X``) lists pods for the pending-demand
+read-out; :meth:`KubeAPI.add_pod` adds a user's pod.
+
 For the Kubernetes executor also batch/v1 Jobs (create, read, delete) in a namespace, one pod per Job
 (list by ``labelSelector``, read its log); the tests play kubelet and job controller (:meth:`KubeAPI.run_pod`,
 :meth:`KubeAPI.finish`, :meth:`KubeAPI.set_ready`).
@@ -84,6 +87,8 @@ class KubeAPI:
                     api.requests.append(("GET", u.path, "", None))
                     if "/namespaces/" in u.path:
                         return self._reply(*api.namespaced("GET", u, None))
+                    if u.path == "/api/v1/pods":  # every namespace, by fieldSelector status.phase=X
+                        return self._send(200, api.list_pods(parse_qs(u.query)))
                     if u.path == "/api/v1/nodes":
                         sel = parse_qs(u.query).get("labelSelector", [""])[0]
                         want = dict(p.split("=", 1) for p in sel.split(",") if "=" in p)
@@ -193,6 +198,37 @@ class KubeAPI:
             if (ns, name) in self.pods and want_log:
                 return 200, self.pod_logs.get(name, "")
         return 404, _status(404, "NotFound", f"{u.path} not found")
+
+    def list_pods(self, query: dict[str, list[str]]) -> dict[str, Any]:
+        """GET /api/v1/pods: ``fieldSelector`` ``status.phase=X`` (the one field the tests select on) and
+        ``labelSelector`` ``k=v[,k=v]``."""
+        fields = dict(p.split("=", 1) for p in query.get("fieldSelector", [""])[0].split(",") if "=" in p)
+        want = dict(p.split("=", 1) for p in query.get("labelSelector", [""])[0].split(",") if "=" in p)
+        if set(fields) - {"status.phase"}:
+            return _status(400, "BadRequest", f"field label not supported: {sorted(set(fields) - {'status.phase'})}")
+        items = [p for p in self.pods.values()
+                 if p["status"].get("phase") == fields.get("status.phase", p["status"].get("phase"))
+                 and all(p["metadata"].get("labels", {}).get(k) == v for k, v in want.items())]
+        return {"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"}, "items": items}
+
+    def add_pod(self, name: str, gpus: dict[str, str], *, ns: str = "default", phase: str = "Pending",
+                node_selector: dict[str, str] | None = None, labels: dict[str, str] | None = None,
+                node_name: str | None = None, init_gpus: dict[str, str] | None = None) -> None:
+        """A pod as a user's controller made it: one container asking for ``gpus`` (resource -> quantity,
+        as requests and limits), optionally an init container asking for ``init_gpus``."""
+        def container(n: str, want: dict[str, str]) -> dict[str, Any]:
+            return {"name": n, "image": "busybox", "resources": {"requests": dict(want), "limits": dict(want)}}
+        spec: dict[str, Any] = {"containers": [container("main", gpus)]}
+        if init_gpus:
+            spec["initContainers"] = [container("init", init_gpus)]
+        if node_selector:
+            spec["nodeSelector"] = dict(node_selector)
+        if node_name:
+            spec["nodeName"] = node_name
+        with self.lock:
+            self.pods[(ns, name)] = {"apiVersion": "v1", "kind": "Pod",
+                                     "metadata": {"name": name, "namespace": ns, "labels": dict(labels or {})},
+                                     "spec": spec, "status": {"phase": phase}}
 
     def run_pod(self, job: str, ns: str = "default") -> None:
         """The kubelet started the Job's container."""
