@@ -43,7 +43,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-from gpufleet.allocator import queue_persist
+from gpufleet.allocator import preemption, queue_persist
 from gpufleet.allocator.jobs import JobSpec, Limits, PriorityClass, Rejection, validate_batch
 from gpufleet.allocator.policies.base import Policy, Request
 from gpufleet.allocator.records import (
@@ -391,65 +391,16 @@ class JobQueue:
             self.state.release(p, req.cpu_milli, req.mem_mib)
         self._freed()
 
+    # ------------------------------------------------------------------ preemption (preemption.py)
     def _victims(self, rec: JobRecord, now: float) -> list[JobRecord]:
         """Running jobs that may be taken from, most expendable first."""
-        eff = self.effective_priority(rec, now)
-        out = [r for r in self._victim_pool.values() if r is not rec and self._may_take(rec, r, eff)]
-        # seq last: the order of ``jobs`` (submission order) that a stable sort over it kept for ties
-        out.sort(key=lambda r: (int(r.spec.priority), -(r.started or 0.0), r.seq))
-        return out
+        return preemption.victims(self, rec, now)
 
     def _may_take(self, rec: JobRecord, r: JobRecord, eff: float) -> bool:
-        """Whether ``rec`` (at effective priority ``eff``) may take the GPUs of the running preemptible
-        ``r``: ``r``'s class is lower, or ``rec``'s team is within its guarantee and ``r``'s team borrows."""
-        if int(r.spec.priority) < int(eff):
-            return True
-        q = self.quotas.get(rec.spec.team)
-        if q is None:
-            return False
-        within = self.team_usage(rec.spec.team, r.gpu_type) + rec.spec.gpu_count <= q.get(
-            "guaranteed", r.gpu_type) + 1e-9
-        vq = self.quotas.get(r.spec.team)
-        return within and vq is not None and r.spec.team != rec.spec.team and (
-            self.team_usage(r.spec.team, r.gpu_type) > vq.get("guaranteed", r.gpu_type) + 1e-9)
+        return preemption.may_take(self, rec, r, eff)
 
     def _try_with_victims(self, rec: JobRecord, now: float) -> bool:
-        key = (int(self.effective_priority(rec, now)), rec.spec.team, self._shape_id(rec))
-        if self._no_preempt is not None and key in self._no_preempt:
-            return False
-        victims = self._victims(rec, now)
-        if not victims:
-            if self._no_preempt is not None:
-                self._no_preempt.add(key)
-            return False
-        fit_before = set(self._no_fit or ())
-        taken: list[JobRecord] = []
-        for v in victims:
-            self._unplace(v, v.placements)
-            taken.append(v)
-            ps = self._place_all(rec)
-            if ps is not None:
-                gtype = self._type_of(ps)
-                if self._quota_ok(rec, gtype):
-                    self._unplace(rec, ps)  # placements are redone below once the victims are stopped
-                    break
-                self._unplace(rec, ps)
-        else:
-            for v in taken:  # nothing worked: put the victims back exactly where they were
-                for p, req in zip(v.placements, v.spec.members(), strict=False):
-                    self.state.allocate(p, req.cpu_milli, req.mem_mib)
-            if self._no_fit is not None:  # the state is as before: what did not fit then does not fit now
-                self._no_fit |= fit_before
-            if self._no_preempt is not None:  # and the same ask finds nothing to preempt either
-                self._no_preempt.add(key)
-            return False
-        for v in taken:  # victims were already released from the state
-            for p, req in zip(v.placements, v.spec.members(), strict=False):
-                self.state.allocate(p, req.cpu_milli, req.mem_mib)
-            borrower = rec.spec.team != v.spec.team and int(v.spec.priority) >= int(
-                self.effective_priority(rec, now))
-            self._requeue(v, now, reason="reclaim" if borrower else "preemption")
-        return self._try_start(rec, now)
+        return preemption.try_with_victims(self, rec, now)
 
     # ------------------------------------------------------------------ ends and interrupts
     def _close_usage(self, rec: JobRecord, now: float) -> None:

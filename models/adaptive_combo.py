@@ -20,6 +20,7 @@ from gpufleet.models.forecast_base import (
     FloatArray,
     Forecast,
     Forecaster,
+    cut_as_of,
     forecasters,
     sort_quantiles,
 )
@@ -58,13 +59,7 @@ class AdaptiveCombination(Forecaster):
         return cls(**kw)
 
     def fit(self, y: Any, freq: str = "1h", timestamps: Any = None, as_of: Any = None) -> AdaptiveCombination:
-        arr = np.asarray(y, dtype=float).ravel()
-        if timestamps is not None and as_of is not None:
-            import pandas as pd
-
-            ts = pd.DatetimeIndex(timestamps)
-            keep = np.asarray(ts <= pd.Timestamp(as_of))
-            arr, timestamps = arr[keep], ts[keep]
+        arr, timestamps = cut_as_of(y, timestamps, as_of)
         return self.fit_panel([arr], freq=freq, timestamps=[timestamps] if timestamps is not None else None)
 
     def fit_panel(self, series: list[Any], freq: str = "1h", timestamps: list[Any] | None = None

@@ -156,14 +156,7 @@ class Forecaster(Model):
     def fit(self, y: Any, freq: str = "1h", timestamps: Any = None, as_of: Any = None) -> Forecaster:
         """Fit on ``y`` (regular grid of step ``freq``; NaN = missing). ``timestamps`` (optional) gives the
         time of each value; ``as_of`` (optional) cuts the series at that time: nothing later is used."""
-        arr = np.asarray(y, dtype=float).ravel()
-        if timestamps is not None and as_of is not None:
-            import pandas as pd
-
-            ts = pd.DatetimeIndex(timestamps)
-            keep = np.asarray(ts <= pd.Timestamp(as_of))
-            arr = arr[keep]
-            timestamps = ts[keep]
+        arr, timestamps = cut_as_of(y, timestamps, as_of)
         if len(arr) < 3:
             raise ValueError(f"{self.name}: need at least 3 observations, got {len(arr)}")
         self.freq_ = freq
@@ -231,6 +224,18 @@ def quantiles_from_errors(point: FloatArray, errors: FloatArray, spread: FloatAr
     for q in levels:
         out[q] = np.maximum(point + float(np.quantile(e, q)) * spread, 0.0)
     return sort_quantiles(out)
+
+
+def cut_as_of(y: Any, timestamps: Any, as_of: Any) -> tuple[FloatArray, Any]:
+    """``y`` as floats and its ``timestamps``, cut at ``as_of`` when both are given (nothing later kept)."""
+    arr = np.asarray(y, dtype=float).ravel()
+    if timestamps is not None and as_of is not None:
+        import pandas as pd
+
+        ts = pd.DatetimeIndex(timestamps)
+        keep = np.asarray(ts <= pd.Timestamp(as_of))
+        arr, timestamps = arr[keep], ts[keep]
+    return arr, timestamps
 
 
 def sort_quantiles(qd: dict[float, FloatArray]) -> dict[float, FloatArray]:

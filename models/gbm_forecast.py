@@ -34,6 +34,7 @@ from gpufleet.models.forecast_base import (
     FloatArray,
     Forecast,
     Forecaster,
+    cut_as_of,
     sort_quantiles,
     steps_per,
 )
@@ -141,13 +142,7 @@ class GlobalGBM(Forecaster):
 
     # -- fitting -------------------------------------------------------------------------------------
     def fit(self, y: Any, freq: str = "1h", timestamps: Any = None, as_of: Any = None) -> GlobalGBM:
-        arr = np.asarray(y, dtype=float).ravel()
-        if timestamps is not None and as_of is not None:
-            import pandas as pd
-
-            ts = pd.DatetimeIndex(timestamps)
-            keep = np.asarray(ts <= pd.Timestamp(as_of))
-            arr, timestamps = arr[keep], ts[keep]
+        arr, timestamps = cut_as_of(y, timestamps, as_of)
         return self.fit_panel([arr], freq=freq, timestamps=[timestamps] if timestamps is not None else None)
 
     def fit_panel(self, series: list[Any], freq: str = "1h", timestamps: list[Any] | None = None) -> GlobalGBM:

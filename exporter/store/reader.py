@@ -14,16 +14,17 @@ import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 from gpufleet.exporter.errors import ConfigError
 from gpufleet.exporter.schema import Device, Event, EventKind
 from gpufleet.exporter.store.integrity import VERIFIER
 from gpufleet.exporter.store.layout import TIERS, list_segments, list_wals, series_field
 from gpufleet.exporter.store.wal import WalContents, read_wal
+
+if TYPE_CHECKING:  # pyarrow is imported where it is used: the exporter's own imports stay light
+    import pyarrow as pa
 
 AGGS = ("mean", "min", "max", "last")
 log = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ class ReadResult:
         return np.asarray(self.uuids, dtype=object)[self.codes] if len(self.uuids) else np.empty(0, object)
 
     def to_arrow(self) -> pa.Table:
+        import pyarrow as pa
+
         cols: dict[str, Any] = {
             "ts": pa.array(self.ts_ms, pa.timestamp("ms", tz="UTC")),
             "uuid": pa.DictionaryArray.from_arrays(pa.array(self.codes, pa.int32()), pa.array(self.uuids, pa.string())),
@@ -304,6 +307,7 @@ class StoreReader:
         Whole files inside the window are read one at a time (only the result and one file are
         in memory); edge files and the open log are read up front to learn their row counts.
         """
+        import pyarrow.compute as pc
         import pyarrow.parquet as pq
         from gpufleet.exporter.store.segments import raw_table, rollup_table
 
@@ -364,6 +368,8 @@ class _Piece:
 
     @classmethod
     def of(cls, t: pa.Table, res: int) -> _Piece:
+        import pyarrow.compute as pc
+
         return cls(pc.min(t["ts"]).as_py(), pc.max(t["ts"]).as_py(), t.num_rows, t.column_names, 0, table=t)
 
     def load(self) -> pa.Table:
